@@ -1,0 +1,36 @@
+"""secureagg: privacy-preserving collaborative machine learning around your own PyTorch loop.
+
+The small public surface: pick an aggregator by name, run it over the in-memory transport, read
+the aggregate, survivors, transcript and metrics. ``import secureagg`` needs only numpy and
+``cryptography``; torch, tenseal, phe, opacus and flwr are imported only by the modules that use
+them, when they are used.
+
+>>> import numpy as np, secureagg as sa
+>>> agg = sa.make_aggregator("plain", num_clients=3)
+>>> res = sa.simulate(agg, [[np.ones(2)] for _ in range(3)], dropouts={0: "upload"})
+>>> res.survivors, res.aggregate[0].tolist()
+((1, 2), [2.0, 2.0])
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+from secureagg import errors
+from secureagg.aggregators import available, make_aggregator
+from secureagg.transport import SeededRunWarning, SimulationResult, simulate
+
+try:
+    __version__ = _metadata.version("secureagg")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "SeededRunWarning",
+    "SimulationResult",
+    "__version__",
+    "available",
+    "errors",
+    "make_aggregator",
+    "simulate",
+]

@@ -1,0 +1,248 @@
+"""Shamir t-of-n secret sharing of byte strings over the prime field GF(2^256 + 297).
+
+The secret (at least 32 bytes) is cut into 32-byte big-endian chunks; each chunk, an element below
+``2^256 < PRIME``, gets its own random polynomial of degree ``t - 1``, all evaluated at the same
+``x``: the recipient's index, 1..65535 (``x = 0`` is the secret, never a share). Coefficients are
+drawn chunk by chunk, degree 1 to ``t - 1``, uniform below ``PRIME``: from the OS CSPRNG, or from
+a :class:`~secureagg.crypto.prg.Keystream` (``rng.below``) only for reproducible tests and vectors.
+
+Threat model:
+
+* **Privacy.** Any ``t - 1`` shares reveal nothing about the secret, information-theoretically:
+  for every candidate secret exactly one polynomial passes through it and those shares, so they
+  are uniform whatever the secret. Only ``secret_length`` is public.
+* **Integrity with more than t shares.** :func:`reconstruct` interpolates the first ``t`` shares
+  (by index) and checks that every other share lies on that polynomial, else it raises the opaque
+  :class:`~secureagg.errors.TamperedShareError`. This catches any altered value or index whenever
+  at least ``t`` given shares are genuine; it does not say which share is bad.
+* **Integrity with exactly t shares: none.** ``t`` points always fit a polynomial, so an altered
+  share yields a wrong secret; knowing the indices, an attacker can shift the secret by any chosen
+  amount undetected. A random alteration is only noticed when an interpolated chunk overflows its
+  byte length (almost surely for a final chunk shorter than 32 bytes). Shares must therefore
+  travel inside an AEAD (:mod:`secureagg.crypto.aead`), which rejects tampering.
+
+Lagrange coefficients are cached per (indices, x) by :func:`lagrange_coefficients`, so repeated
+reconstructions from the same parties cost one dot product per chunk.
+
+>>> shares = split(bytes(range(32)), threshold=2, indices=[1, 2, 3])
+>>> reconstruct([shares[2].to_bytes(), shares[0]]) == bytes(range(32))
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import secrets
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from secureagg.crypto import prg
+from secureagg.errors import InvalidShareError, TamperedShareError
+
+__all__ = ["CHUNK_BYTES", "MAX_INDEX", "MIN_SECRET_BYTES", "PRIME", "VERSION", "Share",
+           "lagrange_coefficients", "reconstruct", "split"]
+
+PRIME = 2**256 + 297  # smallest prime above 2^256 (Pocklington certificate in the tests)
+CHUNK_BYTES = 32
+MIN_SECRET_BYTES = 32
+MAX_INDEX = 0xFFFF
+VERSION = 1
+_VALUE_BYTES = 33
+_HEADER = struct.Struct(">BHHI")  # version, index, threshold, secret_length
+_MAX_SECRET_BYTES = 0xFFFFFFFF
+_BLOCK = 32  # Horner steps between modular reductions
+
+
+def _chunk_count(secret_length: int) -> int:
+    return -(-secret_length // CHUNK_BYTES)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One party's share: its ``index`` (the x coordinate) and one field element per chunk.
+
+    ``to_bytes`` layout (version 1, big-endian): version u8, index u16, threshold u16,
+    secret_length u32, then each value in 33 bytes. Construction validates every field.
+    """
+
+    index: int
+    threshold: int
+    secret_length: int
+    values: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        index, threshold, length = self.index, self.threshold, self.secret_length
+        if type(index) is not int or not 1 <= index <= MAX_INDEX:
+            raise InvalidShareError(f"share index must be an int in 1..{MAX_INDEX} (0 is the "
+                                    f"secret itself), got {index!r}")
+        if type(threshold) is not int or not 2 <= threshold <= MAX_INDEX:
+            raise InvalidShareError(f"threshold must be an int in 2..{MAX_INDEX}, "
+                                    f"got {threshold!r}")
+        if type(length) is not int or not MIN_SECRET_BYTES <= length <= _MAX_SECRET_BYTES:
+            raise InvalidShareError(f"secret_length must be an int in {MIN_SECRET_BYTES}..2^32-1,"
+                                    f" got {length!r}")
+        if not isinstance(self.values, tuple | list):
+            raise InvalidShareError("share values must be a tuple of ints")
+        values = tuple(self.values)
+        object.__setattr__(self, "values", values)
+        if len(values) != _chunk_count(length):
+            raise InvalidShareError(f"a share of a {length}-byte secret holds "
+                                    f"{_chunk_count(length)} values, got {len(values)}")
+        if not all(type(v) is int and 0 <= v < PRIME for v in values):
+            raise InvalidShareError("share values must be ints in [0, PRIME)")
+
+    def to_bytes(self) -> bytes:
+        """The versioned fixed-layout encoding (9 + 33 * chunks bytes)."""
+        header = _HEADER.pack(VERSION, self.index, self.threshold, self.secret_length)
+        return header + b"".join(v.to_bytes(_VALUE_BYTES, "big") for v in self.values)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Share:
+        """Parse :meth:`to_bytes` output strictly; anything else raises InvalidShareError."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidShareError(f"a share is bytes, got {type(data).__name__}")
+        raw = bytes(data)
+        if len(raw) < _HEADER.size or raw[0] != VERSION:
+            raise InvalidShareError(f"not a version-{VERSION} share (a {_HEADER.size}-byte "
+                                    f"header starting with byte {VERSION})")
+        _, index, threshold, length = _HEADER.unpack_from(raw)
+        expected = _HEADER.size + _VALUE_BYTES * _chunk_count(length)
+        if len(raw) != expected:
+            raise InvalidShareError(f"a share of a {length}-byte secret is {expected} bytes, "
+                                    f"got {len(raw)} (truncated or extended)")
+        values = tuple(int.from_bytes(raw[i : i + _VALUE_BYTES], "big")
+                       for i in range(_HEADER.size, expected, _VALUE_BYTES))
+        return cls(index=index, threshold=threshold, secret_length=length, values=values)
+
+
+def _batch_inverse(values: Sequence[int]) -> list[int]:
+    """Inverses mod PRIME of nonzero ``values`` with one modular inversion (Montgomery's trick)."""
+    prefix, acc = [], 1
+    for v in values:
+        prefix.append(acc)
+        acc = acc * v % PRIME
+    inv, out = pow(acc, -1, PRIME), [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i], inv = inv * prefix[i] % PRIME, inv * values[i] % PRIME
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _barycentric_weights(indices: tuple[int, ...]) -> tuple[int, ...]:
+    """``w_i = 1 / prod_{j != i} (x_i - x_j)``; products of small ints, one batched inversion."""
+    return tuple(_batch_inverse([
+        math.prod(xi - xj for xj in indices if xj != xi) % PRIME for xi in indices
+    ]))
+
+
+@functools.lru_cache(maxsize=4096)
+def lagrange_coefficients(indices: tuple[int, ...], at: int = 0) -> tuple[int, ...]:
+    """Coefficients ``l_i`` with ``f(at) = sum(l_i * f(indices[i])) mod PRIME`` for deg f < len.
+
+    ``indices`` are distinct ints in ``[0, PRIME)`` (share indices in practice) and ``at`` an
+    int in ``[0, PRIME)``. Cached (LRU, 4096 entries); barycentric weights are cached per
+    ``indices``, so a new ``at`` for known indices costs O(len(indices)).
+    """
+    if not isinstance(indices, tuple) or not all(type(x) is int and 0 <= x < PRIME
+                                                  for x in indices) or not indices:
+        raise InvalidShareError("indices must be a non-empty tuple of ints in [0, PRIME)")
+    if len(set(indices)) != len(indices):
+        raise InvalidShareError(f"indices must be distinct, got {sorted(indices)}")
+    if type(at) is not int or not 0 <= at < PRIME:
+        raise InvalidShareError(f"at must be an int in [0, PRIME), got {at!r}")
+    if at in indices:
+        return tuple(int(x == at) for x in indices)
+    diffs = [at - x for x in indices]  # l_i(at) = prod_j (at - x_j) * w_i / (at - x_i)
+    numerator, weights = math.prod(diffs) % PRIME, _barycentric_weights(indices)
+    return tuple(numerator * w * d % PRIME
+                 for w, d in zip(weights, _batch_inverse(diffs), strict=True))
+
+
+def _check_split_args(secret: bytes, threshold: int, indices: Sequence[int]) -> tuple[int, ...]:
+    if not isinstance(secret, bytes | bytearray):
+        raise InvalidShareError(f"the secret must be bytes, got {type(secret).__name__}")
+    if not MIN_SECRET_BYTES <= len(secret) <= _MAX_SECRET_BYTES:
+        raise InvalidShareError(f"the secret must be at least {MIN_SECRET_BYTES} bytes, got "
+                                f"{len(secret)}; pad or derive a longer secret")
+    xs = tuple(indices)
+    if not all(type(x) is int and 1 <= x <= MAX_INDEX for x in xs):
+        raise InvalidShareError(f"indices must be ints in 1..{MAX_INDEX} (0 is the secret), "
+                                f"got {list(xs)}")
+    if len(set(xs)) != len(xs):
+        raise InvalidShareError(f"indices must be distinct, got duplicates in {list(xs)}")
+    if type(threshold) is not int or threshold < 2:
+        raise InvalidShareError(f"threshold must be an int >= 2, got {threshold!r}")
+    if threshold > len(xs):
+        raise InvalidShareError(f"threshold {threshold} exceeds the {len(xs)} indices; lower "
+                                "the threshold or add recipients")
+    return xs
+
+
+def split(secret: bytes, *, threshold: int, indices: Sequence[int],
+          rng: prg.Keystream | None = None) -> list[Share]:
+    """Share ``secret`` so that any ``threshold`` of the returned shares (one per index, in the
+    order of ``indices``) reconstruct it and fewer reveal nothing. ``rng`` only for tests."""
+    xs = _check_split_args(secret, threshold, indices)
+    draw, length, polys = secrets.randbelow if rng is None else rng.below, len(secret), []
+    for start in range(0, length, CHUNK_BYTES):
+        coeffs = [int.from_bytes(secret[start : start + CHUNK_BYTES], "big")]
+        coeffs.extend(draw(PRIME) for _ in range(threshold - 1))
+        coeffs.reverse()  # Horner order: highest degree first
+        polys.append([coeffs[i : i + _BLOCK] for i in range(0, threshold, _BLOCK)])
+    rows = []
+    for x in xs:
+        values = []
+        for blocks in polys:
+            acc = 0
+            for block in blocks:  # reduce once per block: x < 2^16 adds <= 512 bits per block
+                for a in block:
+                    acc = acc * x + a
+                acc %= PRIME
+            values.append(acc)
+        rows.append(Share(x, threshold, length, tuple(values)))
+    return rows
+
+
+def _dot(coeffs: tuple[int, ...], column: tuple[int, ...]) -> int:
+    total: int = sum(map(operator.mul, coeffs, column))
+    return total % PRIME
+
+
+def reconstruct(shares: Iterable[Share | bytes]) -> bytes:
+    """The secret from at least ``threshold`` shares (objects or their bytes, any order).
+
+    Raises InvalidShareError for too few, duplicate or mismatched shares, and TamperedShareError
+    when shares beyond the threshold are not on the interpolated polynomial.
+    """
+    parsed = [s if isinstance(s, Share) else Share.from_bytes(s) for s in shares]
+    if not parsed:
+        raise InvalidShareError("no shares given")
+    threshold, length = parsed[0].threshold, parsed[0].secret_length
+    if any(s.threshold != threshold or s.secret_length != length for s in parsed):
+        raise InvalidShareError("shares disagree on threshold or secret_length; pass shares "
+                                "of one sharing only")
+    parsed.sort(key=operator.attrgetter("index"))
+    indices = tuple(s.index for s in parsed)
+    if len(set(indices)) != len(indices):
+        raise InvalidShareError(f"duplicate share indices in {list(indices)}; give each once")
+    if len(parsed) < threshold:
+        raise InvalidShareError(f"{len(parsed)} shares given; give at least the threshold, "
+                                f"{threshold}")
+    base = indices[:threshold]
+    columns = list(zip(*(s.values for s in parsed[:threshold]), strict=True))
+    for extra in parsed[threshold:]:
+        coeffs = lagrange_coefficients(base, extra.index)
+        if any(_dot(coeffs, col) != v for col, v in zip(columns, extra.values, strict=True)):
+            raise TamperedShareError()
+    coeffs = lagrange_coefficients(base, 0)
+    out = bytearray()
+    for pos, col in enumerate(columns):
+        size = min(CHUNK_BYTES, length - pos * CHUNK_BYTES)
+        value = _dot(coeffs, col)
+        if value >> (8 * size):
+            raise TamperedShareError()  # cannot be a chunk of this length
+        out += value.to_bytes(size, "big")
+    return bytes(out)

@@ -1,0 +1,1 @@
+"""secureagg.protocols.paillier."""
