@@ -1,0 +1,778 @@
+"""In-memory simulator: drives any :class:`~secureagg.protocols.base.RoundFactory` for one round.
+
+Every message crosses the versioned codec in both directions (``encode -> bytes -> decode``), so
+what is measured and recorded is what a real network would carry. The driver is the only place
+that reads a clock (``time.perf_counter`` around every party call) and the only place that
+injects faults (:mod:`secureagg.transport.faults`); faults act on bytes and delivery, never on a
+party's internals.
+
+Threat model of the *driver itself*: it is trusted test infrastructure. It authenticates senders
+(the channel says who sent what, as TLS would), so a party can only speak as itself; everything
+else - dropouts, late, reordered, corrupted and replayed messages - is fair game for the protocol
+to handle. A seeded run (``seed=...``) makes every random choice reproducible, including the
+protocol's keys and masks; it warns with :class:`SeededRunWarning` and sets ``res.seeded``.
+
+Per stage, the driver: delivers the server's messages (a client that dropped at or before the
+stage receives nothing and sends nothing), routes the replies (to the server, to helpers such as
+the HE key holder, or to other parties) until nothing is in flight, then calls
+``server.end_stage()`` - the stage's deadline. A client raising
+:class:`~secureagg.errors.ProtocolError` aborts and stays silent; a server refusing a message with
+``ProtocolError`` is recorded in ``metrics["rejected"]`` and the round goes on.
+:class:`~secureagg.errors.InsufficientSurvivors` propagates, with the partial ``transcript`` and
+``metrics`` attached to the exception.
+
+>>> import numpy as np, secureagg as sa
+>>> agg = sa.make_aggregator("plain", num_clients=3)
+>>> res = sa.simulate(agg, [[np.full(2, i)] for i in range(3)], dropouts={2: "upload"})
+>>> res.survivors, res.aggregate[0]
+((0, 1), array([1., 1.]))
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from secureagg.crypto import kdf, labels, prg
+from secureagg.errors import (
+    ConfigurationError,
+    InsufficientSurvivors,
+    MalformedMessage,
+    ProtocolError,
+    SecureAggError,
+)
+from secureagg.protocols.base import (
+    SERVER,
+    ClientParty,
+    Envelope,
+    Message,
+    Party,
+    RoundFactory,
+    RoundSetup,
+    ServerParty,
+)
+from secureagg.transport.codec import decode, encode, message_digest
+from secureagg.transport.faults import Delay, Drop, Reorder, Replay, Tamper
+from secureagg.transport.updates import normalize_updates, normalize_weights
+
+__all__ = [
+    "SeededRunWarning",
+    "SimulationResult",
+    "TranscriptEntry",
+    "derive_sim_seed",
+    "simulate",
+]
+
+SESSION_ID_BYTES = 16
+_MAX_WAVES = 10_000  # replies-to-replies within one stage; a protocol looping forever is a bug
+_STAGE_COUNTERS = (
+    "client_seconds_total",
+    "client_seconds_max",
+    "server_seconds",
+    "helper_seconds",
+    "codec_seconds",
+    "bytes_up",
+    "bytes_down",
+    "bytes_peer",
+    "messages_up",
+    "messages_down",
+    "messages_peer",
+)
+
+_T = TypeVar("_T")
+
+
+class SeededRunWarning(UserWarning):
+    """A simulation ran with ``seed=``: keys, masks and choices are reproducible, not secret."""
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One message on the wire: who sent it to whom, in which stage, its size and sha256.
+
+    ``kind`` is ``"<malformed>"`` for bytes the codec refused; ``round_id`` is the message's own
+    ``round_id`` field when it has one, else the simulated round.
+    """
+
+    stage: str
+    kind: str
+    sender: int
+    recipient: int
+    round_id: int
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`simulate` returns. ``aggregate`` is in the caller's shapes, float64."""
+
+    aggregate: list[npt.NDArray[np.float64]]
+    survivors: tuple[int, ...]
+    total_weight: float
+    transcript: list[TranscriptEntry]
+    downlink: list[TranscriptEntry]
+    metrics: dict[str, Any]
+    parameters: dict[str, Any]
+    seeded: bool
+    session_id: bytes
+    round_id: int
+    #: messages between parties other than the server (client <-> helper, client <-> client)
+    peer_traffic: list[TranscriptEntry] = field(default_factory=list)
+    #: the server's ``AggregateOutcome.details``
+    details: dict[str, Any] = field(default_factory=dict)
+    #: raw bytes of every server-received message, parallel to ``transcript`` (``keep_raw=True``)
+    raw_uplink: list[bytes] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable summary (no arrays, no raw bytes)."""
+        return {
+            "survivors": list(self.survivors),
+            "total_weight": self.total_weight,
+            "seeded": self.seeded,
+            "session_id": self.session_id.hex(),
+            "round_id": self.round_id,
+            "parameters": self.parameters,
+            "metrics": self.metrics,
+        }
+
+
+# ----------------------------------------------------------------------------------- seeding
+
+
+def _seed_material(seed: bytes | int) -> bytes:
+    if isinstance(seed, bool) or not isinstance(seed, int | bytes | bytearray):
+        raise ConfigurationError(f"seed must be bytes or a non-negative int, got {seed!r}")
+    if isinstance(seed, int):
+        if seed < 0 or seed.bit_length() > 256:
+            raise ConfigurationError("an integer seed must be in [0, 2^256)")
+        raw = b"i" + seed.to_bytes(32, "big")
+    else:
+        if not seed:
+            raise ConfigurationError("a bytes seed must not be empty")
+        raw = b"b" + len(seed).to_bytes(4, "big") + bytes(seed)
+    return raw.ljust(32, b"\x00")  # unambiguous: fixed-size or length-prefixed before padding
+
+
+def derive_sim_seed(seed: bytes | int, *, context: bytes, length: int = 32) -> bytes:
+    """Derive ``length`` bytes for ``context`` from a user's simulation seed (tests/benchmarks).
+
+    Uses HKDF under the registered label ``secureagg/v1/sim/seed``.
+    """
+    return kdf.derive(_seed_material(seed), label=labels.SIM_SEED, context=context, length=length)
+
+
+# -------------------------------------------------------------------------------- validation
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_dropouts(
+    dropouts: Mapping[int, str] | None,
+    faults: Sequence[object],
+    *,
+    num_clients: int,
+    dropout_stages: tuple[str, ...],
+    problems: list[str],
+) -> dict[int, str]:
+    merged: dict[int, str] = {}
+    given: object = dropouts
+    requested: list[tuple[object, object, str]] = []
+    if isinstance(given, Mapping):
+        requested += [(k, v, "dropouts") for k, v in given.items()]
+    elif given is not None:
+        problems.append(
+            f"dropouts must be a mapping client id -> stage, got {type(given).__name__}"
+        )
+    requested += [(f.client, f.stage, "Drop fault") for f in faults if isinstance(f, Drop)]
+    for cid, stage, source in requested:
+        ok = True
+        if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < num_clients:
+            problems.append(f"{source}: client id {cid!r} is not in 0..{num_clients - 1}")
+            ok = False
+        if stage not in dropout_stages:
+            problems.append(
+                f"{source}: stage {stage!r} for client {cid!r} is not one of the aggregator's "
+                f"dropout stages {list(dropout_stages)}"
+            )
+            ok = False
+        if ok and isinstance(cid, int) and isinstance(stage, str):
+            if cid in merged and merged[cid] != stage:
+                problems.append(
+                    f"client {cid} is dropped at two stages ({merged[cid]!r} and {stage!r})"
+                )
+            merged[cid] = stage
+    return merged
+
+
+def _validate_faults(faults: Iterable[object], *, num_clients: int, problems: list[str]) -> None:
+    for fault in faults:
+        if not isinstance(fault, Drop | Delay | Reorder | Tamper | Replay):
+            problems.append(
+                f"faults: {fault!r} is not a fault (use Drop, Delay, Reorder, Tamper or Replay "
+                "from secureagg.transport.faults)"
+            )
+            continue
+        if not isinstance(fault, Reorder) and (
+            not _is_int(fault.client) or not 0 <= fault.client < num_clients
+        ):
+            problems.append(f"{fault!r}: client id is not in 0..{num_clients - 1}")
+        if isinstance(fault, Tamper):
+            if not _is_int(fault.offset):
+                problems.append(f"{fault!r}: offset must be an integer")
+            if not _is_int(fault.xor) or not 1 <= fault.xor <= 255:
+                problems.append(f"{fault!r}: xor must be an integer in 1..255")
+        if isinstance(fault, Replay):
+            if (fault.from_stage is None) == (fault.captured is None):
+                problems.append(f"{fault!r}: give exactly one of from_stage and captured")
+            elif fault.captured is not None and (
+                not isinstance(fault.captured, bytes) or not fault.captured
+            ):
+                problems.append(f"{fault!r}: captured must be non-empty bytes")
+
+
+def _validate_fault_stages(
+    faults: Sequence[object], *, stages: Sequence[str], problems: list[str]
+) -> None:
+    order = list(stages)
+    for fault in faults:
+        if isinstance(fault, Drop):
+            continue  # checked against dropout_stages
+        stage = getattr(fault, "stage", None)
+        if stage not in order:
+            problems.append(f"{fault!r}: stage {stage!r} is not one of the server's stages {order}")
+            continue
+        if isinstance(fault, Replay) and fault.from_stage is not None:
+            if fault.from_stage not in order:
+                problems.append(f"{fault!r}: from_stage is not one of the server's stages {order}")
+            elif order.index(fault.from_stage) > order.index(stage):
+                problems.append(f"{fault!r}: from_stage comes after stage; nothing to replay yet")
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+@dataclass
+class _InFlight:
+    sender: int
+    recipient: int
+    data: bytes
+
+
+def _new_stage_metrics() -> dict[str, float]:
+    return dict.fromkeys(_STAGE_COUNTERS, 0.0)
+
+
+class _Driver:
+    def __init__(
+        self,
+        *,
+        setup: RoundSetup,
+        agg: RoundFactory,
+        drop_map: dict[int, str],
+        faults: Sequence[object],
+        driver_seed: bytes,
+        round_id: int,
+        keep_raw: bool,
+    ) -> None:
+        self.server: ServerParty = setup.server
+        self.clients: dict[int, ClientParty] = dict(setup.clients)
+        self.helpers: dict[int, Party] = dict(setup.helpers)
+        self.dropout_stages = tuple(agg.dropout_stages)
+        self.drop_map = drop_map
+        self.round_id = round_id
+        self.keep_raw = keep_raw
+        self.keystream = prg.Keystream(driver_seed, label=labels.SIM_DRIVER, context=b"delivery")
+        self.delays = {(f.client, f.stage) for f in faults if isinstance(f, Delay)}
+        self.reorders = {f.stage for f in faults if isinstance(f, Reorder)}
+        self.tampers: dict[tuple[int, str], list[Tamper]] = {}
+        for f in faults:
+            if isinstance(f, Tamper):
+                self.tampers.setdefault((f.client, f.stage), []).append(f)
+        self.replays = [f for f in faults if isinstance(f, Replay)]
+        self.capture_keys = {(f.client, f.from_stage) for f in self.replays if f.from_stage}
+        self.captured: dict[tuple[int, str], list[bytes]] = {}
+
+        self.visited: list[str] = []
+        self.silent: dict[int, str] = {}  # client id -> stage at which it went silent
+        self.delayed: list[tuple[str, _InFlight]] = []
+        self.stage_metrics: dict[str, dict[str, float]] = {}
+        self.client_time: dict[str, dict[int, float]] = {}
+        self.transcript: list[TranscriptEntry] = []
+        self.downlink: list[TranscriptEntry] = []
+        self.peer: list[TranscriptEntry] = []
+        self.raw_uplink: list[bytes] = []
+        self.rejected: list[dict[str, Any]] = []
+        self.client_aborts: list[dict[str, Any]] = []
+        self.fault_log: list[dict[str, Any]] = []
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _m(self, stage: str) -> dict[str, float]:
+        if stage not in self.stage_metrics:
+            self.stage_metrics[stage] = _new_stage_metrics()
+            self.client_time[stage] = {}
+        return self.stage_metrics[stage]
+
+    def _timed(self, stage: str, key: str, fn: Callable[[], _T]) -> _T:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self._m(stage)[key] += time.perf_counter() - t0
+
+    def _entry(
+        self, stage: str, sender: int, recipient: int, data: bytes, msg: Message | None
+    ) -> TranscriptEntry:
+        rid = getattr(msg, "round_id", self.round_id) if msg is not None else self.round_id
+        return TranscriptEntry(
+            stage=stage,
+            kind=msg.KIND if msg is not None else "<malformed>",
+            sender=sender,
+            recipient=recipient,
+            round_id=rid if _is_int(rid) else self.round_id,
+            size=len(data),
+            sha256=message_digest(data),
+        )
+
+    def _decode(self, stage: str, data: bytes) -> Message:
+        return self._timed(stage, "codec_seconds", lambda: decode(data))
+
+    def _reject(self, stage: str, sender: int, recipient: int, exc: Exception) -> None:
+        self.rejected.append(
+            {
+                "sender": sender,
+                "recipient": recipient,
+                "stage": stage,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        )
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _emit(
+        self, stage: str, expected_sender: int, envelopes: Iterable[Envelope]
+    ) -> list[_InFlight]:
+        """Encode what a party sent; apply faults; record downlink/peer traffic."""
+        out: list[_InFlight] = []
+        for env in envelopes:
+            if not isinstance(env, Envelope) or env.sender != expected_sender:
+                raise ProtocolError(
+                    f"party {expected_sender} emitted {env!r}; a party may only send envelopes "
+                    "in its own name",
+                    stage=stage,
+                    node_ids=[expected_sender],
+                )
+            t0 = time.perf_counter()
+            data = encode(env.message)
+            self._m(stage)["codec_seconds"] += time.perf_counter() - t0
+            sender, recipient = env.sender, env.recipient
+            for tamper in self.tampers.get((sender, stage), ()):
+                index = tamper.offset % len(data)
+                buf = bytearray(data)
+                buf[index] ^= tamper.xor
+                data = bytes(buf)
+                self.fault_log.append(
+                    {"fault": "tamper", "client": sender, "stage": stage,
+                     "recipient": recipient, "offset": index, "xor": tamper.xor}
+                )
+            item = _InFlight(sender, recipient, data)
+            metrics = self._m(stage)
+            if sender == SERVER:
+                self.downlink.append(self._entry(stage, sender, recipient, data, env.message))
+                metrics["bytes_down"] += len(data)
+                metrics["messages_down"] += 1
+            elif recipient != SERVER:
+                self.peer.append(self._entry(stage, sender, recipient, data, env.message))
+                metrics["bytes_peer"] += len(data)
+                metrics["messages_peer"] += 1
+            if recipient == SERVER and (sender, stage) in self.delays:
+                self.delayed.append((stage, item))
+                continue
+            out.append(item)
+        return out
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    def _to_server(self, stage: str, item: _InFlight) -> list[_InFlight]:
+        data, sender = item.data, item.sender
+        metrics = self._m(stage)
+        metrics["bytes_up"] += len(data)
+        metrics["messages_up"] += 1
+        if self.keep_raw:
+            self.raw_uplink.append(data)
+        if (sender, stage) in self.capture_keys:
+            self.captured.setdefault((sender, stage), []).append(data)
+        try:
+            message = self._decode(stage, data)
+        except MalformedMessage as exc:
+            self.transcript.append(self._entry(stage, sender, SERVER, data, None))
+            self._reject(stage, sender, SERVER, exc)
+            return []
+        self.transcript.append(self._entry(stage, sender, SERVER, data, message))
+        try:
+            replies = self._timed(
+                stage, "server_seconds", lambda: self.server.receive(sender, message)
+            )
+        except InsufficientSurvivors:
+            raise
+        except ProtocolError as exc:
+            self._reject(stage, sender, SERVER, exc)
+            return []
+        return self._emit(stage, SERVER, replies)
+
+    def _deliver(self, stage: str, item: _InFlight) -> list[_InFlight]:
+        recipient, sender = item.recipient, item.sender
+        self._m(stage)
+        if recipient == SERVER:
+            return self._to_server(stage, item)
+        if recipient in self.clients:
+            if recipient in self.silent:
+                return []
+            party: Party = self.clients[recipient]
+        elif recipient in self.helpers:
+            party = self.helpers[recipient]
+        else:
+            raise ProtocolError(
+                f"envelope addressed to unknown party {recipient}", stage=stage, node_ids=[sender]
+            )
+        try:
+            message = self._decode(stage, item.data)
+        except MalformedMessage as exc:
+            self._reject(stage, sender, recipient, exc)
+            return []
+        t0 = time.perf_counter()
+        try:
+            replies = party.receive(sender, message)
+        except ProtocolError as exc:
+            if recipient in self.clients:
+                self.client_aborts.append(
+                    {"client": recipient, "stage": stage, "error": f"{type(exc).__name__}: {exc}"}
+                )
+                self.silent[recipient] = stage
+            else:
+                self._reject(stage, sender, recipient, exc)
+            return []
+        finally:
+            elapsed = time.perf_counter() - t0
+            if recipient in self.clients:
+                times = self.client_time[stage]
+                times[recipient] = times.get(recipient, 0.0) + elapsed
+            else:
+                self._m(stage)["helper_seconds"] += elapsed
+        return self._emit(stage, recipient, replies)
+
+    def _shuffle(self, items: list[_InFlight]) -> list[_InFlight]:
+        for i in range(len(items) - 1, 0, -1):
+            j = self.keystream.below(i + 1)
+            items[i], items[j] = items[j], items[i]
+        return items
+
+    def _drain(self, stage: str, wave: list[_InFlight]) -> None:
+        for _ in range(_MAX_WAVES):
+            if not wave:
+                return
+            if stage in self.reorders:
+                wave = self._shuffle(wave)
+                self.fault_log.append({"fault": "reorder", "stage": stage, "messages": len(wave)})
+            following: list[_InFlight] = []
+            for item in wave:
+                following.extend(self._deliver(stage, item))
+            wave = following
+        raise ProtocolError(
+            f"messages still in flight after {_MAX_WAVES} exchanges; the protocol does not settle",
+            stage=stage,
+        )
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _enter(self, stage: str) -> None:
+        self._m(stage)
+        self.visited.append(stage)
+        here = self.dropout_stages.index(stage) if stage in self.dropout_stages else None
+        for cid, drop_stage in self.drop_map.items():
+            if cid in self.silent:
+                continue
+            passed = drop_stage in self.visited or (
+                here is not None and self.dropout_stages.index(drop_stage) <= here
+            )
+            if passed:
+                self.silent[cid] = stage
+
+    def _replays(self, stage: str) -> list[_InFlight]:
+        out: list[_InFlight] = []
+        for fault in self.replays:
+            if fault.stage != stage:
+                continue
+            if fault.captured is not None:
+                payloads = [fault.captured]
+            else:
+                payloads = list(self.captured.get((fault.client, str(fault.from_stage)), []))
+            self.fault_log.append(
+                {"fault": "replay", "client": fault.client, "stage": stage,
+                 "from_stage": fault.from_stage, "messages": len(payloads)}
+            )
+            out.extend(_InFlight(fault.client, SERVER, data) for data in payloads)
+        return out
+
+    def _deliver_late(self, stage: str) -> None:
+        late, self.delayed = self.delayed, []
+        for sent_stage, item in late:
+            self.fault_log.append(
+                {"fault": "delay", "client": item.sender, "stage": sent_stage,
+                 "delivered_in": stage}
+            )
+        self._drain(stage, [item for _, item in late])
+
+    def run(self) -> tuple[list[npt.NDArray[np.float64]], Any]:
+        server = self.server
+        out = self._timed_start()
+        first = True
+        guard = 0
+        while not server.finished:
+            stage = server.stage
+            self._enter(stage)
+            self._deliver_late(stage)
+            wave = self._emit(stage, SERVER, out)
+            if first:
+                wave += self._client_starts(stage)
+                first = False
+            self._drain(stage, wave)
+            self._drain(stage, self._replays(stage))
+            out = self._timed(stage, "server_seconds", server.end_stage)
+            guard += 1
+            if guard > 10 * max(1, len(server.stages)) + 10:
+                raise ProtocolError("the server never finishes", stage=stage)
+        final = server.stage
+        if out or self.delayed:
+            self._deliver_late(final)
+            self._drain(final, self._emit(final, SERVER, out))
+        outcome = server.result()
+        return outcome.aggregate, outcome
+
+    def _timed_start(self) -> list[Envelope]:
+        t0 = time.perf_counter()
+        out = self.server.start()
+        self._m(self.server.stage)["server_seconds"] += time.perf_counter() - t0
+        return out
+
+    def _client_starts(self, stage: str) -> list[_InFlight]:
+        """Clients that speak first (an optional ``start()`` method) do so in the first stage."""
+        wave: list[_InFlight] = []
+        for cid, client in sorted(self.clients.items()):
+            start = getattr(client, "start", None)
+            if cid in self.silent or not callable(start):
+                continue
+            t0 = time.perf_counter()
+            try:
+                sent = start()
+            except ProtocolError as exc:
+                self.client_aborts.append(
+                    {"client": cid, "stage": stage, "error": f"{type(exc).__name__}: {exc}"}
+                )
+                self.silent[cid] = stage
+                continue
+            finally:
+                times = self.client_time[stage]
+                times[cid] = times.get(cid, 0.0) + time.perf_counter() - t0
+            wave += self._emit(stage, cid, sent)
+        return wave
+
+    def metrics(self, *, setup_seconds: float) -> dict[str, Any]:
+        stages: dict[str, dict[str, float | int]] = {}
+        per_client_total: dict[int, float] = {}
+        for stage, values in self.stage_metrics.items():
+            times = self.client_time.get(stage, {})
+            row: dict[str, float | int] = dict(values)
+            row["client_seconds_total"] = sum(times.values())
+            row["client_seconds_max"] = max(times.values(), default=0.0)
+            for key in ("bytes_up", "bytes_down", "bytes_peer",
+                        "messages_up", "messages_down", "messages_peer"):
+                row[key] = int(values[key])
+            stages[stage] = row
+            for cid, seconds in times.items():
+                per_client_total[cid] = per_client_total.get(cid, 0.0) + seconds
+        totals: dict[str, float | int] = {
+            key: sum(row[key] for row in stages.values()) for key in _STAGE_COUNTERS
+        }
+        totals["client_seconds_max"] = max(per_client_total.values(), default=0.0)
+        clipped = {
+            str(cid): int(getattr(self.clients[cid], "clipped", 0)) for cid in sorted(self.clients)
+        }
+        return {
+            "stages": stages,
+            "totals": totals,
+            "setup_seconds": setup_seconds,
+            "clipped": {"per_client": clipped, "total": sum(clipped.values())},
+            "rejected": list(self.rejected),
+            "client_aborts": list(self.client_aborts),
+            "dropouts": {str(cid): stage for cid, stage in sorted(self.drop_map.items())},
+            "silent": {str(cid): stage for cid, stage in sorted(self.silent.items())},
+            "faults": list(self.fault_log),
+        }
+
+
+# ------------------------------------------------------------------------------------ public
+
+
+def simulate(
+    agg: RoundFactory,
+    updates: Sequence[Any],
+    weights: Sequence[float] | None = None,
+    dropouts: Mapping[int, str] | None = None,
+    seed: bytes | int | None = None,
+    *,
+    faults: Sequence[object] = (),
+    round_id: int = 0,
+    session_id: bytes | None = None,
+    keep_raw: bool = False,
+) -> SimulationResult:
+    """Run one round of ``agg`` over the in-memory transport and return what happened.
+
+    ``updates[i]`` is client ``i``'s list of numpy arrays or torch tensors (equal shapes across
+    clients); ``weights`` optional positive FedAvg weights; ``dropouts`` maps a client id to the
+    stage (one of ``agg.dropout_stages``) from which it is silent; ``faults`` are
+    :mod:`~secureagg.transport.faults` objects. ``seed`` (bytes or int) is for tests and
+    benchmarks only: it warns with :class:`SeededRunWarning`. ``keep_raw=True`` keeps the bytes of
+    every message the server received in ``res.raw_uplink``.
+
+    ``res.metrics`` (JSON-serialisable) holds:
+
+    * ``"stages"``: per server stage, ``client_seconds_total`` (all clients' receive calls),
+      ``client_seconds_max`` (the slowest client), ``server_seconds`` (start/receive/end_stage;
+      ``end_stage`` counts for the stage it closes), ``helper_seconds``, ``codec_seconds``,
+      ``bytes_up``/``messages_up`` (received by the server, as in ``res.transcript``),
+      ``bytes_down``/``messages_down`` (sent by the server, ``res.downlink``) and
+      ``bytes_peer``/``messages_peer`` (between other parties, ``res.peer_traffic``). Messages
+      delivered after the last stage are counted under the server's final stage (``"done"``).
+    * ``"totals"``: the same keys summed over stages (``client_seconds_max``: the client with
+      the largest total); ``"setup_seconds"``: the aggregator's ``setup_round``.
+    * ``"clipped"``: ``{"per_client": {"<id>": count}, "total": count}``.
+    * ``"rejected"``: ``{sender, recipient, stage, error}`` for each message the codec or the
+      recipient refused; ``"client_aborts"``: ``{client, stage, error}``.
+    * ``"dropouts"`` (requested), ``"silent"`` (client -> stage it went silent, including
+      aborts) and ``"faults"`` (every fault applied).
+
+    A client may speak first: if it has a ``start()`` method returning envelopes, the driver calls
+    it at the beginning of the first stage.
+
+    Raises :class:`~secureagg.errors.ConfigurationError` (all problems at once) for bad
+    arguments, :class:`~secureagg.errors.InvalidInputError` for bad updates, and lets
+    :class:`~secureagg.errors.InsufficientSurvivors` and client-side input errors
+    (:class:`~secureagg.errors.NonFiniteInputError`) propagate.
+    """
+    if not isinstance(agg, RoundFactory):
+        raise ConfigurationError(
+            f"agg must be an aggregator (a RoundFactory, e.g. make_aggregator('plain', ...)), "
+            f"got {type(agg).__name__}"
+        )
+    num_clients = agg.num_clients
+    normalized = normalize_updates(updates, num_clients=num_clients)
+    weight_values = normalize_weights(weights, num_clients=num_clients)
+    faults = tuple(faults)
+    problems: list[str] = []
+    drop_map = _validate_dropouts(
+        dropouts,
+        faults,
+        num_clients=num_clients,
+        dropout_stages=tuple(agg.dropout_stages),
+        problems=problems,
+    )
+    _validate_faults(faults, num_clients=num_clients, problems=problems)
+    if not _is_int(round_id) or not 0 <= round_id < 1 << 63:
+        problems.append(f"round_id must be an integer in [0, 2^63), got {round_id!r}")
+    if session_id is not None and (not isinstance(session_id, bytes) or not session_id):
+        problems.append("session_id must be None or non-empty bytes")
+    if seed is not None:
+        try:
+            _seed_material(seed)
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigurationError(problems)
+
+    seeded = seed is not None
+    round_bytes = int(round_id).to_bytes(8, "big")
+    if seed is not None:
+        warnings.warn(
+            "seeded simulation: keys, masks and every random choice are reproducible from the "
+            "seed and therefore NOT secret; use seed= only for tests and benchmarks",
+            SeededRunWarning,
+            stacklevel=2,
+        )
+        round_seed: bytes | None = derive_sim_seed(seed, context=b"round-seed" + round_bytes)
+        driver_seed = derive_sim_seed(seed, context=b"driver" + round_bytes)
+        if session_id is None:
+            session_id = derive_sim_seed(seed, context=b"session-id", length=SESSION_ID_BYTES)
+    else:
+        round_seed = None
+        driver_seed = prg.random_seed()
+        if session_id is None:
+            session_id = os.urandom(SESSION_ID_BYTES)
+
+    t0 = time.perf_counter()
+    setup = agg.setup_round(
+        normalized, weights=weight_values, session_id=session_id, round_id=round_id, seed=round_seed
+    )
+    setup_seconds = time.perf_counter() - t0
+    if sorted(setup.clients) != list(range(num_clients)):
+        raise ProtocolError(
+            f"the aggregator built clients {sorted(setup.clients)}, expected 0..{num_clients - 1}",
+            stage="setup",
+        )
+    _validate_fault_stages(faults, stages=type(setup.server).stages, problems=problems)
+    if problems:
+        raise ConfigurationError(problems)
+
+    driver = _Driver(
+        setup=setup,
+        agg=agg,
+        drop_map=drop_map,
+        faults=faults,
+        driver_seed=driver_seed,
+        round_id=round_id,
+        keep_raw=keep_raw,
+    )
+    try:
+        aggregate, outcome = driver.run()
+    except SecureAggError as exc:
+        vars(exc).update(
+            transcript=list(driver.transcript),
+            downlink=list(driver.downlink),
+            metrics=driver.metrics(setup_seconds=setup_seconds),
+        )
+        raise
+    shapes = [a.shape for a in normalized[0]]
+    result_arrays = [np.array(a, dtype=np.float64, copy=True) for a in aggregate]
+    if [a.shape for a in result_arrays] != shapes:
+        raise ProtocolError(
+            f"the aggregate has shapes {[a.shape for a in result_arrays]}, expected {shapes}",
+            stage=driver.server.stage,
+        )
+    return SimulationResult(
+        aggregate=result_arrays,
+        survivors=tuple(int(i) for i in outcome.survivor_ids),
+        total_weight=float(outcome.total_weight),
+        transcript=driver.transcript,
+        downlink=driver.downlink,
+        metrics=driver.metrics(setup_seconds=setup_seconds),
+        parameters=agg.parameters(),
+        seeded=seeded,
+        session_id=session_id,
+        round_id=round_id,
+        peer_traffic=driver.peer,
+        details=dict(outcome.details),
+        raw_uplink=driver.raw_uplink if keep_raw else None,
+    )

@@ -1,0 +1,266 @@
+"""The ``secureagg`` command line: simulate, audit, demo, bench, help and errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from secureagg.aggregators import available
+from secureagg.cli import main
+
+
+def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict[str, object]]:
+    code = main(argv)
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def test_simulate_plain_json_writes_a_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    code, report = run_json(
+        capsys,
+        ["simulate", "--protocol", "plain", "--clients", "5", "--dim", "10", "--json",
+         "--out", str(run)],
+    )
+    assert code == 0
+    assert report["protocol"] == "plain"
+    assert report["status"] == "ok"
+    assert report["survivors"] == [0, 1, 2, 3, 4]
+    assert report["within_bound"] is True
+    assert report["max_abs_error"] <= report["error_bound"] + report["float_tolerance"]  # type: ignore[operator]
+    assert report["seeded"] is False
+    for name in ("config.json", "result.json", "transcript.jsonl"):
+        assert (run / name).is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["clients"] == 5
+    assert config["dim"] == 10
+    assert config["parameters"]["secure"] is False
+    result = json.loads((run / "result.json").read_text())
+    assert result["survivors"] == [0, 1, 2, 3, 4]
+    lines = [json.loads(x) for x in (run / "transcript.jsonl").read_text().splitlines()]
+    up = [x for x in lines if x["direction"] == "up"]
+    down = [x for x in lines if x["direction"] == "down"]
+    assert len(up) == 5
+    assert len(down) == 5
+    assert {x["kind"] for x in up} == {"plain/upload"}
+    assert sum(x["size"] for x in up) == result["metrics"]["totals"]["bytes_up"]
+
+
+def test_simulate_text_output_and_default_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["simulate", "--protocol", "plain", "--clients", "4", "--dim", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "INSECURE" in out
+    assert "survivors (4/4)" in out
+    assert "upload" in out
+    [run] = list((tmp_path / "runs").iterdir())
+    assert run.name.endswith("-plain")
+    assert f"run directory: {run}" in out
+
+
+def test_seeded_dropouts_are_reproducible_and_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports = []
+    for k in range(2):
+        code, report = run_json(
+            capsys,
+            ["simulate", "--protocol", "plain", "--clients", "10", "--dim", "4", "--dropout",
+             "0.3", "--seed", "7", "--json", "--out", str(tmp_path / f"r{k}")],
+        )
+        assert code == 0
+        reports.append(report)
+    assert reports[0]["survivors"] == reports[1]["survivors"]
+    assert len(reports[0]["survivors"]) == 7  # type: ignore[arg-type]
+    assert len(reports[0]["dropouts"]) == 3  # type: ignore[arg-type]
+    assert reports[0]["seeded"] is True
+    assert reports[0]["max_abs_error"] == 0.0
+
+
+def test_clipping_reference_and_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--protocol", "plain", "--clients", "3", "--dim", "50", "--clip",
+                 "0.1", "--quiet", "--out", str(tmp_path / "q")])
+    assert code == 0
+    assert capsys.readouterr().out == ""
+    result = json.loads((tmp_path / "q" / "result.json").read_text())
+    assert result["within_bound"] is True
+    assert result["metrics"]["clipped"]["total"] > 0
+
+
+def test_insufficient_survivors_exits_3_and_still_records_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "dead"
+    code = main(["simulate", "--protocol", "plain", "--clients", "3", "--dim", "2",
+                 "--dropout", "1", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "insufficient survivors" in err
+    assert len(err.strip().splitlines()) == 1
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "insufficient_survivors"
+    assert main(["audit", str(run)]) == 0
+    assert "insufficient_survivors" in capsys.readouterr().out
+
+
+def test_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", "--protocol", "plain", "--clients", "2", "--dim", "2", "--quiet",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["simulate", "--protocol", "nope"], "invalid choice"),
+        (["simulate", "--protocol", "plain", "--clients", "0"], "--clients must be >= 1"),
+        (["simulate", "--protocol", "plain", "--dropout", "1.5", "--dim", "0"], "--dim"),
+        (["simulate", "--protocol", "plain", "--clip", "abc"], "number or 'none'"),
+        (["simulate", "--protocol", "plain", "--threat", "malicious"], "threat"),
+        (["simulate"], "--protocol"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_fail_with_a_message(
+    argv: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "simulate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"], ["bench"], ["audit"]])
+def test_every_command_has_help_with_examples(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example" in out
+    assert "usage: secureagg" in out
+
+
+# ------------------------------------------------------------------------------------ audit
+
+
+def test_audit_summarises_and_cross_checks_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["simulate", "--protocol", "plain", "--clients", "6", "--dim", "5", "--dropout",
+                 "0.5", "--seed", "3", "--quiet", "--out", str(run)]) == 0
+    assert main(["audit", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "plain/upload" in out
+    assert "survivors (3/6)" in out
+    assert "seeded" in out
+    assert "FAIL" not in out
+    code, report = run_json(capsys, ["audit", str(run), "--json"])
+    assert code == 0
+    assert report["received_by_kind"]["plain/upload"]["count"] == 3  # type: ignore[index]
+    assert all(c["ok"] for c in report["checks"])  # type: ignore[attr-defined]
+
+    # An altered transcript no longer matches the recorded metrics.
+    path = run / "transcript.jsonl"
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["size"] += 1
+    path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    assert main(["audit", str(run)]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+    path.write_text("{not json\n")
+    assert main(["audit", str(run)]) == 2
+    assert "transcript.jsonl:1" in capsys.readouterr().err
+
+
+def test_audit_of_a_missing_directory_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", str(tmp_path / "none")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path)]) == 2
+    assert "config.json is missing" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ demo/bench
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("secureagg.crypto.shamir") is None
+    or importlib.util.find_spec("secureagg.crypto.encoding") is None,
+    reason="shamir/encoding not written yet",
+)
+def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    for name in ("x25519", "hkdf", "aead", "ed25519", "prg", "shamir", "encoding", "simulate"):
+        assert f"ok    {name}" in out
+    assert "FAIL" not in out
+
+
+def test_demo_reports_a_failing_check(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from secureagg import selftest
+
+    def broken() -> str:
+        raise selftest.SelfTestError("wrong answer")
+
+    monkeypatch.setattr(selftest, "CHECKS", (("broken", broken), *selftest.CHECKS[:1]))
+    results = selftest.run_selftest(out=None)
+    assert [(r.name, r.ok) for r in results] == [("broken", False), ("x25519", True)]
+    monkeypatch.setattr("secureagg.cli.run_selftest", selftest.run_selftest)
+    assert main(["demo"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  broken" in out
+    assert "FAILED: broken" in out
+
+
+def test_bench_lists_scripts_honestly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bench_masks.py").write_text('"""Mask expansion throughput."""\nprint(1)\n')
+    assert main(["bench", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "bench_masks.py" in out
+    assert "Mask expansion throughput." in out
+    assert "does not run" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["bench", "--dir", str(empty)]) == 0
+    assert "no benchmark scripts" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- other registered protocols
+
+
+@pytest.mark.skipif("secagg+" not in available(), reason="secagg+ not available")
+def test_simulate_secagg_plus_within_its_stated_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = run_json(
+        capsys,
+        ["simulate", "--protocol", "secagg+", "--clients", "8", "--dim", "20", "--dropout",
+         "0.25", "--seed", "2", "--json", "--out", str(tmp_path / "s")],
+    )
+    assert code == 0
+    assert report["within_bound"] is True
+    assert report["error_bound"] > 0  # type: ignore[operator]
+    assert 6 <= len(report["survivors"]) <= 8  # type: ignore[arg-type]
