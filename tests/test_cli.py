@@ -209,16 +209,24 @@ def test_audit_of_a_missing_directory_fails(
     or importlib.util.find_spec("secureagg.crypto.encoding") is None,
     reason="shamir/encoding not written yet",
 )
-def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+def test_demo_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run = tmp_path / "demo-run"
+    assert main(["demo", "--clients", "10", "--dim", "2000", "--out", str(run)]) == 0
     out = capsys.readouterr().out
-    for name in ("x25519", "hkdf", "aead", "ed25519", "prg", "shamir", "encoding", "simulate"):
+    for name in ("x25519", "hkdf", "aead", "ed25519", "prg", "shamir", "encoding", "codec"):
         assert f"ok    {name}" in out
     assert "FAIL" not in out
+    assert "result: ok" in out
+    assert "client 9 silent from 'advertise'" in out
+    # The demo's run directory is a valid run for the auditor.
+    result = json.loads((run / "result.json").read_text())
+    assert result["within_bound"] is True
+    assert result["masked_input_chi_square"] < 370
+    assert main(["audit", str(run)]) == 0
 
 
 def test_demo_reports_a_failing_check(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from secureagg import selftest
 
@@ -228,8 +236,8 @@ def test_demo_reports_a_failing_check(
     monkeypatch.setattr(selftest, "CHECKS", (("broken", broken), *selftest.CHECKS[:1]))
     results = selftest.run_selftest(out=None)
     assert [(r.name, r.ok) for r in results] == [("broken", False), ("x25519", True)]
-    monkeypatch.setattr("secureagg.cli.run_selftest", selftest.run_selftest)
-    assert main(["demo"]) == 1
+    monkeypatch.setattr("secureagg.cli.demo.run_selftest", selftest.run_selftest)
+    assert main(["demo", "--clients", "5", "--dim", "100", "--out", str(tmp_path / "r")]) == 1
     out = capsys.readouterr().out
     assert "FAIL  broken" in out
     assert "FAILED: broken" in out

@@ -1,7 +1,8 @@
 """Normalise the caller's updates and weights before a round is driven.
 
-Invariant: what comes out is ``num_clients`` lists of C-contiguous, writable float64 numpy arrays,
-copies that the caller can no longer change, with the same tensor count and shapes for every
+Invariant: what comes out is ``num_clients`` lists of C-contiguous, read-only floating-point numpy
+arrays (float32 stays float32; integers become float64), views of the caller's data where
+possible so that big models are not copied, with the same tensor count and shapes for every
 client. Anything else raises :class:`~secureagg.errors.InvalidInputError` naming the client and
 the tensor. Torch tensors are accepted duck-typed (``.detach().cpu().numpy()``): this module never
 imports torch. NaN/Inf are *not* rejected here: that is the client party's job
@@ -10,7 +11,7 @@ imports torch. NaN/Inf are *not* rejected here: that is the client party's job
 >>> import numpy as np
 >>> ups = normalize_updates([[np.ones(2)], [np.zeros(2, dtype=np.float32)]], num_clients=2)
 >>> [u[0].dtype.name for u in ups]
-['float64', 'float64']
+['float64', 'float32']
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def _to_numpy(tensor: Any, where: str) -> npt.NDArray[np.float64]:
         raise InvalidInputError(
             f"{where}: dtype {arr.dtype} is not a real number type; pass float or integer arrays"
         )
-    return np.array(arr, dtype=np.float64, order="C", copy=True)
+    if arr.dtype.kind != "f" or not arr.flags.c_contiguous:
+        arr = np.array(arr, dtype=np.float64 if arr.dtype.kind != "f" else arr.dtype, order="C")
+    # A read-only view, not a copy: a model of 10^6 values times n clients must not be doubled.
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def _is_single_tensor(value: Any) -> bool:
@@ -58,7 +64,7 @@ def _is_single_tensor(value: Any) -> bool:
 def normalize_updates(
     updates: Sequence[Any], *, num_clients: int
 ) -> list[list[npt.NDArray[np.float64]]]:
-    """Return ``updates`` as ``num_clients`` lists of float64 arrays (copies).
+    """Return ``updates`` as ``num_clients`` lists of read-only float arrays (views if possible).
 
     ``updates[i]`` is client ``i``'s list (or tuple) of numpy arrays / torch tensors; a single
     array or tensor is taken as a list of one. Every client must have the same number of tensors

@@ -1,0 +1,200 @@
+"""``secureagg audit RUN_DIR``: summarise and cross-check a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from secureagg.cli.common import (
+    _TRANSCRIPT_KEYS,
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    _CliError,
+    _one_line,
+)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _CliError(
+            f"{path} is missing: is this a run directory written by 'secureagg simulate'?"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _CliError(f"{path} cannot be read as JSON: {_one_line(exc)}") from None
+
+
+def _load_transcript(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise _CliError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _CliError(f"{path} cannot be read: {_one_line(exc)}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _CliError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        missing = (
+            [k for k in (*_TRANSCRIPT_KEYS, "direction") if k not in entry]
+            if isinstance(entry, dict)
+            else ["(not an object)"]
+        )
+        if missing:
+            raise _CliError(f"{path}:{number}: missing {', '.join(missing)}")
+        if entry["direction"] not in ("up", "down", "peer"):
+            raise _CliError(f"{path}:{number}: unknown direction {entry['direction']!r}")
+        sha = entry["sha256"]
+        if not (
+            isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+        ):
+            raise _CliError(f"{path}:{number}: sha256 is not 64 lowercase hex digits")
+        if not isinstance(entry["size"], int) or entry["size"] < 0:
+            raise _CliError(f"{path}:{number}: size is not a non-negative integer")
+        entries.append(entry)
+    return entries
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise _CliError(f"{run} is not a directory")
+    config = _load_json(run / "config.json")
+    result = _load_json(run / "result.json")
+    entries = _load_transcript(run / "transcript.jsonl")
+    if not isinstance(config, dict) or not isinstance(result, dict):
+        raise _CliError("config.json and result.json must hold JSON objects")
+    metrics = result.get("metrics") or {}
+    totals = metrics.get("totals", {})
+    up = [e for e in entries if e["direction"] == "up"]
+    down = [e for e in entries if e["direction"] == "down"]
+
+    checks: list[tuple[str, bool]] = [
+        (f"config.json, result.json and {len(entries)} transcript lines parse", True)
+    ]
+    if totals:
+        checks.append(
+            (
+                f"bytes received by the server: transcript {sum(e['size'] for e in up):,} = "
+                f"metrics {int(totals.get('bytes_up', -1)):,}",
+                sum(e["size"] for e in up) == totals.get("bytes_up"),
+            )
+        )
+        checks.append(
+            (
+                f"bytes sent by the server: transcript {sum(e['size'] for e in down):,} = "
+                f"metrics {int(totals.get('bytes_down', -1)):,}",
+                sum(e["size"] for e in down) == totals.get("bytes_down"),
+            )
+        )
+        checks.append(
+            (
+                f"messages received: transcript {len(up)} = metrics {totals.get('messages_up')}",
+                len(up) == totals.get("messages_up"),
+            )
+        )
+    survivors = result.get("survivors", [])
+    if result.get("status") == "ok":
+        clients = config.get("clients")
+        senders = {e["sender"] for e in up}
+        checks.append(
+            (
+                "survivors are distinct client ids",
+                len(set(survivors)) == len(survivors)
+                and all(isinstance(s, int) and 0 <= s < (clients or 0) for s in survivors),
+            )
+        )
+        checks.append(
+            (
+                "every survivor sent the server at least one message",
+                all(s in senders for s in survivors),
+            )
+        )
+
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    by_sender: Counter[int] = Counter()
+    for e in up:
+        by_kind[e["kind"]].append(e["size"])
+        by_sender[e["sender"]] += 1
+    report = {
+        "run_dir": str(run),
+        "protocol": config.get("protocol"),
+        "parameters": config.get("parameters"),
+        "seeded": result.get("seeded"),
+        "status": result.get("status"),
+        "survivors": survivors,
+        "dropouts": config.get("dropouts"),
+        "stages": {
+            stage: {
+                k: row.get(k) for k in ("bytes_up", "bytes_down", "messages_up", "messages_down")
+            }
+            for stage, row in (metrics.get("stages") or {}).items()
+        },
+        "received_by_kind": {
+            kind: {"count": len(s), "bytes": sum(s), "min": min(s), "max": max(s)}
+            for kind, s in sorted(by_kind.items())
+        },
+        "received_by_sender": {str(k): v for k, v in sorted(by_sender.items())},
+        "rejected": metrics.get("rejected", []),
+        "checks": [{"check": name, "ok": ok} for name, ok in checks],
+    }
+    ok = all(passed for _, passed in checks)
+    if args.json:
+        print(json.dumps(report))
+        return EXIT_OK if ok else EXIT_CHECK_FAILED
+    params = report["parameters"] or {}
+    lines = [
+        f"run: {run}",
+        f"protocol: {report['protocol']}"
+        + ("  (INSECURE baseline)" if params.get("secure") is False else ""),
+        "parameters: " + ", ".join(f"{k}={v}" for k, v in params.items() if k != "protocol"),
+    ]
+    if report["seeded"]:
+        lines.append("WARNING: seeded run - reproducible, NOT secret")
+    lines += [
+        f"status: {report['status']}"
+        + (f" ({result.get('error')})" if result.get("error") else ""),
+        f"survivors ({len(survivors)}/{config.get('clients', '?')}): {survivors}",
+        "dropouts: "
+        + (
+            ", ".join(
+                f"{k}@{v}"
+                for k, v in sorted(
+                    (config.get("dropouts") or {}).items(), key=lambda kv: int(kv[0])
+                )
+            )
+            or "none"
+        ),
+        "per-stage traffic (bytes up / down, messages up / down):",
+    ]
+    for stage, row in report["stages"].items():
+        lines.append(
+            f"  {stage:<12} {row['bytes_up']:>12,} / {row['bytes_down']:<12,} "
+            f"{row['messages_up']:>5} / {row['messages_down']}"
+        )
+    lines.append(f"transcript: the server received {len(up)} messages and sent {len(down)}")
+    lines.append(f"  {'kind':<28} {'count':>6} {'bytes':>12} {'min':>9} {'max':>9}")
+    for kind, row in report["received_by_kind"].items():
+        lines.append(
+            f"  {kind:<28} {row['count']:>6} {row['bytes']:>12,} {row['min']:>9,} {row['max']:>9,}"
+        )
+    lines.append(
+        "  by sender: " + ", ".join(f"{k}: {v}" for k, v in report["received_by_sender"].items())
+    )
+    if report["rejected"]:
+        lines.append(f"rejected by the server: {len(report['rejected'])}")
+        lines += [
+            f"  {r.get('sender')} @ {r.get('stage')}: {r.get('error')}" for r in report["rejected"]
+        ]
+    lines.append("checks:")
+    lines += [f"  {'ok  ' if passed else 'FAIL'}  {name}" for name, passed in checks]
+    print("\n".join(lines))
+    return EXIT_OK if ok else EXIT_CHECK_FAILED

@@ -1,0 +1,104 @@
+"""Shared pieces of the ``secureagg`` command: exit codes, errors, run directories."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from secureagg.errors import ConfigurationError
+from secureagg.protocols.base import RoundFactory
+from secureagg.transport import (
+    TranscriptEntry,
+)
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INSUFFICIENT = 0, 1, 2, 3
+
+
+_TRANSCRIPT_KEYS = ("stage", "kind", "sender", "recipient", "round_id", "size", "sha256")
+
+
+class _CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ConfigurationError) and len(exc.problems) > 1:
+        return "; ".join(exc.problems)
+    return " ".join(str(exc).split())
+
+
+def _err(message: str) -> None:
+    print(f"secureagg: error: {message}", file=sys.stderr)
+
+
+def _error_bound(agg: RoundFactory, survivors: int) -> float:
+    bound_fn = getattr(agg, "error_bound", None)
+    if not callable(bound_fn):
+        return 0.0
+    try:
+        return float(bound_fn(survivors=survivors))
+    except TypeError:
+        return float(bound_fn())
+
+
+def _clip_of(agg: RoundFactory, requested: float | None) -> float | None:
+    clip = getattr(agg, "clip", None)
+    if clip is None:
+        clip = agg.parameters().get("clip", requested)
+    return None if clip is None else float(clip)
+
+
+def _choose_run_dir(args: argparse.Namespace) -> Path:
+    """The run directory to write (not created yet); refuses to overwrite without --force."""
+    if args.out is not None:
+        path = Path(args.out)
+        if path.exists() and not path.is_dir():
+            raise _CliError(f"{path} exists and is not a directory; choose another --out")
+        if (path / "result.json").exists() and not args.force:
+            raise _CliError(f"{path} already holds a run; choose another --out or pass --force")
+        return path
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = Path.cwd() / "runs" / f"{stamp}-{args.protocol.replace(os.sep, '_')}"
+    path, k = base, 0
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _write_transcript(
+    path: Path,
+    up: Sequence[TranscriptEntry],
+    down: Sequence[TranscriptEntry],
+    peer: Sequence[TranscriptEntry] = (),
+) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for direction, entries in (("up", up), ("down", down), ("peer", peer)):
+            for entry in entries:
+                fh.write(json.dumps({"direction": direction, **entry.to_dict()}) + "\n")
+
+
+def _stage_table(metrics: dict[str, Any]) -> list[str]:
+    lines = [
+        f"  {'stage':<12} {'client s (sum/max)':>20} {'server s':>10} {'bytes up':>12} "
+        f"{'bytes down':>12} {'msgs up/down':>13}"
+    ]
+    rows = [*metrics["stages"].items(), ("total", metrics["totals"])]
+    for stage, row in rows:
+        lines.append(
+            f"  {stage:<12} {row['client_seconds_total']:>9.4f}/{row['client_seconds_max']:<10.4f}"
+            f" {row['server_seconds']:>10.4f} {int(row['bytes_up']):>12,} "
+            f"{int(row['bytes_down']):>12,} "
+            f"{int(row['messages_up']):>6}/{int(row['messages_down']):<6}"
+        )
+    return lines

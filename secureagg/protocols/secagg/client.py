@@ -1,0 +1,482 @@
+"""The SecAgg / SecAgg+ client: a sans-I/O state machine (Bonawitz et al. 2017, Bell et al. 2020).
+
+Stages (what the client waits for): ``advertise`` (AdvertiseRequest) -> ``share`` (KeyBroadcast)
+-> ``masked`` (ShareDelivery) -> [``consistency`` (ConsistencyRequest), malicious mode] ->
+``unmask`` (UnmaskRequest) -> ``done``. Any other message raises :class:`ProtocolError` naming the
+stage and sender; any violation aborts the client for good (``aborted``), and an aborted client
+sends nothing more.
+
+Invariant (what the server can learn): the masked input is ``x_u + PRG(b_u) + sum_v
++-PRG(s_uv)``; a client reveals, for each neighbour, either the share of its self-mask seed b_v
+(v survived) or the share of its mask key (v dropped), never both. Before revealing anything the
+client checks that the request names no peer as both survivor and dropped, does not name itself as
+dropped, uses only known ids once each, and (malicious mode) carries valid signatures of at least
+``t`` clients over the very survivor list this client signed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from secureagg.crypto import aead, keyagree, labels, prg, shamir, signing
+from secureagg.errors import (
+    ConsistencyError,
+    InsufficientSurvivors,
+    InvalidCiphertext,
+    InvalidKeyError,
+    InvalidShareError,
+    InvalidSignature,
+    NonFiniteInputError,
+    ProtocolError,
+)
+from secureagg.protocols.base import SERVER, ClientParty, Envelope, Message
+from secureagg.protocols.secagg import messages as m
+from secureagg.protocols.secagg.context import Randomness, RoundContext
+
+__all__ = ["SecAggClient"]
+
+
+@dataclass(frozen=True)
+class _PeerKeys:
+    cipher_public_key: bytes
+    mask_public_key: bytes
+
+
+class SecAggClient(ClientParty):
+    """One client's side of one round.
+
+    ``update`` is the flattened float vector (validated finite here, before anything is sent);
+    ``weight`` an integer FedAvg weight; ``identity`` the Ed25519 key registered for this client
+    (malicious mode).
+    """
+
+    def __init__(
+        self,
+        client_id: int,
+        context: RoundContext,
+        update: npt.NDArray[Any],
+        *,
+        weight: int = 1,
+        identity: signing.SigningKey | None = None,
+        randomness: Randomness | None = None,
+    ) -> None:
+        self.party_id = client_id
+        self.ctx = context
+        flat = np.asarray(update).reshape(-1)  # a view when possible: no copy of big vectors
+        if not np.issubdtype(flat.dtype, np.floating):
+            flat = flat.astype(np.float64)
+        if not np.isfinite(flat).all():
+            raise NonFiniteInputError(
+                f"client {client_id}: the update contains NaN or Inf; nothing was sent"
+            )
+        expected = context.dimension - (1 if context.weighted else 0)
+        if flat.size != expected:
+            raise ProtocolError(
+                f"update has {flat.size} values, the round expects {expected}",
+                stage="advertise",
+                node_ids=[client_id],
+            )
+        if context.malicious and identity is None:
+            raise ProtocolError(
+                "malicious mode needs an identity key", stage="advertise", node_ids=[client_id]
+            )
+        self._update = flat
+        self._weight = weight
+        self._identity = identity
+        self._rand = randomness or Randomness()
+        self.clipped = 0
+        self.stage = "advertise"
+        self.aborted = False
+        self._model_digest = b""
+        self._cipher_keys: keyagree.KeyPair | None = None
+        self._mask_keys: keyagree.KeyPair | None = None
+        self._peers: dict[int, _PeerKeys] = {}
+        self._share_view: frozenset[int] = frozenset()  # neighbours the server says sent shares
+        self._held_self_mask: dict[int, bytes] = {}  # owner -> our share of its b
+        self._held_mask_key: dict[int, bytes] = {}  # owner -> our share of its mask key
+        self._signed_survivors: tuple[int, ...] | None = None
+
+    # ----------------------------------------------------------------------------- plumbing
+
+    @property
+    def neighbours(self) -> frozenset[int]:
+        return self.ctx.neighbours[self.party_id]
+
+    def _fail(self, error: ProtocolError) -> ProtocolError:
+        self.aborted = True
+        self.stage = "aborted"
+        return error
+
+    def _error(
+        self, message: str, nodes: Iterable[int] = (), *, cls: type[ProtocolError] = ProtocolError
+    ) -> ProtocolError:
+        return self._fail(cls(message, stage=self.stage, node_ids=[self.party_id, *nodes]))
+
+    def _reply(self, message: Message) -> list[Envelope]:
+        return [Envelope(self.party_id, SERVER, message)]
+
+    def receive(self, sender: int, message: Message) -> list[Envelope]:
+        if self.aborted:
+            raise ProtocolError(
+                "client has aborted this round", stage="aborted", node_ids=[self.party_id]
+            )
+        if sender != SERVER:
+            raise self._error(f"message from party {sender}, not the server", [sender])
+        session = getattr(message, "session_id", None)
+        round_id = getattr(message, "round_id", None)
+        if session != self.ctx.session_id or round_id != self.ctx.round_id:
+            raise self._error("message from another session or round (replay)")
+        handlers = {
+            ("advertise", m.AdvertiseRequest): self._on_advertise,
+            ("share", m.KeyBroadcast): self._on_keys,
+            ("masked", m.ShareDelivery): self._on_shares,
+            ("consistency", m.ConsistencyRequest): self._on_consistency,
+            ("unmask", m.UnmaskRequest): self._on_unmask,
+        }
+        handler = handlers.get((self.stage, type(message)))
+        if handler is None:
+            raise self._error(f"unexpected {message.KIND} while waiting in stage {self.stage}")
+        return handler(message)
+
+    # ------------------------------------------------------------------------------- stages
+
+    def _on_advertise(self, msg: Message) -> list[Envelope]:
+        if not isinstance(msg, m.AdvertiseRequest):  # pragma: no cover - dispatch guarantees it
+            raise self._error("bad message")
+        self._model_digest = msg.model_digest
+        self._cipher_keys = keyagree.KeyPair.from_private_bytes(self._rand.bytes(32))
+        self._mask_keys = keyagree.KeyPair.from_private_bytes(self._rand.bytes(32))
+        signature = b""
+        if self._identity is not None and self.ctx.malicious:
+            signature = self._identity.sign(
+                m.advertisement_signed_bytes(
+                    session_id=self.ctx.session_id,
+                    round_id=self.ctx.round_id,
+                    client_id=self.party_id,
+                    cipher_public_key=self._cipher_keys.public_bytes,
+                    mask_public_key=self._mask_keys.public_bytes,
+                    model_digest=msg.model_digest,
+                )
+            )
+        self.stage = "share"
+        return self._reply(
+            m.KeyAdvertisement(
+                session_id=self.ctx.session_id,
+                round_id=self.ctx.round_id,
+                cipher_public_key=self._cipher_keys.public_bytes,
+                mask_public_key=self._mask_keys.public_bytes,
+                signature=signature,
+            )
+        )
+
+    def _on_keys(self, msg: Message) -> list[Envelope]:
+        if (
+            not isinstance(msg, m.KeyBroadcast)
+            or self._cipher_keys is None
+            or self._mask_keys is None
+        ):
+            raise self._error("bad message")  # pragma: no cover
+        t = self.ctx.params.threshold
+        ids = set(msg.keys)
+        if self.party_id in ids or not ids <= self.neighbours:
+            raise self._error(
+                "key broadcast lists non-neighbours or this client", sorted(ids - self.neighbours)
+            )
+        seen = {self._cipher_keys.public_bytes, self._mask_keys.public_bytes}
+        peers: dict[int, _PeerKeys] = {}
+        for v in sorted(ids):
+            parts = m.unpack_keys(msg.keys[v])
+            if parts is None:
+                raise self._error("malformed key advertisement", [v])
+            c_pk, s_pk, sig = parts
+            if c_pk in seen or s_pk in seen or c_pk == s_pk:
+                raise self._error("duplicate public key in the key broadcast", [v])
+            seen.update((c_pk, s_pk))
+            if self.ctx.malicious:
+                self._verify_advertisement(v, c_pk, s_pk, sig)
+            peers[v] = _PeerKeys(c_pk, s_pk)
+        if len(peers) < t:
+            raise self._error(
+                f"only {len(peers)} live neighbours, fewer than t={t}", cls=ProtocolError
+            )
+        # Shamir-share b_u and the mask private key among the live neighbours (x = id + 1).
+        self_mask_seed = self._rand.bytes(prg.SEED_BYTES)
+        self._self_mask_seed = self_mask_seed
+        order = sorted(peers)
+        indices = [v + 1 for v in order]
+        b_shares = shamir.split(
+            self_mask_seed,
+            threshold=t,
+            indices=indices,
+            rng=self._rand.keystream(labels.SHAMIR_COEFFICIENTS),
+        )
+        k_shares = shamir.split(
+            self._mask_keys.private_bytes(),
+            threshold=t,
+            indices=indices,
+            rng=self._rand.keystream(labels.SHAMIR_COEFFICIENTS),
+        )
+        ciphertexts: dict[int, bytes] = {}
+        for v, b_share, k_share in zip(order, b_shares, k_shares, strict=True):
+            try:
+                key = self.ctx.share_key(
+                    self._cipher_keys, self.party_id, peers[v].cipher_public_key, v
+                )
+                # Check the mask key too, now, so a low-order key aborts before we send shares.
+                keyagree.agree(self._mask_keys, peers[v].mask_public_key)
+            except InvalidKeyError:
+                raise self._error("low-order or malformed public key", [v]) from None
+            plaintext = m.pack_share_plaintext(
+                self.party_id, v, b_share.to_bytes(), k_share.to_bytes()
+            )
+            nonce = self._rand.bytes(aead.NONCE_BYTES) if self._rand.seeded else None
+            ciphertexts[v] = aead.encrypt(
+                key,
+                plaintext,
+                nonce=nonce,
+                associated_data=m.share_associated_data(
+                    session_id=self.ctx.session_id,
+                    round_id=self.ctx.round_id,
+                    sender=self.party_id,
+                    recipient=v,
+                ),
+            )
+        self._peers = peers
+        self.stage = "masked"
+        return self._reply(
+            m.EncryptedShares(
+                session_id=self.ctx.session_id, round_id=self.ctx.round_id, ciphertexts=ciphertexts
+            )
+        )
+
+    def _verify_advertisement(self, v: int, c_pk: bytes, s_pk: bytes, sig: bytes) -> None:
+        registry = self.ctx.registry or {}
+        if v not in registry or not sig:
+            raise self._error(
+                "unsigned keys or a client missing from the registry", [v], cls=ConsistencyError
+            )
+        try:
+            signing.verify(
+                registry[v],
+                m.advertisement_signed_bytes(
+                    session_id=self.ctx.session_id,
+                    round_id=self.ctx.round_id,
+                    client_id=v,
+                    cipher_public_key=c_pk,
+                    mask_public_key=s_pk,
+                    model_digest=self._model_digest,
+                ),
+                sig,
+            )
+        except InvalidSignature:
+            raise self._error(
+                "a neighbour's key signature does not verify over this client's model digest "
+                "(forged keys, or clients were sent different models)",
+                [v],
+                cls=ConsistencyError,
+            ) from None
+
+    def _on_shares(self, msg: Message) -> list[Envelope]:
+        if (
+            not isinstance(msg, m.ShareDelivery)
+            or self._cipher_keys is None
+            or self._mask_keys is None
+        ):
+            raise self._error("bad message")  # pragma: no cover
+        t = self.ctx.params.threshold
+        senders = set(msg.ciphertexts)
+        if not senders <= set(self._peers):
+            raise self._error(
+                "shares from clients that were not live neighbours",
+                sorted(senders - set(self._peers)),
+            )
+        if len(senders) < t:
+            raise self._error(f"only {len(senders)} neighbours sent shares, fewer than t={t}")
+        for u in sorted(senders):
+            self._open_share(u, msg.ciphertexts[u])
+        self._share_view = frozenset(senders)
+        values = self._masked_input()
+        self.stage = "consistency" if self.ctx.malicious else "unmask"
+        return self._reply(
+            m.MaskedInput(session_id=self.ctx.session_id, round_id=self.ctx.round_id, values=values)
+        )
+
+    def _open_share(self, u: int, ciphertext: bytes) -> None:
+        """Decrypt u's share for us; a tampered or misaddressed one is dropped, never used."""
+        if self._cipher_keys is None:  # pragma: no cover
+            return
+        key = self.ctx.share_key(
+            self._cipher_keys, self.party_id, self._peers[u].cipher_public_key, u
+        )
+        try:
+            plaintext = aead.decrypt(
+                key,
+                ciphertext,
+                associated_data=m.share_associated_data(
+                    session_id=self.ctx.session_id,
+                    round_id=self.ctx.round_id,
+                    sender=u,
+                    recipient=self.party_id,
+                ),
+            )
+        except InvalidCiphertext:
+            return
+        parts = m.unpack_share_plaintext(plaintext)
+        if parts is None or parts[0] != u or parts[1] != self.party_id:
+            return
+        try:
+            b_share = shamir.Share.from_bytes(parts[2])
+            k_share = shamir.Share.from_bytes(parts[3])
+        except InvalidShareError:
+            return
+        t = self.ctx.params.threshold
+        if any(s.index != self.party_id + 1 or s.threshold != t for s in (b_share, k_share)):
+            return
+        self._held_self_mask[u] = parts[2]
+        self._held_mask_key[u] = parts[3]
+
+    def _masked_input(self) -> npt.NDArray[np.unsignedinteger[npt.NBitBase]]:
+        if self._mask_keys is None:  # pragma: no cover
+            raise self._error("no keys")
+        rounding = self._rand.keystream(labels.STOCHASTIC_ROUNDING)
+        encoded = self.ctx.encoder.encode(self._update, weight=self._weight, rng=rounding)
+        self.clipped = encoded.clipped
+        values = encoded.values
+        if self.ctx.weighted:
+            values = np.concatenate([values, np.array([self._weight], dtype=values.dtype)])
+        values = np.ascontiguousarray(values)
+        prg.add_mask(
+            values,
+            self._self_mask_seed,
+            label=labels.SELF_MASK,
+            context=self.ctx.self_mask_context(self.party_id),
+        )
+        for v in sorted(self._share_view):
+            seed = self.ctx.pairwise_seed(
+                self._mask_keys, self.party_id, self._peers[v].mask_public_key, v
+            )
+            prg.add_mask(
+                values,
+                seed,
+                label=labels.PAIRWISE_MASK,
+                context=self.ctx.mask_context(),
+                subtract=self.party_id > v,
+            )
+        del self._update  # the plaintext is no longer needed
+        return values
+
+    def _check_ids(self, ids: tuple[int, ...], what: str) -> None:
+        n = self.ctx.params.num_clients
+        bad = [i for i in ids if not 0 <= i < n]
+        if bad:
+            raise self._error(f"{what} names unknown client ids", bad)
+        if len(set(ids)) != len(ids):
+            raise self._error(
+                f"{what} names a client twice", sorted({i for i in ids if ids.count(i) > 1})
+            )
+
+    def _on_consistency(self, msg: Message) -> list[Envelope]:
+        if not isinstance(msg, m.ConsistencyRequest) or self._identity is None:
+            raise self._error("bad message")  # pragma: no cover
+        self._check_ids(msg.survivors, "the survivor list")
+        if self.party_id not in msg.survivors:
+            raise self._error("this client is missing from the survivor list", cls=ConsistencyError)
+        survivors = tuple(sorted(msg.survivors))
+        self._signed_survivors = survivors
+        self.stage = "unmask"
+        sig = self._identity.sign(
+            m.consistency_signed_bytes(
+                session_id=self.ctx.session_id, round_id=self.ctx.round_id, survivors=survivors
+            )
+        )
+        return self._reply(
+            m.ConsistencySignature(
+                session_id=self.ctx.session_id, round_id=self.ctx.round_id, signature=sig
+            )
+        )
+
+    def _on_unmask(self, msg: Message) -> list[Envelope]:
+        if not isinstance(msg, m.UnmaskRequest):
+            raise self._error("bad message")  # pragma: no cover
+        self._check_ids(msg.survivors, "the survivor list")
+        self._check_ids(msg.dropped, "the dropped list")
+        survivors, dropped = set(msg.survivors), set(msg.dropped)
+        both = survivors & dropped
+        if both:
+            raise self._error(
+                "peers named both survivor and dropped", sorted(both), cls=ConsistencyError
+            )
+        if self.party_id in dropped or self.party_id not in survivors:
+            raise self._error("this client is listed as dropped", cls=ConsistencyError)
+        view = self._share_view
+        inconsistent = ((survivors | dropped) & self.neighbours) - view
+        if inconsistent:
+            raise self._error(
+                "survivor/dropped lists disagree with the shares delivered",
+                sorted(inconsistent),
+                cls=ConsistencyError,
+            )
+        if len(survivors) < self.ctx.params.min_survivors:
+            raise self._fail(
+                InsufficientSurvivors(
+                    stage=self.stage,
+                    survivors=len(survivors),
+                    threshold=self.ctx.params.min_survivors,
+                    node_ids=[self.party_id],
+                )
+            )
+        if self.ctx.malicious:
+            self._verify_consistency(msg)
+        b_out = {
+            u: self._held_self_mask[u]
+            for u in sorted(survivors & view)
+            if u in self._held_self_mask
+        }
+        k_out = {
+            u: self._held_mask_key[u] for u in sorted(dropped & view) if u in self._held_mask_key
+        }
+        self.stage = "done"
+        self._held_self_mask.clear()
+        self._held_mask_key.clear()
+        return self._reply(
+            m.UnmaskShares(
+                session_id=self.ctx.session_id,
+                round_id=self.ctx.round_id,
+                self_mask_shares=b_out,
+                mask_key_shares=k_out,
+            )
+        )
+
+    def _verify_consistency(self, msg: m.UnmaskRequest) -> None:
+        survivors = tuple(sorted(msg.survivors))
+        if survivors != self._signed_survivors:
+            raise self._error(
+                "the survivor list differs from the one this client signed", cls=ConsistencyError
+            )
+        registry = self.ctx.registry or {}
+        signed = m.consistency_signed_bytes(
+            session_id=self.ctx.session_id, round_id=self.ctx.round_id, survivors=survivors
+        )
+        valid = 0
+        for v, sig in sorted(msg.signatures.items()):
+            if v not in msg.survivors or v not in registry:
+                raise self._error(
+                    "a consistency signature from a non-survivor", [v], cls=ConsistencyError
+                )
+            try:
+                signing.verify(registry[v], signed, sig)
+            except InvalidSignature:
+                raise self._error(
+                    "clients saw different survivor lists", [v], cls=ConsistencyError
+                ) from None
+            valid += 1
+        if valid < self.ctx.params.threshold:
+            raise self._error(
+                f"only {valid} consistency signatures, fewer than t={self.ctx.params.threshold}",
+                cls=ConsistencyError,
+            )

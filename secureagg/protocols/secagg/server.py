@@ -1,0 +1,384 @@
+"""The SecAgg / SecAgg+ server: routes keys and shares, sums masked inputs as they arrive, unmasks.
+
+Memory invariant: masked inputs are added into one running sum (``uint{bits}``, length ``d``) the
+moment they arrive; the server never holds more than one full vector besides the scratch of one
+mask chunk. Shares and keys are small (O(n k) of them).
+
+What the server learns: the sum over the survivors U3 (weighted, with the total weight) - and,
+for every dropped client, its pairwise masks, which reveal nothing because its self-mask b_u is
+never reconstructed. A message out of stage, from another session or round, from an unexpected
+sender, a duplicate, or malformed (wrong length, dtype, ids) raises :class:`ProtocolError`; the
+driver records it and the sender is simply not counted for that stage (treated as dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from secureagg.crypto import keyagree, labels, prg, shamir, signing
+from secureagg.errors import (
+    InsufficientSurvivors,
+    InvalidKeyError,
+    InvalidShareError,
+    InvalidSignature,
+    ProtocolError,
+    TamperedShareError,
+)
+from secureagg.protocols.base import AggregateOutcome, Envelope, Message, ServerParty
+from secureagg.protocols.secagg import messages as m
+from secureagg.protocols.secagg.context import STAGES_CURIOUS, RoundContext
+
+__all__ = ["SecAggServer"]
+
+_EXPECTED: dict[str, type[Message]] = {
+    "advertise": m.KeyAdvertisement,
+    "share": m.EncryptedShares,
+    "masked": m.MaskedInput,
+    "consistency": m.ConsistencySignature,
+    "unmask": m.UnmaskShares,
+}
+
+
+class SecAggServer(ServerParty):
+    """The server's side of one round. ``model_digest`` is sent to every client in stage 1."""
+
+    stages: ClassVar[Sequence[str]] = STAGES_CURIOUS
+
+    def __init__(self, context: RoundContext, *, model_digest: bytes = b"") -> None:
+        self.ctx = context
+        self.model_digest = model_digest
+        self._stage_index = 0
+        self._expected: set[int] = set(range(context.params.num_clients))
+        self._received: set[int] = set()
+        self._keys: dict[int, tuple[bytes, bytes, bytes]] = {}
+        self._outbox: dict[int, dict[int, bytes]] = {}  # recipient -> sender -> ciphertext
+        self.u1: frozenset[int] = frozenset()
+        self.u2: frozenset[int] = frozenset()
+        self.u3: frozenset[int] = frozenset()
+        self._sum: npt.NDArray[np.unsignedinteger[npt.NBitBase]] | None = None
+        self._signatures: dict[int, bytes] = {}
+        self._b_shares: dict[int, list[shamir.Share]] = {}
+        self._k_shares: dict[int, list[shamir.Share]] = {}
+        self._result: AggregateOutcome | None = None
+
+    # ------------------------------------------------------------------------------ contract
+
+    @property
+    def stage(self) -> str:
+        stages = self.ctx.stages
+        return stages[self._stage_index] if self._stage_index < len(stages) else "done"
+
+    @property
+    def finished(self) -> bool:
+        return self._result is not None
+
+    def result(self) -> AggregateOutcome:
+        if self._result is None:
+            raise ProtocolError("the round has not finished", stage=self.stage)
+        return self._result
+
+    def start(self) -> list[Envelope]:
+        request = m.AdvertiseRequest(
+            session_id=self.ctx.session_id,
+            round_id=self.ctx.round_id,
+            model_digest=self.model_digest,
+        )
+        return [Envelope(self.party_id, u, request) for u in sorted(self._expected)]
+
+    def receive(self, sender: int, message: Message) -> list[Envelope]:
+        stage = self.stage
+        if (
+            getattr(message, "session_id", None) != self.ctx.session_id
+            or getattr(message, "round_id", None) != self.ctx.round_id
+        ):
+            raise ProtocolError(
+                "message from another session or round (replay)", stage=stage, node_ids=[sender]
+            )
+        expected = _EXPECTED.get(stage)
+        if expected is None or not isinstance(message, expected):
+            raise ProtocolError(
+                f"unexpected {message.KIND} in stage {stage}", stage=stage, node_ids=[sender]
+            )
+        if sender not in self._expected:
+            raise ProtocolError(
+                "sender is not a live participant of this stage", stage=stage, node_ids=[sender]
+            )
+        if sender in self._received:
+            raise ProtocolError("duplicate message", stage=stage, node_ids=[sender])
+        getattr(self, f"_on_{stage}")(sender, message)
+        self._received.add(sender)
+        return []
+
+    def end_stage(self) -> list[Envelope]:
+        stage = self.stage
+        out: list[Envelope] = getattr(self, f"_end_{stage}")()
+        return out
+
+    # -------------------------------------------------------------------------------- helpers
+
+    def _advance(self, live: set[int] | frozenset[int], minimum: int) -> None:
+        if len(live) < minimum:
+            raise InsufficientSurvivors(
+                stage=self.stage, survivors=len(live), threshold=minimum, node_ids=sorted(live)
+            )
+        self._stage_index += 1
+        self._expected = set(live)
+        self._received = set()
+
+    def _bad(self, sender: int, why: str) -> ProtocolError:
+        return ProtocolError(why, stage=self.stage, node_ids=[sender])
+
+    # ------------------------------------------------------------------------------- stage 1
+
+    def _on_advertise(self, sender: int, msg: m.KeyAdvertisement) -> None:
+        c_pk, s_pk, sig = msg.cipher_public_key, msg.mask_public_key, msg.signature
+        if len(c_pk) != 32 or len(s_pk) != 32 or c_pk == s_pk:
+            raise self._bad(sender, "public keys must be two distinct 32-byte X25519 keys")
+        if self.ctx.malicious:
+            registry = self.ctx.registry or {}
+            if sender not in registry or len(sig) != signing.SIGNATURE_BYTES:
+                raise self._bad(sender, "unsigned key advertisement")
+            try:
+                signing.verify(
+                    registry[sender],
+                    m.advertisement_signed_bytes(
+                        session_id=self.ctx.session_id,
+                        round_id=self.ctx.round_id,
+                        client_id=sender,
+                        cipher_public_key=c_pk,
+                        mask_public_key=s_pk,
+                        model_digest=self.model_digest,
+                    ),
+                    sig,
+                )
+            except InvalidSignature:
+                raise self._bad(sender, "key advertisement signature does not verify") from None
+        elif sig:
+            raise self._bad(sender, "unexpected signature in curious mode")
+        used = {k for keys in self._keys.values() for k in keys[:2]}
+        if c_pk in used or s_pk in used:
+            raise self._bad(sender, "public key already advertised by another client")
+        self._keys[sender] = (c_pk, s_pk, sig)
+
+    def _end_advertise(self) -> list[Envelope]:
+        t = self.ctx.params.threshold
+        live = set(self._received)
+        # A client with fewer than t live neighbours cannot have its secrets recovered: exclude it.
+        changed = True
+        while changed:
+            weak = {u for u in live if len(self.ctx.neighbours[u] & live) < t}
+            changed = bool(weak)
+            live -= weak
+        self.u1 = frozenset(live)
+        self._advance(live, self.ctx.params.min_survivors)
+        out = []
+        for u in sorted(live):
+            keys = {v: m.pack_keys(*self._keys[v]) for v in sorted(self.ctx.neighbours[u] & live)}
+            out.append(
+                Envelope(
+                    self.party_id,
+                    u,
+                    m.KeyBroadcast(
+                        session_id=self.ctx.session_id, round_id=self.ctx.round_id, keys=keys
+                    ),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------------------- stage 2
+
+    def _on_share(self, sender: int, msg: m.EncryptedShares) -> None:
+        allowed = self.ctx.neighbours[sender] & self.u1
+        recipients = set(msg.ciphertexts)
+        if recipients != allowed:
+            raise self._bad(sender, "encrypted shares must go to exactly the live neighbours")
+        for v, ct in msg.ciphertexts.items():
+            if not 28 <= len(ct) <= 4096:
+                raise self._bad(sender, f"encrypted share for {v} has an invalid length")
+        for v, ct in msg.ciphertexts.items():
+            self._outbox.setdefault(v, {})[sender] = ct
+
+    def _end_share(self) -> list[Envelope]:
+        live = frozenset(self._received)
+        self.u2 = live
+        self._advance(live, self.ctx.params.min_survivors)
+        out = []
+        for v in sorted(live):
+            inbox = {u: ct for u, ct in sorted(self._outbox.get(v, {}).items()) if u in live}
+            out.append(
+                Envelope(
+                    self.party_id,
+                    v,
+                    m.ShareDelivery(
+                        session_id=self.ctx.session_id,
+                        round_id=self.ctx.round_id,
+                        ciphertexts=inbox,
+                    ),
+                )
+            )
+        self._outbox.clear()
+        return out
+
+    # ------------------------------------------------------------------------------- stage 3
+
+    def _on_masked(self, sender: int, msg: m.MaskedInput) -> None:
+        values = msg.values
+        if not isinstance(values, np.ndarray) or values.dtype != self.ctx.dtype or values.ndim != 1:
+            raise self._bad(sender, f"masked input must be a 1-D {self.ctx.dtype} array")
+        if values.shape[0] != self.ctx.dimension:
+            raise self._bad(
+                sender, f"masked input has {values.shape[0]} values, expected {self.ctx.dimension}"
+            )
+        if self._sum is None:
+            self._sum = np.zeros(self.ctx.dimension, dtype=self.ctx.dtype)
+        np.add(self._sum, values, out=self._sum)
+
+    def _end_masked(self) -> list[Envelope]:
+        live = frozenset(self._received)
+        self.u3 = live
+        self._advance(live, self.ctx.params.min_survivors)
+        survivors = tuple(sorted(live))
+        if self.ctx.malicious:
+            request: Message = m.ConsistencyRequest(
+                session_id=self.ctx.session_id, round_id=self.ctx.round_id, survivors=survivors
+            )
+        else:
+            request = self._unmask_request()
+        return [Envelope(self.party_id, u, request) for u in survivors]
+
+    def _unmask_request(self) -> m.UnmaskRequest:
+        return m.UnmaskRequest(
+            session_id=self.ctx.session_id,
+            round_id=self.ctx.round_id,
+            survivors=tuple(sorted(self.u3)),
+            dropped=tuple(sorted(self.u2 - self.u3)),
+            signatures=dict(sorted(self._signatures.items())),
+        )
+
+    # ------------------------------------------------------------------- stage 4 (malicious)
+
+    def _on_consistency(self, sender: int, msg: m.ConsistencySignature) -> None:
+        registry = self.ctx.registry or {}
+        signed = m.consistency_signed_bytes(
+            session_id=self.ctx.session_id, round_id=self.ctx.round_id, survivors=self.u3
+        )
+        try:
+            signing.verify(registry[sender], signed, msg.signature)
+        except InvalidSignature:
+            raise self._bad(sender, "consistency signature does not verify") from None
+        self._signatures[sender] = msg.signature
+
+    def _end_consistency(self) -> list[Envelope]:
+        signers = frozenset(self._received)
+        self._advance(signers, self.ctx.params.threshold)
+        request = self._unmask_request()
+        return [Envelope(self.party_id, u, request) for u in sorted(signers)]
+
+    # ------------------------------------------------------------------------------ unmask
+
+    def _on_unmask(self, sender: int, msg: m.UnmaskShares) -> None:
+        nbrs = self.ctx.neighbours[sender]
+        dropped = self.u2 - self.u3
+        if not set(msg.self_mask_shares) <= (self.u3 & nbrs):
+            raise self._bad(
+                sender, "self-mask shares for clients that are not surviving neighbours"
+            )
+        if not set(msg.mask_key_shares) <= (dropped & nbrs):
+            raise self._bad(sender, "mask-key shares for clients that are not dropped neighbours")
+        try:
+            b_shares = {u: shamir.Share.from_bytes(s) for u, s in msg.self_mask_shares.items()}
+            k_shares = {u: shamir.Share.from_bytes(s) for u, s in msg.mask_key_shares.items()}
+        except InvalidShareError:
+            raise self._bad(sender, "malformed share") from None
+        if any(s.index != sender + 1 for s in (*b_shares.values(), *k_shares.values())):
+            raise self._bad(sender, "share index does not match the sender")
+        for u, share in b_shares.items():
+            self._b_shares.setdefault(u, []).append(share)
+        for u, share in k_shares.items():
+            self._k_shares.setdefault(u, []).append(share)
+
+    def _recover(self, owner: int, shares: list[shamir.Share], what: str) -> bytes:
+        t = self.ctx.params.threshold
+        if len(shares) < t:
+            raise InsufficientSurvivors(
+                stage="unmask", survivors=len(shares), threshold=t, node_ids=[owner]
+            )
+        try:
+            return shamir.reconstruct(shares)
+        except (TamperedShareError, InvalidShareError):
+            raise ProtocolError(
+                f"inconsistent shares of {what}; aborting the round",
+                stage="unmask",
+                node_ids=[owner],
+            ) from None
+
+    def _end_unmask(self) -> list[Envelope]:
+        if self._sum is None:  # pragma: no cover - min_survivors >= 1 guarantees a sum
+            raise ProtocolError("no masked input", stage="unmask")
+        total = self._sum
+        for u in sorted(self.u3):
+            b_seed = self._recover(u, self._b_shares.get(u, []), f"client {u}'s self-mask")
+            prg.add_mask(
+                total,
+                b_seed,
+                label=labels.SELF_MASK,
+                context=self.ctx.self_mask_context(u),
+                subtract=True,
+            )
+        for u in sorted(self.u2 - self.u3):
+            secret = self._recover(u, self._k_shares.get(u, []), f"client {u}'s mask key")
+            try:
+                key = keyagree.KeyPair.from_private_bytes(secret)
+            except InvalidKeyError:
+                raise ProtocolError(
+                    "recovered mask key is malformed", stage="unmask", node_ids=[u]
+                ) from None
+            if key.public_bytes != self._keys[u][1]:
+                raise ProtocolError(
+                    "recovered mask key does not match the advertised key",
+                    stage="unmask",
+                    node_ids=[u],
+                )
+            for v in sorted(self.ctx.neighbours[u] & self.u3):
+                seed = self.ctx.pairwise_seed(key, u, self._keys[v][1], v)
+                # v applied +PRG if v < u and -PRG if v > u: undo it.
+                prg.add_mask(
+                    total,
+                    seed,
+                    label=labels.PAIRWISE_MASK,
+                    context=self.ctx.mask_context(),
+                    subtract=v < u,
+                )
+        self._b_shares.clear()
+        self._k_shares.clear()
+        self._finish(total)
+        self._stage_index = len(self.ctx.stages)
+        return []
+
+    def _finish(self, total: npt.NDArray[np.unsignedinteger[npt.NBitBase]]) -> None:
+        weighted = self.ctx.weighted
+        vector = total[:-1] if weighted else total
+        total_weight = float(int(total[-1])) if weighted else float(len(self.u3))
+        flat = self.ctx.encoder.decode(vector)
+        arrays, pos = [], 0
+        for shape in self.ctx.shapes:
+            size = int(np.prod(shape))
+            arrays.append(flat[pos : pos + size].reshape(shape))
+            pos += size
+        details: dict[str, Any] = {
+            "u1": sorted(self.u1),
+            "u2": sorted(self.u2),
+            "u3": sorted(self.u3),
+            "signers": sorted(self._signatures),
+        }
+        self._result = AggregateOutcome(
+            aggregate=arrays,
+            survivor_ids=tuple(sorted(self.u3)),
+            total_weight=total_weight,
+            details=details,
+        )
+        self._sum = None
