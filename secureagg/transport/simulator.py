@@ -34,13 +34,13 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.crypto import kdf, labels, prg
+from secureagg.crypto import labels, prg
 from secureagg.errors import (
     ConfigurationError,
     InsufficientSurvivors,
@@ -58,8 +58,17 @@ from secureagg.protocols.base import (
     RoundSetup,
     ServerParty,
 )
+from secureagg.transport.checks import (
+    _is_int,
+    _seed_material,
+    _validate_dropouts,
+    _validate_fault_stages,
+    _validate_faults,
+    derive_sim_seed,
+)
 from secureagg.transport.codec import decode, encode, message_digest
-from secureagg.transport.faults import Delay, Drop, Reorder, Replay, Tamper
+from secureagg.transport.faults import Delay, Reorder, Replay, Tamper
+from secureagg.transport.results import SeededRunWarning, SimulationResult, TranscriptEntry
 from secureagg.transport.updates import normalize_updates, normalize_weights
 
 __all__ = [
@@ -87,178 +96,6 @@ _STAGE_COUNTERS = (
 )
 
 _T = TypeVar("_T")
-
-
-class SeededRunWarning(UserWarning):
-    """A simulation ran with ``seed=``: keys, masks and choices are reproducible, not secret."""
-
-
-@dataclass(frozen=True)
-class TranscriptEntry:
-    """One message on the wire: who sent it to whom, in which stage, its size and sha256.
-
-    ``kind`` is ``"<malformed>"`` for bytes the codec refused; ``round_id`` is the message's own
-    ``round_id`` field when it has one, else the simulated round.
-    """
-
-    stage: str
-    kind: str
-    sender: int
-    recipient: int
-    round_id: int
-    size: int
-    sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SimulationResult:
-    """What :func:`simulate` returns. ``aggregate`` is in the caller's shapes, float64."""
-
-    aggregate: list[npt.NDArray[np.float64]]
-    survivors: tuple[int, ...]
-    total_weight: float
-    transcript: list[TranscriptEntry]
-    downlink: list[TranscriptEntry]
-    metrics: dict[str, Any]
-    parameters: dict[str, Any]
-    seeded: bool
-    session_id: bytes
-    round_id: int
-    #: messages between parties other than the server (client <-> helper, client <-> client)
-    peer_traffic: list[TranscriptEntry] = field(default_factory=list)
-    #: the server's ``AggregateOutcome.details``
-    details: dict[str, Any] = field(default_factory=dict)
-    #: raw bytes of every server-received message, parallel to ``transcript`` (``keep_raw=True``)
-    raw_uplink: list[bytes] | None = None
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-serialisable summary (no arrays, no raw bytes)."""
-        return {
-            "survivors": list(self.survivors),
-            "total_weight": self.total_weight,
-            "seeded": self.seeded,
-            "session_id": self.session_id.hex(),
-            "round_id": self.round_id,
-            "parameters": self.parameters,
-            "metrics": self.metrics,
-        }
-
-
-# ----------------------------------------------------------------------------------- seeding
-
-
-def _seed_material(seed: bytes | int) -> bytes:
-    if isinstance(seed, bool) or not isinstance(seed, int | bytes | bytearray):
-        raise ConfigurationError(f"seed must be bytes or a non-negative int, got {seed!r}")
-    if isinstance(seed, int):
-        if seed < 0 or seed.bit_length() > 256:
-            raise ConfigurationError("an integer seed must be in [0, 2^256)")
-        raw = b"i" + seed.to_bytes(32, "big")
-    else:
-        if not seed:
-            raise ConfigurationError("a bytes seed must not be empty")
-        raw = b"b" + len(seed).to_bytes(4, "big") + bytes(seed)
-    return raw.ljust(32, b"\x00")  # unambiguous: fixed-size or length-prefixed before padding
-
-
-def derive_sim_seed(seed: bytes | int, *, context: bytes, length: int = 32) -> bytes:
-    """Derive ``length`` bytes for ``context`` from a user's simulation seed (tests/benchmarks).
-
-    Uses HKDF under the registered label ``secureagg/v1/sim/seed``.
-    """
-    return kdf.derive(_seed_material(seed), label=labels.SIM_SEED, context=context, length=length)
-
-
-# -------------------------------------------------------------------------------- validation
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _validate_dropouts(
-    dropouts: Mapping[int, str] | None,
-    faults: Sequence[object],
-    *,
-    num_clients: int,
-    dropout_stages: tuple[str, ...],
-    problems: list[str],
-) -> dict[int, str]:
-    merged: dict[int, str] = {}
-    given: object = dropouts
-    requested: list[tuple[object, object, str]] = []
-    if isinstance(given, Mapping):
-        requested += [(k, v, "dropouts") for k, v in given.items()]
-    elif given is not None:
-        problems.append(
-            f"dropouts must be a mapping client id -> stage, got {type(given).__name__}"
-        )
-    requested += [(f.client, f.stage, "Drop fault") for f in faults if isinstance(f, Drop)]
-    for cid, stage, source in requested:
-        ok = True
-        if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < num_clients:
-            problems.append(f"{source}: client id {cid!r} is not in 0..{num_clients - 1}")
-            ok = False
-        if stage not in dropout_stages:
-            problems.append(
-                f"{source}: stage {stage!r} for client {cid!r} is not one of the aggregator's "
-                f"dropout stages {list(dropout_stages)}"
-            )
-            ok = False
-        if ok and isinstance(cid, int) and isinstance(stage, str):
-            if cid in merged and merged[cid] != stage:
-                problems.append(
-                    f"client {cid} is dropped at two stages ({merged[cid]!r} and {stage!r})"
-                )
-            merged[cid] = stage
-    return merged
-
-
-def _validate_faults(faults: Iterable[object], *, num_clients: int, problems: list[str]) -> None:
-    for fault in faults:
-        if not isinstance(fault, Drop | Delay | Reorder | Tamper | Replay):
-            problems.append(
-                f"faults: {fault!r} is not a fault (use Drop, Delay, Reorder, Tamper or Replay "
-                "from secureagg.transport.faults)"
-            )
-            continue
-        if not isinstance(fault, Reorder) and (
-            not _is_int(fault.client) or not 0 <= fault.client < num_clients
-        ):
-            problems.append(f"{fault!r}: client id is not in 0..{num_clients - 1}")
-        if isinstance(fault, Tamper):
-            if not _is_int(fault.offset):
-                problems.append(f"{fault!r}: offset must be an integer")
-            if not _is_int(fault.xor) or not 1 <= fault.xor <= 255:
-                problems.append(f"{fault!r}: xor must be an integer in 1..255")
-        if isinstance(fault, Replay):
-            if (fault.from_stage is None) == (fault.captured is None):
-                problems.append(f"{fault!r}: give exactly one of from_stage and captured")
-            elif fault.captured is not None and (
-                not isinstance(fault.captured, bytes) or not fault.captured
-            ):
-                problems.append(f"{fault!r}: captured must be non-empty bytes")
-
-
-def _validate_fault_stages(
-    faults: Sequence[object], *, stages: Sequence[str], problems: list[str]
-) -> None:
-    order = list(stages)
-    for fault in faults:
-        if isinstance(fault, Drop):
-            continue  # checked against dropout_stages
-        stage = getattr(fault, "stage", None)
-        if stage not in order:
-            problems.append(f"{fault!r}: stage {stage!r} is not one of the server's stages {order}")
-            continue
-        if isinstance(fault, Replay) and fault.from_stage is not None:
-            if fault.from_stage not in order:
-                problems.append(f"{fault!r}: from_stage is not one of the server's stages {order}")
-            elif order.index(fault.from_stage) > order.index(stage):
-                problems.append(f"{fault!r}: from_stage comes after stage; nothing to replay yet")
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -385,8 +222,14 @@ class _Driver:
                 buf[index] ^= tamper.xor
                 data = bytes(buf)
                 self.fault_log.append(
-                    {"fault": "tamper", "client": sender, "stage": stage,
-                     "recipient": recipient, "offset": index, "xor": tamper.xor}
+                    {
+                        "fault": "tamper",
+                        "client": sender,
+                        "stage": stage,
+                        "recipient": recipient,
+                        "offset": index,
+                        "xor": tamper.xor,
+                    }
                 )
             item = _InFlight(sender, recipient, data)
             metrics = self._m(stage)
@@ -521,8 +364,13 @@ class _Driver:
             else:
                 payloads = list(self.captured.get((fault.client, str(fault.from_stage)), []))
             self.fault_log.append(
-                {"fault": "replay", "client": fault.client, "stage": stage,
-                 "from_stage": fault.from_stage, "messages": len(payloads)}
+                {
+                    "fault": "replay",
+                    "client": fault.client,
+                    "stage": stage,
+                    "from_stage": fault.from_stage,
+                    "messages": len(payloads),
+                }
             )
             out.extend(_InFlight(fault.client, SERVER, data) for data in payloads)
         return out
@@ -531,8 +379,12 @@ class _Driver:
         late, self.delayed = self.delayed, []
         for sent_stage, item in late:
             self.fault_log.append(
-                {"fault": "delay", "client": item.sender, "stage": sent_stage,
-                 "delivered_in": stage}
+                {
+                    "fault": "delay",
+                    "client": item.sender,
+                    "stage": sent_stage,
+                    "delivered_in": stage,
+                }
             )
         self._drain(stage, [item for _, item in late])
 
@@ -598,8 +450,14 @@ class _Driver:
             row: dict[str, float | int] = dict(values)
             row["client_seconds_total"] = sum(times.values())
             row["client_seconds_max"] = max(times.values(), default=0.0)
-            for key in ("bytes_up", "bytes_down", "bytes_peer",
-                        "messages_up", "messages_down", "messages_peer"):
+            for key in (
+                "bytes_up",
+                "bytes_down",
+                "bytes_peer",
+                "messages_up",
+                "messages_down",
+                "messages_peer",
+            ):
                 row[key] = int(values[key])
             stages[stage] = row
             for cid, seconds in times.items():

@@ -1,0 +1,67 @@
+"""What :func:`~secureagg.transport.simulator.simulate` returns: result and transcript entries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+class SeededRunWarning(UserWarning):
+    """A simulation ran with ``seed=``: keys, masks and choices are reproducible, not secret."""
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One message on the wire: who sent it to whom, in which stage, its size and sha256.
+
+    ``kind`` is ``"<malformed>"`` for bytes the codec refused; ``round_id`` is the message's own
+    ``round_id`` field when it has one, else the simulated round.
+    """
+
+    stage: str
+    kind: str
+    sender: int
+    recipient: int
+    round_id: int
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`simulate` returns. ``aggregate`` is in the caller's shapes, float64."""
+
+    aggregate: list[npt.NDArray[np.float64]]
+    survivors: tuple[int, ...]
+    total_weight: float
+    transcript: list[TranscriptEntry]
+    downlink: list[TranscriptEntry]
+    metrics: dict[str, Any]
+    parameters: dict[str, Any]
+    seeded: bool
+    session_id: bytes
+    round_id: int
+    #: messages between parties other than the server (client <-> helper, client <-> client)
+    peer_traffic: list[TranscriptEntry] = field(default_factory=list)
+    #: the server's ``AggregateOutcome.details``
+    details: dict[str, Any] = field(default_factory=dict)
+    #: raw bytes of every server-received message, parallel to ``transcript`` (``keep_raw=True``)
+    raw_uplink: list[bytes] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable summary (no arrays, no raw bytes)."""
+        return {
+            "survivors": list(self.survivors),
+            "total_weight": self.total_weight,
+            "seeded": self.seeded,
+            "session_id": self.session_id.hex(),
+            "round_id": self.round_id,
+            "parameters": self.parameters,
+            "metrics": self.metrics,
+        }
