@@ -130,7 +130,7 @@ def _batch_inverse(values: Sequence[int]) -> list[int]:
     return out
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=512)
 def _barycentric_weights(indices: tuple[int, ...]) -> tuple[int, ...]:
     """``w_i = 1 / prod_{j != i} (x_i - x_j)``; products of small ints, one batched inversion."""
     return tuple(_batch_inverse([
@@ -138,12 +138,12 @@ def _barycentric_weights(indices: tuple[int, ...]) -> tuple[int, ...]:
     ]))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def lagrange_coefficients(indices: tuple[int, ...], at: int = 0) -> tuple[int, ...]:
     """Coefficients ``l_i`` with ``f(at) = sum(l_i * f(indices[i])) mod PRIME`` for deg f < len.
 
     ``indices`` are distinct ints in ``[0, PRIME)`` (share indices in practice) and ``at`` an
-    int in ``[0, PRIME)``. Cached (LRU, 4096 entries); barycentric weights are cached per
+    int in ``[0, PRIME)``. Cached (LRU, 1024 entries, about 1 MiB at t = 20); barycentric weights are cached per
     ``indices``, so a new ``at`` for known indices costs O(len(indices)).
     """
     if not isinstance(indices, tuple) or not all(type(x) is int and 0 <= x < PRIME

@@ -100,6 +100,9 @@ class SecAggClient(ClientParty):
         self._held_self_mask: dict[int, bytes] = {}  # owner -> our share of its b
         self._held_mask_key: dict[int, bytes] = {}  # owner -> our share of its mask key
         self._signed_survivors: tuple[int, ...] | None = None
+        self._self_mask_seed = b""
+        self._share_keys: dict[int, bytes] = {}  # AEAD key with each peer
+        self._pair_seeds: dict[int, bytes] = {}  # s_uv with each peer
 
     # ----------------------------------------------------------------------------- plumbing
 
@@ -227,8 +230,12 @@ class SecAggClient(ClientParty):
                 key = self.ctx.share_key(
                     self._cipher_keys, self.party_id, peers[v].cipher_public_key, v
                 )
-                # Check the mask key too, now, so a low-order key aborts before we send shares.
-                keyagree.agree(self._mask_keys, peers[v].mask_public_key)
+                # The pairwise seed now, too, so that a low-order key aborts before any share
+                # is sent; both are kept for the next stage (two agreements per neighbour).
+                self._pair_seeds[v] = self.ctx.pairwise_seed(
+                    self._mask_keys, self.party_id, peers[v].mask_public_key, v
+                )
+                self._share_keys[v] = key
             except InvalidKeyError:
                 raise self._error("low-order or malformed public key", [v]) from None
             plaintext = m.pack_share_plaintext(
@@ -310,9 +317,7 @@ class SecAggClient(ClientParty):
         """Decrypt u's share for us; a tampered or misaddressed one is dropped, never used."""
         if self._cipher_keys is None:  # pragma: no cover
             return
-        key = self.ctx.share_key(
-            self._cipher_keys, self.party_id, self._peers[u].cipher_public_key, u
-        )
+        key = self._share_keys[u]
         try:
             plaintext = aead.decrypt(
                 key,
@@ -357,17 +362,15 @@ class SecAggClient(ClientParty):
             context=self.ctx.self_mask_context(self.party_id),
         )
         for v in sorted(self._share_view):
-            seed = self.ctx.pairwise_seed(
-                self._mask_keys, self.party_id, self._peers[v].mask_public_key, v
-            )
             prg.add_mask(
                 values,
-                seed,
+                self._pair_seeds[v],
                 label=labels.PAIRWISE_MASK,
                 context=self.ctx.mask_context(),
                 subtract=self.party_id > v,
             )
         del self._update  # the plaintext is no longer needed
+        self._pair_seeds.clear()
         return values
 
     def _check_ids(self, ids: tuple[int, ...], what: str) -> None:

@@ -61,8 +61,10 @@ class SecAggServer(ServerParty):
         self.u3: frozenset[int] = frozenset()
         self._sum: npt.NDArray[np.unsignedinteger[npt.NBitBase]] | None = None
         self._signatures: dict[int, bytes] = {}
-        self._b_shares: dict[int, list[shamir.Share]] = {}
-        self._k_shares: dict[int, list[shamir.Share]] = {}
+        # Shares are kept as their validated bytes (75 B each, not ~270 B as parsed objects):
+        # the server's only per-client state, O(n k) of them.
+        self._b_shares: dict[int, list[bytes]] = {}
+        self._k_shares: dict[int, list[bytes]] = {}
         self._result: AggregateOutcome | None = None
 
     # ------------------------------------------------------------------------------ contract
@@ -296,12 +298,12 @@ class SecAggServer(ServerParty):
             raise self._bad(sender, "malformed share") from None
         if any(s.index != sender + 1 for s in (*b_shares.values(), *k_shares.values())):
             raise self._bad(sender, "share index does not match the sender")
-        for u, share in b_shares.items():
+        for u, share in msg.self_mask_shares.items():
             self._b_shares.setdefault(u, []).append(share)
-        for u, share in k_shares.items():
+        for u, share in msg.mask_key_shares.items():
             self._k_shares.setdefault(u, []).append(share)
 
-    def _recover(self, owner: int, shares: list[shamir.Share], what: str) -> bytes:
+    def _recover(self, owner: int, shares: list[bytes], what: str) -> bytes:
         t = self.ctx.params.threshold
         if len(shares) < t:
             raise InsufficientSurvivors(
