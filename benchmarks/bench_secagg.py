@@ -725,7 +725,7 @@ def run_flower(
         "d": d,
         "mask_note": "one client's k+1 masks of d values, each generated and added into an "
         "accumulator. Flower: pseudo_rand_gen(seed, 2^32, [(d,)]) (numpy RandomState seeded with "
-        "32 bits, int64 output) + np.add; ours: prg.add_mask (AES-256-CTR, uint32, in place)",
+        "32 bits, int64 output) + np.add; ours: prg.add_mask (AES-128-CTR, uint32, in place)",
         "shamir_note": "32-byte secret to k parties, threshold t; reconstruct from t shares. "
         "Flower: create_shares/combine_shares (pycryptodome, 16-byte chunks, thread pool); ours: "
         "shamir.split/reconstruct (GF(2^256+297), pure Python; Lagrange cache cleared for "
