@@ -143,8 +143,8 @@ def lagrange_coefficients(indices: tuple[int, ...], at: int = 0) -> tuple[int, .
     """Coefficients ``l_i`` with ``f(at) = sum(l_i * f(indices[i])) mod PRIME`` for deg f < len.
 
     ``indices`` are distinct ints in ``[0, PRIME)`` (share indices in practice) and ``at`` an
-    int in ``[0, PRIME)``. Cached (LRU, 1024 entries, about 1 MiB at t = 20); barycentric weights are cached per
-    ``indices``, so a new ``at`` for known indices costs O(len(indices)).
+    int in ``[0, PRIME)``. Cached (LRU, 1024 entries, about 1 MiB at t = 20); barycentric
+    weights are cached per ``indices``, so a new ``at`` for known indices costs O(len(indices)).
     """
     if not isinstance(indices, tuple) or not all(type(x) is int and 0 <= x < PRIME
                                                   for x in indices) or not indices:
