@@ -20,6 +20,11 @@ the threat model (curious: ``t`` must exceed the corrupted count; malicious: ``t
 per neighbourhood for SecAgg+) raise :class:`~secureagg.errors.ConfigurationError` at
 construction, with every problem listed.
 
+Distributed DP hooks in through ``client_noise(count, keystream) -> int64 array`` (each client's
+share of integer noise, added to its encoded vector before masking, so the server only sees the
+noised sum) and ``noise_headroom`` (the integer tail bound of the summed noise, reserved by the
+encoder's no-overflow proof). The DP layer builds both from a mechanism.
+
 In ``threat="malicious"`` mode, key advertisements are signed with Ed25519 identity keys from a
 client registry (``identity_keys``: id -> :class:`~secureagg.crypto.signing.SigningKey`, the
 simulation holding every client's key; generated if omitted), clients run a consistency round
@@ -42,7 +47,7 @@ from secureagg.crypto import labels, prg, signing
 from secureagg.crypto.encoding import FixedPointEncoder
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import RoundFactory, RoundSetup
-from secureagg.protocols.secagg.client import SecAggClient
+from secureagg.protocols.secagg.client import IntegerNoise, SecAggClient
 from secureagg.protocols.secagg.context import Randomness, RoundContext
 from secureagg.protocols.secagg.params import SecAggParams, choose_parameters, validate_parameters
 from secureagg.protocols.secagg.server import SecAggServer
@@ -70,6 +75,7 @@ class SecAggAggregator(RoundFactory):
         noise_headroom: int = 0,
         identity_keys: Mapping[int, signing.SigningKey] | None = None,
         model_digest: bytes = b"",
+        client_noise: IntegerNoise | None = None,
     ) -> None:
         problems = []
         if clip is None:
@@ -145,6 +151,7 @@ class SecAggAggregator(RoundFactory):
         )
         self.max_weight = max_weight
         self.model_digest = model_digest
+        self.client_noise = client_noise
         self._identity_keys = dict(identity_keys) if identity_keys is not None else None
         if threat == "malicious" and self._identity_keys is not None:
             missing = sorted(set(range(num_clients)) - set(self._identity_keys))
@@ -233,6 +240,7 @@ class SecAggAggregator(RoundFactory):
                 weight=int_weights[u],
                 identity=identities[u] if identities else None,
                 randomness=rand,
+                noise=self.client_noise,
             )
         server = SecAggServer(ctx, model_digest=self.model_digest)
         return RoundSetup(server=server, clients=dict(clients))

@@ -16,7 +16,7 @@ dropped, uses only known ids once each, and (malicious mode) carries valid signa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,11 @@ from secureagg.protocols.base import SERVER, ClientParty, Envelope, Message
 from secureagg.protocols.secagg import messages as m
 from secureagg.protocols.secagg.context import Randomness, RoundContext
 
-__all__ = ["SecAggClient"]
+__all__ = ["IntegerNoise", "SecAggClient"]
+
+#: ``noise(count, keystream_or_None) -> int64 array``: a client's share of distributed DP noise in
+#: the integer (encoded) domain. ``None`` as keystream means "use the OS CSPRNG".
+IntegerNoise = Callable[[int, "prg.Keystream | None"], npt.NDArray[np.signedinteger[Any]]]
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,10 @@ class SecAggClient(ClientParty):
         weight: int = 1,
         identity: signing.SigningKey | None = None,
         randomness: Randomness | None = None,
+        noise: IntegerNoise | None = None,
     ) -> None:
         self.party_id = client_id
+        self._noise = noise
         self.ctx = context
         flat = np.asarray(update).reshape(-1)  # a view when possible: no copy of big vectors
         if not np.issubdtype(flat.dtype, np.floating):
@@ -352,6 +358,14 @@ class SecAggClient(ClientParty):
         encoded = self.ctx.encoder.encode(self._update, weight=self._weight, rng=rounding)
         self.clipped = encoded.clipped
         values = encoded.values
+        if self._noise is not None:
+            # Distributed DP: this client's share of integer noise, added before masking so the
+            # server only ever sees the noised sum. Wraps modulo 2^bits like the encoding; the
+            # aggregator reserved its tail in the encoder's noise_headroom.
+            noise = self._noise(values.shape[0], self._rand.keystream(labels.NOISE))
+            if noise.shape != values.shape or noise.dtype.kind != "i":
+                raise self._error("the noise sampler returned a wrong shape or dtype")
+            np.add(values, noise.astype(values.dtype), out=values, casting="unsafe")
         if self.ctx.weighted:
             values = np.concatenate([values, np.array([self._weight], dtype=values.dtype)])
         values = np.ascontiguousarray(values)

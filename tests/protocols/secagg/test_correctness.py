@@ -146,3 +146,41 @@ def test_zero_inputs_sum_exactly_to_zero():
     updates = [[np.zeros(64)] for _ in range(n)]
     res = sa.simulate(agg, updates, dropouts={0: "share", 4: "masked", 2: "unmask"}, seed=3)
     assert np.all(res.aggregate[0] == 0.0)
+
+
+def test_client_noise_hook_adds_integer_noise_before_masking():
+    """The distributed-DP hook: each survivor's integer noise is in the sum, nobody else's."""
+    n = 6
+    calls = []
+
+    def noise(count, stream):
+        calls.append(count)
+        return np.full(count, 7, dtype=np.int64)
+
+    agg = sa.make_aggregator(
+        "secagg",
+        num_clients=n,
+        clip=1.0,
+        dropout_rate=0.0,
+        corrupt_rate=0.0,
+        noise_headroom=7 * n,
+        client_noise=noise,
+    )
+    updates = [[np.zeros(16)] for _ in range(n)]
+    res = sa.simulate(agg, updates, dropouts={2: "masked"}, seed=5)
+    assert len(calls) == n - 1  # client 2 never built its masked input
+    scale = agg.encoder.effective_scale
+    np.testing.assert_array_equal(res.aggregate[0], np.full(16, 7 * (n - 1) / scale))
+
+
+def test_client_noise_with_wrong_shape_aborts_the_client():
+    agg = sa.make_aggregator(
+        "secagg",
+        num_clients=5,
+        clip=1.0,
+        dropout_rate=0.0,
+        corrupt_rate=0.0,
+        client_noise=lambda c, s: np.zeros(c + 1, np.int64),
+    )
+    with pytest.raises(InsufficientSurvivors):
+        sa.simulate(agg, [[np.zeros(4)] for _ in range(5)], seed=1)
