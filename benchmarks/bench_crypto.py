@@ -188,21 +188,31 @@ def bench_encoding(d: int, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {
         "values": d,
         "encoder": "FixedPointEncoder(clip=3.0, num_summands=100, bits=32), fresh keystream",
-        "baseline": "np.rint(np.clip(x, -3.0, 3.0) * scale)",
+        "baseline": "the faster of np.rint(np.clip(x, -3.0, 3.0) * scale) (allocating) and "
+        "the same three ufuncs writing into a preallocated buffer (out=)",
     }
     for dtype in ("float32", "float64"):
         x = data.astype(dtype)
         small = (x * 0.25).astype(dtype)  # nothing clipped
+        buf = np.empty_like(x)
+
+        def in_place(x: np.ndarray = x, buf: np.ndarray = buf) -> np.ndarray:
+            np.clip(x, -3.0, 3.0, out=buf)
+            np.multiply(buf, scale, out=buf)
+            return np.rint(buf, out=buf)
+
         times = compare(
             {
                 "numpy clip*scale+rint": lambda x=x: np.rint(np.clip(x, -3.0, 3.0) * scale),
+                "numpy in place (out=)": in_place,
                 "encode": lambda x=x: enc.encode(x),
                 "encode (nothing clipped)": lambda y=small: enc.encode(y),
             },
             rounds=rounds,
             per_round=5,
         )
-        base = times["numpy clip*scale+rint"]
+        # The stricter comparison: against whichever numpy formulation is faster in this run.
+        base = min(times["numpy clip*scale+rint"], times["numpy in place (out=)"])
         results[dtype] = {
             "seconds": times,
             "clipped": enc.encode(x).clipped,
@@ -317,7 +327,8 @@ def print_table(r: dict[str, Any]) -> None:
     for dtype in ("float32", "float64"):
         row = e[dtype]
         sec = row["seconds"]
-        print(f"  {dtype}: numpy {sec['numpy clip*scale+rint'] * 1e3:7.3f} ms, encode "
+        print(f"  {dtype}: numpy {sec['numpy clip*scale+rint'] * 1e3:7.3f} ms "
+              f"(in place {sec['numpy in place (out=)'] * 1e3:7.3f} ms), encode "
               f"{sec['encode'] * 1e3:7.3f} ms ({row['ratio']:.2f}x; {row['clipped']} clipped), "
               f"nothing clipped {sec['encode (nothing clipped)'] * 1e3:7.3f} ms "
               f"({row['ratio_nothing_clipped']:.2f}x)")
