@@ -211,6 +211,26 @@ def _dot(coeffs: tuple[int, ...], column: tuple[int, ...]) -> int:
     return total % PRIME
 
 
+def _on_low_degree_polynomial(indices: tuple[int, ...], shares: list[Share], t: int) -> bool:
+    """True iff, for every chunk, the m > t points lie on one polynomial of degree < t.
+
+    Dual-code (syndrome) check of Reed-Solomon codes: with ``w_i = 1 / prod_{k != i}(x_i - x_k)``
+    over all m points, ``sum_i w_i F(x_i) = [x^(m-1)] F`` for the interpolant F (deg <= m-1). So
+    ``S_j = sum_i w_i y_i x_i^j`` for ``j = 0 .. m-t-1`` are, in turn, the coefficients of degrees
+    ``m-1`` down to ``t`` of F (each step valid once the higher ones are zero): all vanish iff
+    deg F < t. Costs O(m^2) small-int products once per index set (cached) plus O((m - t) m)
+    multiplications by small ints - no modular inversion per extra share.
+    """
+    weights = _barycentric_weights(indices)
+    for chunk in range(len(shares[0].values)):
+        terms = [w * s.values[chunk] % PRIME for w, s in zip(weights, shares, strict=True)]
+        for _ in range(len(indices) - t):
+            if sum(terms) % PRIME:
+                return False
+            terms = [term * x % PRIME for term, x in zip(terms, indices, strict=True)]
+    return True
+
+
 def reconstruct(shares: Iterable[Share | bytes]) -> bytes:
     """The secret from at least ``threshold`` shares (objects or their bytes, any order).
 
@@ -231,12 +251,10 @@ def reconstruct(shares: Iterable[Share | bytes]) -> bytes:
     if len(parsed) < threshold:
         raise InvalidShareError(f"{len(parsed)} shares given; give at least the threshold, "
                                 f"{threshold}")
+    if len(parsed) > threshold and not _on_low_degree_polynomial(indices, parsed, threshold):
+        raise TamperedShareError()
     base = indices[:threshold]
     columns = list(zip(*(s.values for s in parsed[:threshold]), strict=True))
-    for extra in parsed[threshold:]:
-        coeffs = lagrange_coefficients(base, extra.index)
-        if any(_dot(coeffs, col) != v for col, v in zip(columns, extra.values, strict=True)):
-            raise TamperedShareError()
     coeffs = lagrange_coefficients(base, 0)
     out = bytearray()
     for pos, col in enumerate(columns):
