@@ -143,8 +143,10 @@ def _aggregate_digest(arrays: Sequence[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _make_agg(protocol: str, n: int) -> Any:
-    return sa.make_aggregator(protocol, num_clients=n, clip=1.0)
+def _make_agg(protocol: str, n: int, dropout: float = 0.0) -> Any:
+    # Parameters chosen for the dropout the configuration injects (at least the default 10%),
+    # as a user expecting that dropout would configure them.
+    return sa.make_aggregator(protocol, num_clients=n, clip=1.0, dropout_rate=max(0.1, dropout))
 
 
 # ------------------------------------------------------------------------------ machine info
@@ -347,7 +349,7 @@ def run_config(
     protocol: str, n: int, d: int, dropout: float, *, repeats: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"protocol": protocol, "n": n, "d": d, "dropout": dropout}
-    agg = _make_agg(protocol, n)
+    agg = _make_agg(protocol, n, dropout)
     params = agg.parameters()
     entry["k"], entry["t"] = agg.params.degree, agg.params.threshold
     entry["parameters"] = params
@@ -425,7 +427,9 @@ def run_config(
 # ------------------------------------------------------------------------------ memory replay
 
 
-def _write_replay(path: Path, res: Any, *, protocol: str, n: int, d: int, params: Any) -> None:
+def _write_replay(
+    path: Path, res: Any, *, protocol: str, n: int, d: int, dropout: float, params: Any
+) -> None:
     stages: list[str] = []
     for e in res.transcript:
         if e.stage not in stages:
@@ -434,6 +438,7 @@ def _write_replay(path: Path, res: Any, *, protocol: str, n: int, d: int, params
         "protocol": protocol,
         "n": n,
         "d": d,
+        "dropout": dropout,
         "session_id": res.session_id.hex(),
         "round_id": res.round_id,
         "parameters": params,
@@ -477,7 +482,7 @@ def memory_child(path: str, mode: str) -> dict[str, Any]:
     with open(path, "rb") as fh:
         (hlen,) = struct.unpack(">I", fh.read(4))
         header = json.loads(fh.read(hlen))
-        agg = _make_agg(header["protocol"], header["n"])
+        agg = _make_agg(header["protocol"], header["n"], header["dropout"])
         mine = json.loads(json.dumps(agg.parameters()))
         if mine != header["parameters"]:
             diff = sorted(k for k in set(mine) | set(header["parameters"])
@@ -576,7 +581,7 @@ def run_memory(
     }
     for n in ns:
         _log(f"[memory] {protocol} n={n} d={d} dropout={dropout}: simulating ...")
-        agg = _make_agg(protocol, n)
+        agg = _make_agg(protocol, n, dropout)
         seed = _seed_for("memory", protocol, n, d, dropout, args.seed)
         updates = _updates(n, d, seed)
         drops = _dropped(n, dropout, seed)
@@ -596,7 +601,8 @@ def run_memory(
         parent_digest = _aggregate_digest(res.aggregate)
         with tempfile.TemporaryDirectory(prefix="bench_secagg_") as tmp:
             path = Path(tmp) / "uplink.bin"
-            _write_replay(path, res, protocol=protocol, n=n, d=d, params=agg.parameters())
+            _write_replay(path, res, protocol=protocol, n=n, d=d, dropout=dropout,
+                          params=agg.parameters())
             del res
             gc.collect()
             _log(f"[memory] n={n}: replaying {run['messages']} messages in a child process ...")
