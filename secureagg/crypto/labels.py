@@ -77,7 +77,43 @@ SHAMIR_COEFFICIENTS = _register(
     "secureagg/v1/shamir/coefficients", "random polynomial coefficients for Shamir sharing"
 )
 NOISE = _register("secureagg/v1/dp/noise", "keystream for DP noise sampling")
+DP_SAMPLING = _register(
+    "secureagg/v1/dp/poisson-sampling", "uniforms for DP-SGD's Poisson sampling of records"
+)
+DP_ROTATION = _register(
+    "secureagg/v1/dp/rotation",
+    "public random signs of a distributed-DP round's randomized Hadamard rotation",
+)
+DP_ROUNDING = _register(
+    "secureagg/v1/dp/conditional-rounding",
+    "uniforms for a client's conditional randomized rounding in distributed DP",
+)
 TEST_VECTOR = _register("secureagg/v1/test/vector", "known-answer vectors and self-tests only")
+
+# --- homomorphic aggregation (CKKS, Paillier) -----------------------------------------------
+CKKS_FLOODING = _register(
+    "secureagg/v1/he/ckks-flooding",
+    "keystream for the Gaussian noise flooding of released CKKS decryptions (IND-CPA-D)",
+)
+HE_SEEDED_PARTY = _register(
+    "secureagg/v1/he/seeded-party",
+    "per-party keystream of a seeded (test/benchmark) HE run: Paillier primes and blinding "
+    "factors, stochastic rounding, flooding noise",
+)
+
+# --- federated training (secureagg.fl) -----------------------------------------------------------
+FL_SCHEDULE = _register(
+    "secureagg/v1/fl/schedule",
+    "keystream for a federated run's per-round choices: client sampling, dropouts by rate",
+)
+FL_DATA_SPLIT = _register(
+    "secureagg/v1/fl/data-split",
+    "keystream for splitting a data set across clients (Dirichlet label skew, train/test split)",
+)
+FL_SEEDED_TRAINING = _register(
+    "secureagg/v1/fl/seeded-training",
+    "torch seeds of a seeded (test/benchmark) federated run: local training order per client",
+)
 
 # --- simulator (seeded, reproducible runs for tests and benchmarks only) -------------------------
 SIM_SEED = _register(

@@ -1,0 +1,223 @@
+"""The ``"ckks"`` aggregator: CKKS homomorphic aggregation through TenSEAL, safe by default.
+
+>>> import numpy as np, secureagg as sa
+>>> agg = sa.make_aggregator("ckks", num_clients=3, clip=1.0)
+>>> res = sa.simulate(agg, [[np.full(4, 0.5)] for _ in range(3)])
+>>> bool(np.all(np.abs(res.aggregate[0] - 1.5) <= agg.error_bound())), res.survivors
+(True, (0, 1, 2))
+
+Roles (see :mod:`secureagg.protocols.he_round`): a key holder (helper party
+:data:`~secureagg.protocols.base.KEY_HOLDER`) creates the keys - fresh every round unless the
+user's key service passes ``key=`` - and hands the server and the clients a *public* TenSEAL
+context (validated: no secret key, not symmetric, HE-standard parameters, the expected ones).
+Clients encrypt; the server adds ciphertexts in place as they arrive and sends the sum to the key
+holder only when at least ``min_clients`` (default ``max(2, ceil(n/2))``) contributed; the key
+holder decrypts that one aggregate, checks its count slot and range, and releases it with noise
+flooding (``encoding="float"``, the default: ``flooding_bits=12`` above the decryption-noise bound)
+or exactly rounded (``encoding="fixed"``). Turning flooding off needs ``flooding_bits=0`` *and*
+``allow_unsafe_release=True``, and logs a warning.
+
+Context: N=8192, coefficient moduli [60, 60], scale 2^40 by default: 120 of the 218 bits the HE
+standard allows for 128-bit security at N=8192; one ciphertext carries 4096 values in 128 KiB
+(8x float32). Other parameters are validated against the HE-standard table.
+
+``error_bound(survivors=S)`` is the worst-case per-value error of the released sum: ten standard
+deviations of the decryption noise and of the flooding noise (float), or the fixed-point rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from secureagg.aggregators.registry import register
+from secureagg.errors import ConfigurationError, InvalidInputError
+from secureagg.he.ckks import CkksParameters, CkksPublicContext, CkksSecretKey, require_tenseal
+from secureagg.protocols.base import KEY_HOLDER, RoundFactory, RoundSetup
+from secureagg.protocols.ckks import CkksScheme
+from secureagg.protocols.ckks.flooding import DEFAULT_FLOODING_BITS
+from secureagg.protocols.he_round import (
+    UPLOAD,
+    HEClient,
+    HEKeyHolder,
+    HEServer,
+    default_min_clients,
+    seeded_stream,
+)
+
+__all__ = ["CkksAggregator"]
+
+
+class CkksAggregator(RoundFactory):
+    """CKKS aggregation (see the module docstring). Every problem is reported at construction."""
+
+    name = "ckks"
+    dropout_stages = (UPLOAD,)
+
+    def __init__(
+        self,
+        *,
+        num_clients: int,
+        clip: float | None = None,
+        min_clients: int | None = None,
+        max_weight: float = 1.0,
+        encoding: str = "float",
+        flooding_bits: int = DEFAULT_FLOODING_BITS,
+        allow_unsafe_release: bool = False,
+        precision_bits: int | None = None,
+        poly_modulus_degree: int = 8192,
+        coeff_mod_bit_sizes: Sequence[int] = (60, 60),
+        scale: float = 2.0**40,
+        key: CkksSecretKey | None = None,
+    ) -> None:
+        require_tenseal()
+        problems: list[str] = []
+        if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 2:
+            problems.append(
+                f"num_clients must be an integer >= 2 (a single client's update is never "
+                f"decrypted alone), got {num_clients!r}"
+            )
+        if min_clients is None and not problems:
+            min_clients = default_min_clients(num_clients)
+        if not problems and (
+            isinstance(min_clients, bool)
+            or not isinstance(min_clients, int)
+            or not 2 <= min_clients <= num_clients
+        ):
+            problems.append(
+                f"min_clients must be an integer in [2, num_clients={num_clients}], got "
+                f"{min_clients!r}"
+            )
+        given: object = key
+        if given is not None and not isinstance(given, CkksSecretKey):
+            problems.append(
+                f"key must be a CkksSecretKey from your key service, got {type(given).__name__}"
+            )
+        try:
+            params = CkksParameters(
+                poly_modulus_degree=poly_modulus_degree,
+                coeff_mod_bit_sizes=tuple(coeff_mod_bit_sizes),
+                scale=scale,
+            )
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+            params = CkksParameters()
+        if isinstance(key, CkksSecretKey) and key.params != params:
+            problems.append(
+                f"the key's parameters {key.params.to_dict()} differ from the aggregator's "
+                f"{params.to_dict()}"
+            )
+        if problems:
+            raise ConfigurationError(problems)
+        self.num_clients = int(num_clients)
+        self.min_clients = int(min_clients or 2)
+        self.params = params
+        self.key = key
+        self._options: dict[str, Any] = {
+            "clip": clip,
+            "max_weight": max_weight,
+            "encoding": encoding,
+            "flooding_bits": flooding_bits,
+            "allow_unsafe_release": allow_unsafe_release,
+            "precision_bits": precision_bits,
+        }
+        # The round-independent part of the scheme, validated now (clip, flooding, budgets).
+        self.scheme = self._scheme(dimension=1, weighted=False)
+
+    @property
+    def clip(self) -> float | None:
+        return self.scheme.clip
+
+    def _scheme(self, *, dimension: int, weighted: bool) -> CkksScheme:
+        return CkksScheme(
+            params=self.params,
+            dimension=dimension,
+            weighted=weighted,
+            num_clients=self.num_clients,
+            **self._options,
+        )
+
+    def error_bound(self, *, survivors: int | None = None) -> float:
+        """Worst-case per-value error of the released sum over ``survivors`` contributors."""
+        return self.scheme.error_bound(
+            summands=self.num_clients if survivors is None else survivors
+        )
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "protocol": self.name,
+            "secure": True,
+            "num_clients": self.num_clients,
+            "min_clients": self.min_clients,
+            "key_rotation": "user key service" if self.key is not None else "fresh keys per round",
+            "public_context_bytes_estimate": 2
+            * int(self.params.poly_modulus_degree)
+            * len(self.params.coeff_mod_bit_sizes)
+            * 8,
+            **self.scheme.parameters(),
+            "error_bound": self.error_bound(),
+        }
+
+    def setup_round(
+        self,
+        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
+        *,
+        weights: Sequence[float] | None,
+        session_id: bytes,
+        round_id: int,
+        seed: bytes | None,
+    ) -> RoundSetup:
+        n = self.num_clients
+        if len(updates) != n:
+            raise InvalidInputError(f"got updates for {len(updates)} clients, expected {n}")
+        if weights is not None and len(weights) != n:
+            raise ConfigurationError(f"got {len(weights)} weights for {n} clients")
+        shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
+        dimension = sum(math.prod(s) for s in shapes)
+        scheme = self._scheme(dimension=dimension, weighted=weights is not None)
+        key = self.key if self.key is not None else CkksSecretKey(self.params)
+        public = key.public_material()  # out of band: key holder -> server and clients
+        server_context = CkksPublicContext(public, expected=self.params)
+        client_context = CkksPublicContext(public, expected=self.params)  # shared by the clients
+        server = HEServer(
+            scheme=scheme,
+            accumulator=server_context.accumulator(length=scheme.payload_length,
+                                                   scale=scheme.scale),
+            key_fingerprint=server_context.key_fingerprint,
+            num_clients=n,
+            min_clients=self.min_clients,
+            shapes=shapes,
+            session_id=session_id,
+            round_id=round_id,
+        )
+        encryptor = client_context.encryptor(scale=scheme.scale)
+        clients = {
+            cid: HEClient(
+                cid,
+                updates[cid],
+                scheme=scheme,
+                encryptor=encryptor,
+                session_id=session_id,
+                round_id=round_id,
+                weight=1.0 if weights is None else float(weights[cid]),
+                rng=seeded_stream(seed, session_id, round_id, cid, b"rounding"),
+            )
+            for cid in range(n)
+        }
+        holder = HEKeyHolder(
+            scheme=scheme,
+            decryptor=key.decryptor(scale=scheme.scale),
+            num_clients=n,
+            min_clients=self.min_clients,
+            session_id=session_id,
+            round_id=round_id,
+            rng=seeded_stream(seed, session_id, round_id, KEY_HOLDER, b"flooding"),
+        )
+        return RoundSetup(server=server, clients=dict(clients), helpers={KEY_HOLDER: holder})
+
+
+register("ckks", CkksAggregator)

@@ -1,0 +1,226 @@
+"""The ``"paillier"`` aggregator: packed Paillier (phe + gmpy2), safe by default.
+
+>>> import numpy as np, secureagg as sa
+>>> agg = sa.make_aggregator("paillier", num_clients=3, clip=1.0)   # keys come per round
+>>> agg.parameters()["values_per_ciphertext"], agg.parameters()["key_bits"]
+(170, 3072)
+
+Roles as for CKKS (:mod:`secureagg.protocols.he_round`): the key holder creates a 3072-bit key
+(fresh every round unless ``key=`` comes from the user's key service; below 2048 bits is refused)
+and hands the server and the clients the public modulus ``n``. Clients quantise (``quant_bits``,
+default 16), pack many values per plaintext with a proven no-overflow bound
+(:class:`~secureagg.he.paillier.SlotPacking`) and encrypt with blinding factors from a
+:class:`~secureagg.he.paillier.BlindingPool` (``precompute_blinding=True`` fills the pools while
+the round is set up, i.e. ahead of it, as a real client would between rounds). The server range-
+and gcd-checks every ciphertext, multiplies them into running products, re-randomises the
+aggregate and sends it to the key holder only when at least ``min_clients`` contributed. The key
+holder CRT-decrypts, checks the count and the slot ranges, and releases exact integer sums.
+
+``clip`` is required (the quantisation range). ``error_bound(survivors=S)`` is
+``S * max_weight * clip / (2^(quant_bits-1) - 1)`` (stochastic rounding; Paillier itself is exact).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from secureagg.aggregators.registry import register
+from secureagg.errors import ConfigurationError, InvalidInputError
+from secureagg.he.paillier import (
+    DEFAULT_KEY_BITS,
+    MIN_KEY_BITS,
+    BlindingPool,
+    PaillierAccumulator,
+    PaillierEncryptor,
+    PaillierPublicKey,
+    PaillierSecretKey,
+    require_phe,
+)
+from secureagg.protocols.base import KEY_HOLDER, SERVER, RoundFactory, RoundSetup
+from secureagg.protocols.he_round import (
+    UPLOAD,
+    HEClient,
+    HEKeyHolder,
+    HEServer,
+    default_min_clients,
+    seeded_stream,
+)
+from secureagg.protocols.paillier import PaillierScheme
+
+__all__ = ["PaillierAggregator"]
+
+
+class PaillierAggregator(RoundFactory):
+    """Packed Paillier aggregation (see the module docstring)."""
+
+    name = "paillier"
+    dropout_stages = (UPLOAD,)
+
+    def __init__(
+        self,
+        *,
+        num_clients: int,
+        clip: float | None = None,
+        min_clients: int | None = None,
+        quant_bits: int = 16,
+        key_bits: int = DEFAULT_KEY_BITS,
+        max_weight: int = 1,
+        precompute_blinding: bool = False,
+        key: PaillierSecretKey | None = None,
+    ) -> None:
+        require_phe()
+        problems: list[str] = []
+        if clip is None:
+            problems.append(
+                "clip is required: Paillier quantises every value to [-clip, clip], e.g. "
+                "make_aggregator('paillier', num_clients=n, clip=1.0)"
+            )
+        if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 2:
+            problems.append(
+                f"num_clients must be an integer >= 2 (a single client's update is never "
+                f"decrypted alone), got {num_clients!r}"
+            )
+        elif min_clients is None:
+            min_clients = default_min_clients(num_clients)
+        if isinstance(num_clients, int) and num_clients >= 2 and (
+            isinstance(min_clients, bool)
+            or not isinstance(min_clients, int)
+            or not 2 <= min_clients <= num_clients
+        ):
+            problems.append(
+                f"min_clients must be an integer in [2, num_clients={num_clients}], got "
+                f"{min_clients!r}"
+            )
+        if isinstance(key_bits, bool) or not isinstance(key_bits, int) or key_bits < MIN_KEY_BITS:
+            problems.append(
+                f"Paillier keys below {MIN_KEY_BITS} bits are refused, got key_bits={key_bits!r} "
+                f"(the default is {DEFAULT_KEY_BITS})"
+            )
+        given: object = key
+        if given is not None:
+            if not isinstance(given, PaillierSecretKey):
+                problems.append(f"key must be a PaillierSecretKey, got {type(given).__name__}")
+            elif given.key_bits != key_bits:
+                problems.append(
+                    f"the key has {given.key_bits} bits but key_bits={key_bits}; pass the matching "
+                    "key_bits"
+                )
+        if problems:
+            raise ConfigurationError(problems)
+        self.num_clients = int(num_clients)
+        self.min_clients = int(min_clients or 2)
+        self.key_bits = int(key_bits)
+        self.key = key
+        self.precompute_blinding = bool(precompute_blinding)
+        self._options: dict[str, Any] = {
+            "clip": clip,
+            "quant_bits": quant_bits,
+            "max_weight": max_weight,
+        }
+        # Validates quant_bits/clip/max_weight and proves the packing bound (HeadroomError).
+        self.scheme = self._scheme(dimension=1, weighted=False)
+
+    @property
+    def clip(self) -> float:
+        return self.scheme.clip
+
+    def _scheme(self, *, dimension: int, weighted: bool) -> PaillierScheme:
+        return PaillierScheme(
+            key_bits=self.key_bits,
+            dimension=dimension,
+            weighted=weighted,
+            num_clients=self.num_clients,
+            **self._options,
+        )
+
+    def error_bound(self, *, survivors: int | None = None) -> float:
+        return self.scheme.error_bound(
+            summands=self.num_clients if survivors is None else survivors
+        )
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "protocol": self.name,
+            "secure": True,
+            "num_clients": self.num_clients,
+            "min_clients": self.min_clients,
+            "key_bits": self.key_bits,
+            "key_rotation": "user key service" if self.key is not None else "fresh keys per round",
+            "precompute_blinding": self.precompute_blinding,
+            **self.scheme.parameters(),
+            "error_bound": self.error_bound(),
+        }
+
+    def setup_round(
+        self,
+        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
+        *,
+        weights: Sequence[float] | None,
+        session_id: bytes,
+        round_id: int,
+        seed: bytes | None,
+    ) -> RoundSetup:
+        n = self.num_clients
+        if len(updates) != n:
+            raise InvalidInputError(f"got updates for {len(updates)} clients, expected {n}")
+        if weights is not None and len(weights) != n:
+            raise ConfigurationError(f"got {len(weights)} weights for {n} clients")
+        shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
+        dimension = sum(math.prod(s) for s in shapes)
+        scheme = self._scheme(dimension=dimension, weighted=weights is not None)
+        key = self.key
+        if key is None:
+            key = PaillierSecretKey.generate(
+                self.key_bits, rng=seeded_stream(seed, session_id, round_id, KEY_HOLDER, b"keys")
+            )
+        public_key = PaillierPublicKey.from_bytes(key.public_material())  # out of band
+        count = math.ceil(scheme.payload_length / scheme.packing.slots)
+
+        def pool(party: int) -> BlindingPool:
+            made = BlindingPool(
+                public_key, rng=seeded_stream(seed, session_id, round_id, party, b"blinding")
+            )
+            if self.precompute_blinding:
+                made.fill(count)
+            return made
+
+        server = HEServer(
+            scheme=scheme,
+            accumulator=PaillierAccumulator(public_key, count=count, pool=pool(SERVER)),
+            key_fingerprint=public_key.key_fingerprint,
+            num_clients=n,
+            min_clients=self.min_clients,
+            shapes=shapes,
+            session_id=session_id,
+            round_id=round_id,
+        )
+        clients = {
+            cid: HEClient(
+                cid,
+                updates[cid],
+                scheme=scheme,
+                encryptor=PaillierEncryptor(public_key, scheme.packing, pool=pool(cid)),
+                session_id=session_id,
+                round_id=round_id,
+                weight=1 if weights is None else float(weights[cid]),
+                rng=seeded_stream(seed, session_id, round_id, cid, b"rounding"),
+            )
+            for cid in range(n)
+        }
+        holder = HEKeyHolder(
+            scheme=scheme,
+            decryptor=key.decryptor(scheme.packing),
+            num_clients=n,
+            min_clients=self.min_clients,
+            session_id=session_id,
+            round_id=round_id,
+        )
+        return RoundSetup(server=server, clients=dict(clients), helpers={KEY_HOLDER: holder})
+
+
+register("paillier", PaillierAggregator)

@@ -1,0 +1,149 @@
+"""The small interface every homomorphic-encryption backend implements, split by role.
+
+Threat model. Homomorphic aggregation has three roles, and each gets exactly the key material it
+needs, never more:
+
+* a **client** holds an :class:`Encryptor`: public key material plus the encoding parameters of the
+  round. It can encrypt, never decrypt;
+* the **server** holds an :class:`Accumulator`: public key material only. It validates incoming
+  ciphertext bytes (a malformed, truncated or foreign ciphertext raises
+  :class:`~secureagg.errors.MalformedMessage`, never crashes) and adds them *in place* into one
+  running sum per ciphertext position, so its state does not grow with the number of clients;
+* the **key holder** holds a :class:`Decryptor`: the secret key. It decrypts only what the
+  protocol above lets it (aggregates of at least ``min_clients`` contributions).
+
+Invariant of :meth:`Accumulator.add`: a contribution is added completely or not at all. Every
+ciphertext of one contribution is parsed and validated before the first one touches the running
+sum, so a bad chunk in the middle of an upload cannot corrupt the sum.
+
+Backends: :mod:`secureagg.he.ckks` (TenSEAL, the only module importing ``tenseal``) and
+:mod:`secureagg.he.paillier` (``phe`` + ``gmpy2``, the only module importing them). Neither
+optional dependency is imported before it is used; a missing one raises
+:class:`~secureagg.errors.MissingDependencyError` naming the ``he`` extra.
+
+>>> from secureagg.he.backend import HE_STANDARD_MAX_MODULUS_BITS, chunk_sizes
+>>> HE_STANDARD_MAX_MODULUS_BITS[8192]
+218
+>>> chunk_sizes(10, 4)
+(4, 4, 2)
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy.typing as npt
+
+from secureagg.errors import ConfigurationError
+
+__all__ = [
+    "HE_STANDARD_MAX_MODULUS_BITS",
+    "Accumulator",
+    "Decryptor",
+    "Encryptor",
+    "chunk_sizes",
+    "fingerprint",
+]
+
+#: Largest total coefficient-modulus size (bits, including the special prime) for 128-bit classical
+#: security with a ternary secret, by ring dimension N: the HomomorphicEncryption.org standard
+#: (Albrecht et al. 2018, Table 1), which SEAL enforces as ``sec_level_type.tc128``.
+HE_STANDARD_MAX_MODULUS_BITS: dict[int, int] = {
+    1024: 27,
+    2048: 54,
+    4096: 109,
+    8192: 218,
+    16384: 438,
+    32768: 881,
+}
+
+
+def chunk_sizes(length: int, per_ciphertext: int) -> tuple[int, ...]:
+    """How many values each ciphertext of a ``length``-value vector carries (last one partial)."""
+    if length < 0 or per_ciphertext < 1:
+        raise ConfigurationError(
+            f"need length >= 0 and per_ciphertext >= 1, got {length} and {per_ciphertext}"
+        )
+    full, rest = divmod(length, per_ciphertext)
+    return (per_ciphertext,) * full + ((rest,) if rest else ())
+
+
+def fingerprint(scheme: str, public_material: bytes) -> bytes:
+    """SHA-256 over the scheme name and the public key material: what every message binds."""
+    h = hashlib.sha256()
+    h.update(b"secureagg/v1/he/key-fingerprint\x00")
+    h.update(scheme.encode("ascii") + b"\x00")
+    h.update(public_material)
+    return h.digest()
+
+
+class Encryptor(abc.ABC):
+    """Client side: encrypts a vector into ciphertext chunks (public material only)."""
+
+    scheme: ClassVar[str] = ""
+
+    @property
+    @abc.abstractmethod
+    def key_fingerprint(self) -> bytes:
+        """:func:`fingerprint` of the public key this encryptor uses."""
+
+    @property
+    @abc.abstractmethod
+    def values_per_ciphertext(self) -> int:
+        """How many vector entries one ciphertext carries."""
+
+    def ciphertext_count(self, length: int) -> int:
+        """Number of ciphertexts a ``length``-value vector becomes."""
+        return len(chunk_sizes(length, self.values_per_ciphertext))
+
+    @abc.abstractmethod
+    def encrypt(self, values: npt.NDArray[Any]) -> Iterator[bytes]:
+        """Encrypt ``values`` chunk by chunk, yielding each ciphertext's bytes as it is made."""
+
+
+class Accumulator(abc.ABC):
+    """Server side: one running ciphertext per position, added into in place."""
+
+    @property
+    @abc.abstractmethod
+    def contributions(self) -> int:
+        """How many contributions have been added."""
+
+    @property
+    @abc.abstractmethod
+    def held_ciphertexts(self) -> int:
+        """Ciphertexts currently held (the running sums): independent of the client count."""
+
+    @abc.abstractmethod
+    def add(self, ciphertexts: Sequence[bytes]) -> None:
+        """Validate every ciphertext of one contribution, then add them into the running sums.
+
+        Raises :class:`~secureagg.errors.MalformedMessage` (and changes nothing) if any chunk is
+        malformed, truncated, of the wrong length or count, or not valid under this public key.
+        """
+
+    @abc.abstractmethod
+    def export(self) -> tuple[bytes, ...]:
+        """The running sums as bytes, ready to send to the key holder."""
+
+
+class Decryptor(abc.ABC):
+    """Key holder side: holds the secret key; decrypts aggregates."""
+
+    scheme: ClassVar[str] = ""
+
+    @property
+    @abc.abstractmethod
+    def key_fingerprint(self) -> bytes:
+        """:func:`fingerprint` of the matching public key."""
+
+    @abc.abstractmethod
+    def public_material(self) -> bytes:
+        """The public key material, as sent (out of band) to the server and the clients."""
+
+    @abc.abstractmethod
+    def decrypt(self, ciphertexts: Sequence[bytes], length: int) -> npt.NDArray[Any]:
+        """Decrypt an aggregate of ``length`` values (malformed input: ``MalformedMessage``)."""

@@ -1,0 +1,47 @@
+"""CKKS aggregation messages: the generic HE round messages under their own ``ckks/...`` kinds.
+
+Fields (see :mod:`secureagg.protocols.he_round`): every message carries ``session_id``,
+``round_id`` and the key fingerprint (SHA-256 of the public context). ``ciphertexts`` are TenSEAL
+serializations of one CKKS vector each (at most N/2 values); the release carries float64 values
+(flooded) or, with the fixed-point encoding, int64 exact sums.
+
+>>> CkksUpload.KIND
+'ckks/upload'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from secureagg.protocols.he_round import HEAggregate, HERelease, HERequest, HEUpload
+
+__all__ = ["CkksAggregate", "CkksRelease", "CkksRequest", "CkksUpload"]
+
+
+@dataclass(frozen=True)
+class CkksRequest(HERequest):
+    """Server -> client: upload your encrypted update."""
+
+    KIND: ClassVar[str] = "ckks/request"
+
+
+@dataclass(frozen=True)
+class CkksUpload(HEUpload):
+    """Client -> server: one serialized CKKS vector per chunk."""
+
+    KIND: ClassVar[str] = "ckks/upload"
+
+
+@dataclass(frozen=True)
+class CkksAggregate(HEAggregate):
+    """Server -> key holder: the running sums, one per chunk."""
+
+    KIND: ClassVar[str] = "ckks/aggregate"
+
+
+@dataclass(frozen=True)
+class CkksRelease(HERelease):
+    """Key holder -> server: the flooded (float64) or exactly rounded (int64) aggregate."""
+
+    KIND: ClassVar[str] = "ckks/release"

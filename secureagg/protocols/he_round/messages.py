@@ -1,0 +1,68 @@
+"""Messages of one HE aggregation round (generic; scheme packages subclass them for a ``KIND``).
+
+Every message carries ``session_id``, ``round_id`` and the key fingerprint (SHA-256 over the scheme
+name and the public key material); parties refuse any other value. Field types are those the
+codec knows; ciphertexts are ``bytes`` (TenSEAL serializations for CKKS, fixed-width big-endian
+integers for Paillier).
+
+>>> HEUpload.KIND   # generic base: only the scheme subclasses are registered with the codec
+''
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy.typing as npt
+
+from secureagg.protocols.base import Message
+
+__all__ = ["HEAggregate", "HERelease", "HERequest", "HEUpload"]
+
+@dataclass(frozen=True)
+class HERequest(Message):
+    """Server -> client: "upload your encrypted update for this round and key"."""
+
+    session_id: bytes
+    round_id: int
+    key_fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class HEUpload(Message):
+    """Client -> server: one ciphertext per chunk of the encoded update."""
+
+    session_id: bytes
+    round_id: int
+    key_fingerprint: bytes
+    ciphertexts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class HEAggregate(Message):
+    """Server -> key holder: the running sums and the ids of the clients summed into them."""
+
+    session_id: bytes
+    round_id: int
+    key_fingerprint: bytes
+    contributors: tuple[int, ...]
+    ciphertexts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class HERelease(Message):
+    """Key holder -> server: the decrypted aggregate (values, and the weight sum when weighted).
+
+    ``values`` is float64 (CKKS, flooded) or int64 (exact integer sums: CKKS fixed point, Paillier);
+    ``noise_std`` the standard deviation of the flooding noise added to each value (0 if none).
+    """
+
+    session_id: bytes
+    round_id: int
+    key_fingerprint: bytes
+    contributors: tuple[int, ...]
+    values: npt.NDArray[Any]
+    noise_std: float
+
+
