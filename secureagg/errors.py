@@ -31,6 +31,7 @@ __all__ = [
     "MalformedMessage",
     "MissingDependencyError",
     "NonFiniteInputError",
+    "PrivacyBudgetExceeded",
     "ProtocolError",
     "SecureAggError",
     "TamperedShareError",
@@ -180,3 +181,33 @@ class InsufficientSurvivors(ProtocolError):  # noqa: N818 - the name is part of 
 
 class ConsistencyError(ProtocolError):
     """Parties were shown different views (survivor lists, models); the client aborts."""
+
+
+# ------------------------------------------------------------------------------------- privacy
+
+
+class PrivacyBudgetExceeded(SecureAggError):  # noqa: N818 - reads as what happened, like the others
+    """The next DP step or round would spend more than ``max_epsilon``, so it did not run.
+
+    Nothing was released for it. ``spent`` is ε so far and ``would_be`` ε had it run (both at
+    ``delta``); ``unit`` is ``"step"`` or ``"round"`` and ``index`` its 0-based number.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        spent: float,
+        would_be: float,
+        max_epsilon: float,
+        delta: float,
+        unit: str,
+        index: int,
+    ) -> None:
+        self.spent = spent
+        self.would_be = would_be
+        self.max_epsilon = max_epsilon
+        self.delta = delta
+        self.unit = unit
+        self.index = index
+        super().__init__(message)

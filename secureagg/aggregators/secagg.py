@@ -23,7 +23,10 @@ construction, with every problem listed.
 Distributed DP hooks in through ``client_noise(count, keystream) -> int64 array`` (each client's
 share of integer noise, added to its encoded vector before masking, so the server only sees the
 noised sum) and ``noise_headroom`` (the integer tail bound of the summed noise, reserved by the
-encoder's no-overflow proof). The DP layer builds both from a mechanism.
+encoder's no-overflow proof). The DP layer builds both from a mechanism:
+``make_aggregator("secagg+", num_clients=n, distributed_dp=DistributedDP(...), privacy=acc)``
+returns the composition in :mod:`secureagg.aggregators.dp` (it passes ``scale=1.0``: the clients'
+values are already integers). ``scale`` otherwise defaults to the largest that fits.
 
 In ``threat="malicious"`` mode, key advertisements are signed with Ed25519 identity keys from a
 client registry (``identity_keys``: id -> :class:`~secureagg.crypto.signing.SigningKey`, the
@@ -73,6 +76,7 @@ class SecAggAggregator(RoundFactory):
         bits: int | None = None,
         max_weight: int = 1,
         noise_headroom: int = 0,
+        scale: float | None = None,
         identity_keys: Mapping[int, signing.SigningKey] | None = None,
         model_digest: bytes = b"",
         client_noise: IntegerNoise | None = None,
@@ -148,6 +152,7 @@ class SecAggAggregator(RoundFactory):
             bits=bits,
             max_weight=max_weight,
             noise_headroom=noise_headroom,
+            scale=scale,
         )
         self.max_weight = max_weight
         self.model_digest = model_digest
@@ -291,12 +296,22 @@ class SecAggAggregator(RoundFactory):
         return signing.SigningKey.from_private_bytes(stream.read(32))
 
 
-def _secagg(**kwargs: Any) -> SecAggAggregator:
-    return SecAggAggregator(complete_graph=True, **kwargs)
+def _build(**kwargs: Any) -> RoundFactory:
+    if kwargs.get("distributed_dp") is not None or "privacy" in kwargs:
+        # Distributed DP (clients' noise shares inside SecAgg) is composed in aggregators/dp.py.
+        from secureagg.aggregators.dp import distributed_dp_aggregator
+
+        return distributed_dp_aggregator(**kwargs)
+    kwargs.pop("distributed_dp", None)
+    return SecAggAggregator(**kwargs)
 
 
-def _secagg_plus(**kwargs: Any) -> SecAggAggregator:
-    return SecAggAggregator(complete_graph=False, **kwargs)
+def _secagg(**kwargs: Any) -> RoundFactory:
+    return _build(complete_graph=True, **kwargs)
+
+
+def _secagg_plus(**kwargs: Any) -> RoundFactory:
+    return _build(complete_graph=False, **kwargs)
 
 
 register("secagg", _secagg)

@@ -147,7 +147,8 @@ def test_chunking_and_round_trip(key, public) -> None:
         acc.add(cts)
     assert acc.contributions == 3 and acc.held_ciphertexts == 3
     out = key.decryptor().decrypt(acc.export(), d)
-    bound = 10 * np.sqrt(3) * key.params.fresh_noise_std() / key.params.scale
+    # The same ciphertext added three times: its noise triples (it is not independent noise).
+    bound = 3 * 10 * key.params.fresh_noise_std() / key.params.scale
     assert np.max(np.abs(out - 3 * x)) < bound
 
 

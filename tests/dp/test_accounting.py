@@ -1,0 +1,241 @@
+"""The accountant facade: Opacus's known answers, the budget, the ledger, distributed rounds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from secureagg.dp import rdp
+from secureagg.dp.accounting import PrivacyAccountant, read_ledger
+from secureagg.dp.events import (
+    BudgetStop,
+    DistributedNoiseRound,
+    GaussianSteps,
+    JsonLinesSink,
+    MemorySink,
+    SeededNoise,
+    event_from_dict,
+)
+from secureagg.errors import ConfigurationError, InvalidInputError, PrivacyBudgetExceeded
+
+accountants = pytest.importorskip("opacus.accountants")
+
+
+def _steps(sigma: float, q: float, steps: int = 1, *, party: int | None = None) -> GaussianSteps:
+    return GaussianSteps(
+        scope="sample", party=party, noise_multiplier=sigma, sample_rate=q, clip=1.0, steps=steps
+    )
+
+
+def _round(survivors: int, *, provisioned: int = 10, q: float = 1.0, rid: int = 0):
+    return DistributedNoiseRound(
+        scope="user",
+        party=None,
+        mechanism="skellam",
+        round_id=rid,
+        clients=10,
+        survivors=survivors,
+        provisioned=provisioned,
+        client_variance=(1.0 * 1e6) ** 2 / provisioned,
+        l2_sensitivity=1e6,
+        l1_sensitivity=1e9,
+        dimension=1000,
+        sample_rate=q,
+    )
+
+
+def test_known_answer_rdp() -> None:
+    """ANCHORS: σ=1.5, q=0.04, 2250 steps, δ=1e-5 -> RDP ε ≈ 7.3291 (Opacus's value)."""
+    acc = PrivacyAccountant(accountant="rdp", delta=1e-5)
+    acc.emit(_steps(1.5, 0.04, 2250))
+    assert acc.epsilon() == pytest.approx(7.32911117143, abs=1e-9)
+
+
+def test_known_answer_prv() -> None:
+    """PRV ε ≈ 6.7774 (Opacus's test value); the PRV upper bound is within eps_error = 0.01."""
+    acc = PrivacyAccountant(accountant="prv", delta=1e-5)
+    acc.emit(_steps(1.5, 0.04, 2250))
+    opacus = accountants.PRVAccountant()
+    for _ in range(2250):
+        opacus.step(noise_multiplier=1.5, sample_rate=0.04)
+    assert acc.epsilon() == opacus.get_epsilon(delta=1e-5)  # exactly Opacus's figure
+    assert acc.epsilon() == pytest.approx(6.7774, abs=0.01)
+
+
+@pytest.mark.filterwarnings("ignore:GDP accounting is experimental")
+def test_gdp_agrees_with_opacus_and_refuses_changing_parameters() -> None:
+    acc = PrivacyAccountant(accountant="gdp")
+    opacus = accountants.GaussianAccountant()
+    for _ in range(3):
+        acc.emit(_steps(1.0, 0.01))
+        opacus.step(noise_multiplier=1.0, sample_rate=0.01)
+    assert acc.epsilon() == opacus.get_epsilon(delta=1e-5)
+    # Opacus's GDP accountant reads only the last (σ, q): a change must not be under-counted.
+    acc.emit(_steps(2.0, 0.01))
+    with pytest.raises(ConfigurationError, match="constant"):
+        acc.epsilon()
+
+
+def test_steps_are_compressed_like_opacus_history() -> None:
+    acc = PrivacyAccountant()
+    for _ in range(3):
+        acc.emit(_steps(1.0, 0.1))
+    acc.emit(_steps(2.0, 0.1))
+    report = acc.report()
+    assert report["streams"][0]["gaussian_history"] == [[1.0, 0.1, 3], [2.0, 0.1, 1]]
+    assert [e["steps"] for e in report["events"]] == [3, 1]
+
+
+def test_streams_are_separate_per_party_and_scope() -> None:
+    acc = PrivacyAccountant()
+    acc.emit(_steps(1.0, 0.1, 10, party=1))
+    acc.emit(_steps(1.0, 0.1, 40, party=2))
+    assert acc.epsilon(scope="sample", party=1) < acc.epsilon(scope="sample", party=2)
+    with pytest.raises(ConfigurationError, match="several streams"):
+        acc.epsilon()
+    assert acc.epsilon(scope="user") == 0.0
+
+
+def _direct_rdp(history: list[tuple[float, float, int]]) -> float:
+    a = accountants.RDPAccountant()
+    a.history = list(history)
+    return a.get_epsilon(delta=1e-5)
+
+
+def test_budget_stops_before_the_step_that_would_exceed_it() -> None:
+    sink = MemorySink()
+    acc = PrivacyAccountant(max_epsilon=3.0, sink=sink)
+    allowed = acc.steps_remaining(noise_multiplier=1.1, sample_rate=0.05)
+    assert allowed is not None and allowed > 3
+    done: list[int] = []
+
+    def train() -> None:
+        while True:
+            step = _steps(1.1, 0.05)
+            acc.check(step)
+            acc.emit(step)
+            done.append(1)
+
+    with pytest.raises(PrivacyBudgetExceeded) as info:
+        train()
+    taken = len(done)
+    assert taken == allowed
+    assert _direct_rdp([(1.1, 0.05, taken)]) <= 3.0 < _direct_rdp([(1.1, 0.05, taken + 1)])
+    err = info.value
+    assert err.unit == "step" and err.index == taken and err.would_be > 3.0 >= err.spent
+    assert "NOT run" in str(err)
+    assert isinstance(sink.events[-1], BudgetStop)
+    assert acc.epsilon() == pytest.approx(err.spent)
+    assert acc.steps_remaining(noise_multiplier=1.1, sample_rate=0.05) == 0
+
+
+def test_budget_after_a_change_of_parameters() -> None:
+    acc = PrivacyAccountant(max_epsilon=4.0)
+    acc.emit(_steps(1.0, 0.05, 50))
+    left = acc.steps_remaining(noise_multiplier=2.0, sample_rate=0.05)
+    assert left is not None
+    hist = [(1.0, 0.05, 50), (2.0, 0.05, left)]
+    assert _direct_rdp(hist) <= 4.0 < _direct_rdp([*hist[:1], (2.0, 0.05, left + 1)])
+    acc.check(_steps(2.0, 0.05, left))  # fits exactly
+    with pytest.raises(PrivacyBudgetExceeded):
+        acc.check(_steps(2.0, 0.05, left + 1))
+
+
+def test_no_budget_never_raises() -> None:
+    acc = PrivacyAccountant()
+    acc.check(_steps(0.5, 1.0, 10_000))
+    assert acc.steps_remaining(noise_multiplier=1.0, sample_rate=0.1) is None
+
+
+def test_distributed_rounds_use_the_survivors_noise() -> None:
+    full, short = PrivacyAccountant(), PrivacyAccountant()
+    full.emit(_round(10))
+    short.emit(_round(6))  # 4 of 10 shares missing: less noise, larger ε
+    assert short.epsilon(scope="user") > full.epsilon(scope="user")
+    # With z = 1 and a fine grid, one full round is the Gaussian mechanism's ε.
+    gauss = rdp.rdp_to_epsilon(rdp.ORDERS, [a / 2 for a in rdp.ORDERS], 1e-5)[0]
+    assert full.epsilon(scope="user") == pytest.approx(gauss, rel=1e-6)
+    assert "Agarwal" in full.method(scope="user")
+
+
+def test_client_sampling_amplifies_only_against_outsiders() -> None:
+    acc = PrivacyAccountant()
+    for r in range(20):
+        acc.emit(_round(10, q=0.1, rid=r))
+    amplified = acc.epsilon(scope="user")
+    server = acc.epsilon(scope="user", amplification=False)
+    assert amplified < server
+    stream = acc.report()["streams"][0]
+    assert stream["epsilon_without_sampling"] == pytest.approx(server)
+    assert "Zhu-Wang" in stream["method"]
+
+
+def test_worst_case_events_are_checks_not_spending() -> None:
+    acc = PrivacyAccountant(max_epsilon=50.0)
+    worst = DistributedNoiseRound(**{**_round(5).__dict__, "worst_case": True})
+    acc.check(worst)
+    acc.emit(worst)
+    assert acc.epsilon(scope="user") == 0.0
+
+
+def test_distributed_budget_stops_a_round() -> None:
+    one = PrivacyAccountant()
+    one.emit(_round(10))
+    eps1 = one.epsilon(scope="user")
+    acc = PrivacyAccountant(max_epsilon=eps1 * 1.2)  # two rounds cost about 1.45 eps1
+    acc.check(_round(10))
+    acc.emit(_round(10))
+    with pytest.raises(PrivacyBudgetExceeded) as info:
+        acc.check(_round(10, rid=1))
+    assert info.value.unit == "round" and info.value.index == 1
+
+
+def test_ledger_round_trip_and_seeded_flag(tmp_path) -> None:
+    acc = PrivacyAccountant(accountant="rdp", delta=1e-6, max_epsilon=20.0)
+    acc.emit(_steps(1.0, 0.02, 30, party=3))
+    acc.emit(_round(9))
+    acc.emit(SeededNoise(scope="user", party=None, source="test"))
+    path = acc.write_ledger(tmp_path / "ledger.json")
+    data = read_ledger(path)
+    assert data["seeded"] is True and "NOT private" in data["warning"]
+    assert {(s["scope"], s["party"]) for s in data["streams"]} == {("sample", 3), ("user", None)}
+    again = PrivacyAccountant.from_ledger(path)
+    for scope, party in (("sample", 3), ("user", None)):
+        assert again.epsilon(scope=scope, party=party) == acc.epsilon(scope=scope, party=party)
+    assert again.delta == 1e-6 and again.max_epsilon == 20.0
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(InvalidInputError):
+        read_ledger(tmp_path / "bad.json")
+
+
+def test_json_lines_sink_round_trip(tmp_path) -> None:
+    sink = JsonLinesSink(tmp_path / "events.jsonl")
+    events = [_steps(1.0, 0.1), _round(7), SeededNoise(scope="sample", party=1, source="x")]
+    for e in events:
+        sink.emit(e)
+    assert sink.read() == events
+    assert event_from_dict(events[1].to_dict()) == events[1]
+    with pytest.raises(InvalidInputError):
+        event_from_dict({"kind": "nope"})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"noise_multiplier": -1.0, "sample_rate": 0.1, "clip": 1.0},
+        {"noise_multiplier": 1.0, "sample_rate": 0.0, "clip": 1.0},
+        {"noise_multiplier": 1.0, "sample_rate": 0.1, "clip": math.inf},
+        {"noise_multiplier": 1.0, "sample_rate": 0.1, "clip": 1.0, "steps": 0},
+    ],
+)
+def test_events_validate_their_fields(kwargs) -> None:
+    with pytest.raises(ConfigurationError):
+        GaussianSteps(scope="sample", party=None, **kwargs)
+
+
+def test_accountant_validates_its_parameters() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        PrivacyAccountant(accountant="moments", delta=2.0, max_epsilon=-1.0)  # type: ignore[arg-type]
+    assert len(info.value.problems) == 3
