@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -209,9 +210,9 @@ def test_audit_of_a_missing_directory_fails(
     or importlib.util.find_spec("secureagg.crypto.encoding") is None,
     reason="shamir/encoding not written yet",
 )
-def test_demo_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_demo_selftest_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     run = tmp_path / "demo-run"
-    assert main(["demo", "--clients", "10", "--dim", "2000", "--out", str(run)]) == 0
+    assert main(["demo", "--selftest", "--clients", "10", "--dim", "2000", "--out", str(run)]) == 0
     out = capsys.readouterr().out
     for name in ("x25519", "hkdf", "aead", "ed25519", "prg", "shamir", "encoding", "codec"):
         assert f"ok    {name}" in out
@@ -225,9 +226,7 @@ def test_demo_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert main(["audit", str(run)]) == 0
 
 
-def test_demo_reports_a_failing_check(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def _broken_selftest(monkeypatch: pytest.MonkeyPatch) -> None:
     from secureagg import selftest
 
     def broken() -> str:
@@ -237,10 +236,121 @@ def test_demo_reports_a_failing_check(
     results = selftest.run_selftest(out=None)
     assert [(r.name, r.ok) for r in results] == [("broken", False), ("x25519", True)]
     monkeypatch.setattr("secureagg.cli.demo.run_selftest", selftest.run_selftest)
-    assert main(["demo", "--clients", "5", "--dim", "100", "--out", str(tmp_path / "r")]) == 1
+
+
+def test_demo_reports_a_failing_check(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _broken_selftest(monkeypatch)
+    argv = ["demo", "--selftest", "--clients", "5", "--dim", "100", "--out", str(tmp_path / "r")]
+    assert main(argv) == 1
     out = capsys.readouterr().out
     assert "FAIL  broken" in out
     assert "FAILED: broken" in out
+    # The federated demo refuses to train on an installation that failed its self-test.
+    assert main(["demo", "--no-dp", "--out", str(tmp_path / "fl")]) == 1
+    out = capsys.readouterr().out
+    assert "1/2 passed; FAILED: broken" in out
+    assert not (tmp_path / "fl").exists()
+
+
+needs_fl = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None or importlib.util.find_spec("sklearn") is None,
+    reason="the federated demo needs torch and scikit-learn",
+)
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[None]:
+    """The demo runs torch on one thread (its model is tiny); restore the setting afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@needs_fl
+@pytest.mark.usefixtures("torch_threads")
+def test_demo_trains_federated_and_compares_with_plaintext(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run = tmp_path / "fl"
+    argv = ["demo", "--no-dp", "--rounds", "3", "--clients", "4", "--out", str(run), "--json"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    report = json.loads(lines[-1])
+    assert report["protocol"] == "secagg+"
+    assert report["rounds_completed"] == 3
+    assert report["final_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert report["baseline"]["rounds_completed"] == 3
+    # Same split, same start, same local training: only quantization separates the two.
+    assert abs(report["accuracy_difference_pp"]) <= 1.0
+    assert report["epsilon"] is None
+    text = "\n".join(lines)
+    assert "self-test of the cryptographic primitives: 8/8 passed" in text
+    assert "round   3/3  accuracy" in text
+    assert "plaintext FedAvg, same split" in text
+    assert f"run directory: {run}" in text
+    history = json.loads((run / "history.json").read_text())
+    assert history["completed_rounds"] == 3
+    assert json.loads((run / "config.json").read_text())["protocol"] == "secagg+"
+    assert (run / "baseline-plain" / "history.json").is_file()
+    assert main(["audit", str(run)]) == 0
+    assert "secagg/masked-input" in capsys.readouterr().out
+
+
+@needs_fl
+@pytest.mark.usefixtures("torch_threads")
+def test_demo_quiet_prints_only_the_result(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["demo", "--no-dp", "--rounds", "1", "--clients", "3", "--quiet", "--no-baseline",
+            "--protocol", "plain", "--out", str(tmp_path / "q")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "round " not in out
+    assert out.startswith("\nresult (plain): test accuracy")
+    assert "plaintext FedAvg" not in out
+
+
+@needs_fl
+@pytest.mark.skipif(importlib.util.find_spec("opacus") is None, reason="DP-SGD needs opacus")
+@pytest.mark.usefixtures("torch_threads")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_demo_with_dp_reports_epsilon(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run = tmp_path / "dp"
+    argv = ["demo", "--rounds", "2", "--clients", "3", "--epsilon", "4", "--no-baseline",
+            "--quiet", "--json", "--out", str(run)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    report = json.loads(lines[-1])
+    assert report["dp"] is True
+    assert 0 < report["epsilon"] <= 4.0  # DP-SGD per client, calibrated for the two rounds
+    assert report["user_epsilon"] > 1000  # distributed DP at z=0.01: reported, and vacuous
+    assert any("per client at δ = 1e-05" in line for line in lines)
+    ledger = json.loads((run / "privacy_ledger.json").read_text())
+    assert ledger["differential_privacy"] is True
+    assert len(ledger["sample_level"]["streams"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["demo", "--rounds", "0", "--no-dp"], "--rounds must be in"),
+        (["demo", "--dropout", "1.5", "--no-dp"], "--dropout must be in"),
+        (["demo", "--protocol", "nope"], "invalid choice"),
+    ],
+)
+def test_demo_bad_arguments(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if importlib.util.find_spec("torch") is None and "invalid choice" not in needle:
+        pytest.skip("needs torch")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
 
 
 def test_bench_lists_scripts_honestly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,432 @@
+"""Differential privacy of a federated run: DP-SGD on the clients, noise on the sum, accounting.
+
+Two guarantees, accounted separately (one :class:`~secureagg.dp.PrivacyAccountant` each), because
+they protect different things against different observers:
+
+* **sample level, per client** (``epsilon`` / ``noise_multiplier``): every client trains with
+  DP-SGD (:func:`secureagg.dp.make_private`: per-example clipping to ``max_grad_norm``, Gaussian
+  noise from a CSPRNG, Poisson batches). Whoever sees a client's update - the server under
+  ``"plain"``, anyone who sees the model - learns about one of that client's records only what
+  ``(ε_i, δ)`` allows. With ``epsilon`` set, each client's noise multiplier is calibrated (by
+  Opacus, from its own sampling rate ``1/len(loader)``) so that ``rounds * local_epochs`` epochs
+  spend at most ``epsilon``; the accountant's budget (``max_epsilon``, default ``epsilon``) stops
+  a client *before* a step would exceed it. ``local_epochs`` must be what your ``train`` runs.
+* **user level** (``distributed_noise_multiplier`` or ``central_noise_multiplier``): each
+  client's whole update is L2-clipped to ``update_clip`` and the *sum* carries Gaussian-like noise
+  of ``noise_multiplier * update_clip`` per coordinate - added by the clients in shares inside
+  SecAgg (distributed DP, Skellam by default: no one sees a noiseless sum) or by a trusted server
+  (central DP). One client's entire participation is protected at ``(ε_user, δ)``; updates are
+  summed unweighted (a FedAvg weight would multiply the sensitivity).
+
+Sampling: the run samples a fixed number of clients per round, uniformly; the accountants are given
+client sampling rate 1 (no amplification by client sampling is claimed), which over-states ε.
+
+Durability: every event is appended to ``privacy_events.jsonl`` in the run directory as it is
+emitted; a resumed run replays all of them, including those of a round interrupted before its
+commit (which is then run again). A crash can make the ledger over-count, never under-count.
+
+>>> FederatedDP(epsilon=8.0, local_epochs=2).describe()["sample_level"]["epsilon"]
+8.0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from secureagg.dp import (
+    CentralDP,
+    DistributedDP,
+    GaussianSteps,
+    PrivacyAccountant,
+    PrivacyEvent,
+    make_private,
+)
+from secureagg.dp.events import event_from_dict
+from secureagg.errors import ConfigurationError, PrivacyBudgetExceeded
+from secureagg.fl.calibration import calibrate_noise
+from secureagg.protocols.base import RoundFactory
+from secureagg.transport import derive_sim_seed
+
+__all__ = ["EVENTS_FILE", "FederatedDP", "PrivacyController"]
+
+EVENTS_FILE = "privacy_events.jsonl"
+_LEVELS = ("sample", "user")
+
+
+def _positive(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+@dataclass(frozen=True)
+class FederatedDP:
+    """DP settings of a :class:`~secureagg.fl.FederatedRun` (see the module docstring)."""
+
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    local_epochs: int = 1
+    distributed_noise_multiplier: float | None = None
+    central_noise_multiplier: float | None = None
+    update_clip: float = 1.0
+    mechanism: Literal["skellam", "ddgauss"] = "skellam"
+    delta: float = 1e-5
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    max_epsilon: float | None = None
+    max_user_epsilon: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epsilon is not None and self.noise_multiplier is not None:
+            problems.append("give epsilon (a target) or noise_multiplier for DP-SGD, not both")
+        for name in ("epsilon", "noise_multiplier", "distributed_noise_multiplier",
+                     "central_noise_multiplier", "max_epsilon", "max_user_epsilon"):
+            value = getattr(self, name)
+            if value is not None and not _positive(value):
+                problems.append(f"{name} must be None or a finite number > 0, got {value!r}")
+        for name in ("max_grad_norm", "update_clip"):
+            if not _positive(getattr(self, name)):
+                problems.append(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        if (
+            isinstance(self.local_epochs, bool)
+            or not isinstance(self.local_epochs, int)
+            or self.local_epochs < 1
+        ):
+            problems.append(f"local_epochs must be an integer >= 1, got {self.local_epochs!r}")
+        if self.distributed_noise_multiplier is not None and self.central_noise_multiplier:
+            problems.append("choose distributed or central noise on the sum, not both")
+        if not (isinstance(self.delta, float) and 0.0 < self.delta < 1.0):
+            problems.append(f"delta must be in (0, 1), got {self.delta!r}")
+        if not (self.dp_sgd or self.user_level):
+            problems.append(
+                "FederatedDP needs epsilon or noise_multiplier (DP-SGD on the clients), or "
+                "distributed_noise_multiplier / central_noise_multiplier (noise on the sum)"
+            )
+        if problems:
+            raise ConfigurationError(problems)
+
+    @property
+    def dp_sgd(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+    @property
+    def user_level(self) -> bool:
+        return (
+            self.distributed_noise_multiplier is not None
+            or self.central_noise_multiplier is not None
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "sample_level": None
+            if not self.dp_sgd
+            else {
+                "mechanism": "dp-sgd",
+                "epsilon": self.epsilon,
+                "noise_multiplier": self.noise_multiplier,
+                "max_grad_norm": self.max_grad_norm,
+                "local_epochs": self.local_epochs,
+                "max_epsilon": self.sample_budget,
+            },
+            "user_level": None
+            if not self.user_level
+            else {
+                "mechanism": (
+                    f"distributed-{self.mechanism}"
+                    if self.distributed_noise_multiplier is not None
+                    else "central-gaussian"
+                ),
+                "noise_multiplier": self.distributed_noise_multiplier
+                or self.central_noise_multiplier,
+                "update_clip": self.update_clip,
+                "max_epsilon": self.max_user_epsilon,
+                "client_sampling_rate": 1.0,
+            },
+        }
+
+    @property
+    def sample_budget(self) -> float | None:
+        return self.max_epsilon if self.max_epsilon is not None else self.epsilon
+
+
+class _TaggedJsonLines:
+    """Collects events, tagged with their level; :meth:`flush` appends them to the run's events
+    file and fsyncs once (after each client's training and after each aggregation: an event
+    matters once something is released, and nothing is released between two flushes)."""
+
+    def __init__(self, path: Path, level: str) -> None:
+        self.path = path
+        self.level = level
+        self.pending: list[str] = []
+
+    def emit(self, event: PrivacyEvent) -> None:
+        self.pending.append(json.dumps({"level": self.level, **event.to_dict()}, sort_keys=True))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in self.pending))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.pending.clear()
+
+
+class PrivacyController:
+    """Builds the DP pieces of a run and keeps its two accountants (see the module docstring)."""
+
+    def __init__(
+        self,
+        dp: FederatedDP,
+        *,
+        rounds: int,
+        dimension: int,
+        dropout_rate: float,
+        seed: bytes | int | None,
+    ) -> None:
+        self.dp = dp
+        self.rounds = rounds
+        self.dimension = dimension
+        self.dropout_rate = min(float(dropout_rate), 0.99)
+        self.seed = seed
+        self.sample = (
+            PrivacyAccountant(
+                accountant=dp.accountant, delta=dp.delta, max_epsilon=dp.sample_budget
+            )
+            if dp.dp_sgd
+            else None
+        )
+        self.user = (
+            PrivacyAccountant(
+                accountant=dp.accountant, delta=dp.delta, max_epsilon=dp.max_user_epsilon
+            )
+            if dp.user_level
+            else None
+        )
+        self.sigmas: dict[int, float] = {}
+        self.rates: dict[int, float] = {}
+        self._sinks: list[_TaggedJsonLines] = []
+
+    # ---------------------------------------------------------------------------- durability
+
+    def attach(self, run_dir: Path, *, replay: bool) -> int:
+        """Replay ``privacy_events.jsonl`` (resume) and log every new event to it."""
+        path = run_dir / EVENTS_FILE
+        replayed = 0
+        if replay and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a crash
+                level = raw.pop("level", None)
+                acc = self.sample if level == "sample" else self.user if level == "user" else None
+                if acc is None:
+                    continue
+                event = event_from_dict(raw)
+                acc.emit(event)
+                replayed += 1
+                self._learn(event)
+        for level, acc in (("sample", self.sample), ("user", self.user)):
+            if acc is not None:
+                sink = _TaggedJsonLines(path, level)
+                self._sinks.append(sink)
+                acc.sink = sink
+        return replayed
+
+    def flush(self) -> None:
+        """Append the events emitted since the last flush to ``privacy_events.jsonl``."""
+        for sink in self._sinks:
+            sink.flush()
+
+    def _learn(self, event: PrivacyEvent) -> None:
+        """Recover each client's calibrated noise multiplier from its DP-SGD steps."""
+        if isinstance(event, GaussianSteps) and event.party is not None:
+            self.sigmas[event.party] = event.noise_multiplier
+            self.rates[event.party] = event.sample_rate
+
+    # ---------------------------------------------------------------------------- aggregators
+
+    def aggregator(
+        self, name: str, *, num_clients: int, options: Mapping[str, Any]
+    ) -> RoundFactory:
+        """Build ``name`` with user-level DP: distributed inside SecAgg, or central around it."""
+        from secureagg.aggregators import make_aggregator
+
+        dp = self.dp
+        if dp.distributed_noise_multiplier is not None:
+            if name not in ("secagg", "secagg+"):
+                raise ConfigurationError(
+                    f"distributed DP runs inside SecAgg: use aggregator 'secagg' or 'secagg+', "
+                    f"not {name!r} (or central_noise_multiplier for a trusted server)"
+                )
+            config = DistributedDP(
+                l2_clip=dp.update_clip,
+                noise_multiplier=dp.distributed_noise_multiplier,
+                dimension=self.dimension,
+                mechanism=dp.mechanism,
+                expected_dropout=self.dropout_rate,
+                **dict(dp.extra),
+            )
+            return make_aggregator(
+                name, num_clients=num_clients, distributed_dp=config, privacy=self.user,
+                **dict(options),
+            )
+        inner = make_aggregator(name, num_clients=num_clients, **dict(options))
+        if dp.central_noise_multiplier is not None:
+            from secureagg.aggregators.dp import with_central_dp
+
+            return with_central_dp(
+                inner,
+                CentralDP(l2_clip=dp.update_clip, noise_multiplier=dp.central_noise_multiplier),
+                privacy=self.user,
+            )
+        return inner
+
+    # ---------------------------------------------------------------------------- budgets
+
+    def round_allowed(self, agg: RoundFactory, round_number: int) -> tuple[bool, str]:
+        """Whether the user-level budget admits one more round (checked before any training)."""
+        if self.user is None or self.user.max_epsilon is None:
+            return True, ""
+        event: Any = None
+        plan = getattr(agg, "plan", None)
+        inner = getattr(agg, "inner", None)
+        mechanism = getattr(agg, "mechanism", None)
+        if plan is not None and inner is not None:
+            event = plan.round_event(
+                round_id=round_number,
+                survivors=inner.params.min_survivors,
+                seeded=self.seed is not None,
+                worst_case=True,
+            )
+        elif mechanism is not None:
+            event = mechanism.round_event()
+        if event is None:
+            return True, ""
+        try:
+            self.user.check(event)
+        except PrivacyBudgetExceeded as exc:
+            return False, f"user-level privacy budget reached ({' '.join(str(exc).split())})"
+        return True, ""
+
+    def client_allowed(self, client: int, loader: Any) -> tuple[bool, str]:
+        """Whether ``client`` can run one more round of DP-SGD within its budget."""
+        if self.sample is None or self.sample.max_epsilon is None or client not in self.sigmas:
+            return True, ""
+        steps = self.dp.local_epochs * len(loader)
+        left = self.sample.steps_remaining(
+            scope="sample",
+            party=client,
+            noise_multiplier=self.sigmas[client],
+            sample_rate=self.rates[client],
+        )
+        if left is not None and left < steps:
+            return False, (
+                f"privacy budget: {left} DP-SGD steps left, a round needs {steps} "
+                f"(ε = {self.sample.epsilon(scope='sample', party=client):.3f} of "
+                f"{self.sample.max_epsilon})"
+            )
+        return True, ""
+
+    # ----------------------------------------------------------------------------- DP-SGD
+
+    def local_training(self, client: int, round_number: int) -> Any:
+        """The DP-SGD hook for ``client`` in ``round_number`` (``None`` without DP-SGD)."""
+        if self.sample is None:
+            return None
+        dp, accountant = self.dp, self.sample
+
+        def private(model: Any, optimizer: Any, loader: Any) -> Any:
+            kwargs: dict[str, Any] = {}
+            if self.seed is not None:
+                kwargs = {
+                    "seed": derive_sim_seed(
+                        self.seed,
+                        context=b"fl/dp-sgd"
+                        + round_number.to_bytes(8, "big")
+                        + client.to_bytes(8, "big"),
+                    ),
+                    "test_mode": True,
+                }
+            if client in self.sigmas:
+                kwargs["noise_multiplier"] = self.sigmas[client]
+            elif dp.noise_multiplier is not None:
+                kwargs["noise_multiplier"] = dp.noise_multiplier
+            else:
+                batches = len(loader)  # Poisson rate q = 1 / batches, batches steps per epoch
+                kwargs["noise_multiplier"] = calibrate_noise(
+                    float(dp.epsilon or 0.0),
+                    sample_rate=1.0 / batches,
+                    steps=self.rounds * dp.local_epochs * batches,
+                    delta=dp.delta,
+                )
+            run = make_private(
+                model, optimizer, loader, max_grad_norm=dp.max_grad_norm, privacy=accountant,
+                party=client, **kwargs,
+            )
+            self.sigmas[client] = run.noise_multiplier
+            self.rates[client] = run.sample_rate
+
+            def finish() -> tuple[Any, Mapping[str, Any]]:
+                return model, {"noise_multiplier": run.noise_multiplier,
+                               "sample_rate": run.sample_rate}
+
+            return run.module, run.optimizer, run.data_loader, finish
+
+        return private
+
+    # ---------------------------------------------------------------------------- reports
+
+    def summary(self, clients: Sequence[int]) -> dict[str, Any]:
+        """ε so far: per client (sample level) and of the released sums (user level)."""
+        out: dict[str, Any] = {"delta": self.dp.delta, "epsilon": None}
+        if self.sample is not None:
+            per_client = {
+                str(c): self.sample.epsilon(scope="sample", party=c)
+                for c in sorted(set(clients) | set(self.sigmas))
+            }
+            worst = max(per_client.values(), default=0.0)
+            out["sample_level"] = {
+                "epsilon_max": worst,
+                "per_client": per_client,
+                "noise_multipliers": {str(c): s for c, s in sorted(self.sigmas.items())},
+                "max_grad_norm": self.dp.max_grad_norm,
+            }
+            out["epsilon"] = worst
+        if self.user is not None:
+            eps = self.user.epsilon(scope="user", party=None)
+            out["user_level"] = {
+                "epsilon": eps if math.isfinite(eps) else None,
+                "mechanism": self.dp.describe()["user_level"]["mechanism"],
+                "noise_multiplier": self.dp.distributed_noise_multiplier
+                or self.dp.central_noise_multiplier,
+            }
+            if self.sample is None:
+                out["epsilon"] = eps if math.isfinite(eps) else None
+        return out
+
+    def ledger(self) -> dict[str, Any]:
+        """``privacy_ledger.json``: both accountants' reports and the settings."""
+        return {
+            "format": "secureagg/fl-privacy-ledger/v1",
+            "differential_privacy": True,
+            "settings": self.dp.describe(),
+            "note": "sample_level: one ledger stream per client (party = client id), DP-SGD; "
+            "user_level: the released sums. Client sampling is not used for amplification.",
+            "sample_level": None if self.sample is None else self.sample.report(),
+            "user_level": None if self.user is None else self.user.report(),
+        }
