@@ -65,7 +65,7 @@ from secureagg.errors import (
     NonFiniteInputError,
 )
 
-__all__ = ["MAX_QUANTIZED", "EncodedVector", "FixedPointEncoder"]
+__all__ = ["MAX_QUANTIZED", "EncodedVector", "FixedPointEncoder", "require_finite"]
 
 MAX_QUANTIZED = 2**30 - 1
 """Largest ``Q`` (magnitude of one encoded value) for any width; see the module docstring."""
@@ -261,13 +261,7 @@ class FixedPointEncoder:
         flat = _as_flat_real(x)
         if flat.size == 0:
             return EncodedVector(values=np.empty(0, dtype=self.dtype), clipped=0)
-        # Fast path: the sum is finite iff every value is (NaN and Inf propagate), barring
-        # overflow of huge finite values, which the exact check then clears. np.sum, not a BLAS
-        # dot: a multithreaded BLAS can stall badly on a loaded machine.
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = float(np.sum(flat))
-        if not math.isfinite(total) and not np.isfinite(flat).all():
-            _raise_non_finite(flat)
+        require_finite(flat)
         clip = float(self.clip)
         if rng is None:
             rng = prg.Keystream(prg.random_seed(), label=labels.STOCHASTIC_ROUNDING)
@@ -369,15 +363,29 @@ def _as_flat_real(x: npt.ArrayLike) -> npt.NDArray[np.floating[npt.NBitBase]]:
     return arr.reshape(-1)
 
 
-def _raise_non_finite(flat: npt.NDArray[np.floating[npt.NBitBase]]) -> None:
-    bad = ~np.isfinite(flat)
-    nans = int(np.count_nonzero(np.isnan(flat)))
+def require_finite(values: npt.NDArray[Any], *, where: str = "the update") -> None:
+    """Raise :class:`NonFiniteInputError` if ``values`` holds NaN or Inf; else return.
+
+    The one finiteness check of every client, run before anything is sent or encoded. Fast
+    path: the sum is finite iff every value is (NaN and Inf propagate), barring overflow of
+    huge finite values, which the exact check then clears - one reduction instead of a full
+    ``isfinite`` pass. ``np.sum``, not a BLAS dot: a multithreaded BLAS can stall badly on a
+    loaded machine.
+    """
+    if values.dtype.kind != "f":
+        return  # integers cannot be NaN or infinite
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.sum(values))
+    if math.isfinite(total) or bool(np.isfinite(values).all()):
+        return
+    bad = ~np.isfinite(values.reshape(-1))
+    nans = int(np.count_nonzero(np.isnan(values)))
     infs = int(np.count_nonzero(bad)) - nans
     first = int(np.argmax(bad))
     raise NonFiniteInputError(
-        f"the update contains {nans} NaN and {infs} infinite values (first at flat index "
-        f"{first}); nothing was encoded. Check the training step (learning rate, loss scaling) "
-        "or drop this client's update"
+        f"{where} contains {nans} NaN and {infs} infinite values (first at flat index "
+        f"{first}); nothing was encoded or sent. Check the training step (learning rate, loss "
+        "scaling) or drop this client's update"
     )
 
 

@@ -21,12 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.crypto import labels, prg
+from secureagg.crypto.encoding import require_finite
 from secureagg.errors import (
     ConfigurationError,
     InsufficientSurvivors,
     InvalidInputError,
     MalformedMessage,
-    NonFiniteInputError,
     ProtocolError,
 )
 from secureagg.he.backend import Accumulator, Decryptor, Encryptor
@@ -157,11 +157,7 @@ class HEClient(ClientParty):
         for index, arr in enumerate(arrays):
             if arr.dtype.kind != "f":
                 arrays[index] = arr = arr.astype(np.float64)
-            if not bool(np.isfinite(arr).all()):
-                raise NonFiniteInputError(
-                    f"client {client_id}, tensor {index}: the update contains NaN or Inf; fix the "
-                    "training step (nothing was sent)"
-                )
+            require_finite(arr, where=f"client {client_id}, tensor {index}")
         if sum(int(a.size) for a in arrays) != scheme.dimension:
             raise InvalidInputError(
                 f"client {client_id}: the update has {sum(int(a.size) for a in arrays)} values, "

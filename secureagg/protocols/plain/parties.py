@@ -37,11 +37,11 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.crypto.encoding import require_finite
 from secureagg.errors import (
     ConfigurationError,
     InsufficientSurvivors,
     InvalidInputError,
-    NonFiniteInputError,
     ProtocolError,
 )
 from secureagg.protocols.base import (
@@ -267,11 +267,7 @@ class PlainClient(ClientParty):
         parts = []
         for index, tensor in enumerate(update):
             arr = np.asarray(tensor, dtype=np.float64).ravel()
-            if not bool(np.isfinite(arr).all()):
-                raise NonFiniteInputError(
-                    f"client {client_id}, tensor {index}: the update contains NaN or Inf; "
-                    "fix the training step (nothing was sent)"
-                )
+            require_finite(arr, where=f"client {client_id}, tensor {index}")
             parts.append(arr)
         if not parts:
             raise InvalidInputError(f"client {client_id}: the update holds no tensors")

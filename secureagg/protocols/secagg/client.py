@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.crypto import aead, keyagree, labels, prg, shamir, signing
+from secureagg.crypto.encoding import require_finite
 from secureagg.errors import (
     ConsistencyError,
     InsufficientSurvivors,
@@ -31,7 +32,6 @@ from secureagg.errors import (
     InvalidKeyError,
     InvalidShareError,
     InvalidSignature,
-    NonFiniteInputError,
     ProtocolError,
 )
 from secureagg.protocols.base import SERVER, ClientParty, Envelope, Message
@@ -76,10 +76,7 @@ class SecAggClient(ClientParty):
         flat = np.asarray(update).reshape(-1)  # a view when possible: no copy of big vectors
         if not np.issubdtype(flat.dtype, np.floating):
             flat = flat.astype(np.float64)
-        if not np.isfinite(flat).all():
-            raise NonFiniteInputError(
-                f"client {client_id}: the update contains NaN or Inf; nothing was sent"
-            )
+        require_finite(flat, where=f"client {client_id}'s update")
         expected = context.dimension - (1 if context.weighted else 0)
         if flat.size != expected:
             raise ProtocolError(
