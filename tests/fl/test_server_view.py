@@ -28,10 +28,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::secureagg.transport.SeededRunWa
 def _windows_corr(view: np.ndarray, update: np.ndarray) -> float:
     """max |Pearson correlation| between ``update`` and every window of ``view``.
 
-    Float views of random bytes are heavy-tailed (huge exponents, NaN), which makes Pearson
-    correlation meaningless; a plaintext vector encoded as floats has modest values. So for float
-    views only windows whose values are all finite and below 1e3 in magnitude are considered;
-    integer views (where a fixed-point encoding would show) are taken whole.
+    Float views of random or structured bytes are heavy-tailed: huge exponents and NaN, or (for
+    the 60-bit CKKS coefficients read as float64) values around 1e-200 that span hundreds of
+    orders of magnitude. One dominant element then makes Pearson correlation equal the z-score of
+    one coordinate of the update, which says nothing. A plaintext vector encoded as floats has
+    modest values, so for float views only windows whose values are all finite, zero or between
+    1e-20 and 1e3 in magnitude, and at least half nonzero, are considered. Integer views (where a
+    fixed-point encoding would show) are taken whole.
     """
     d = update.size
     if view.size < d:
@@ -39,10 +42,12 @@ def _windows_corr(view: np.ndarray, update: np.ndarray) -> float:
     with np.errstate(invalid="ignore", over="ignore"):
         v = view.astype(np.float64)
     if view.dtype.kind == "f":
-        bad = ~np.isfinite(v) | (np.abs(np.nan_to_num(v)) > 1e3)
+        mag = np.abs(np.nan_to_num(v, nan=np.inf))
+        bad = ~np.isfinite(v) | (mag > 1e3) | ((mag < 1e-20) & (mag != 0.0))
         v = np.where(bad, 0.0, v)
         nbad = np.concatenate([[0], np.cumsum(bad)])
-        usable = (nbad[d:] - nbad[:-d]) == 0
+        nzero = np.concatenate([[0], np.cumsum(v == 0.0)])
+        usable = ((nbad[d:] - nbad[:-d]) == 0) & ((nzero[d:] - nzero[:-d]) <= d // 2)
         if not usable.any():
             return 0.0
     else:
