@@ -1,1 +1,39 @@
-"""secureagg.split."""
+"""Split learning: vanilla, U-shaped and SplitFed, with measured protections.
+
+The user's model is cut in parts (:func:`split_sequential`, or their own modules); the client runs
+the first part on its private data and sends the cut-layer activations; the server runs the rest
+and sends gradients back (:mod:`~secureagg.split.parties`, sans-I/O). :class:`SplitLearning`
+drives it over the in-memory transport with the versioned codec. Protections, each optional:
+:class:`ActivationDP` (accounted), :class:`NoPeek`, label protection for the vanilla topology
+(:mod:`~secureagg.split.label_protection`) and an encrypted cut layer
+(:mod:`~secureagg.split.he_cut`). :mod:`~secureagg.split.attacks` measures what each protection
+buys. Importing this package does not import torch; using it does.
+"""
+
+from __future__ import annotations
+
+from secureagg.split.messages import (
+    Activations,
+    CutGradients,
+    OutputGradients,
+    ServerOutputs,
+)
+from secureagg.split.model import split_sequential
+from secureagg.split.parties import SplitClient, SplitServer
+from secureagg.split.protections import ActivationDP, NoPeek, distance_correlation
+from secureagg.split.run import SplitLearning, SplitStats
+
+__all__ = [
+    "ActivationDP",
+    "Activations",
+    "CutGradients",
+    "NoPeek",
+    "OutputGradients",
+    "ServerOutputs",
+    "SplitClient",
+    "SplitLearning",
+    "SplitServer",
+    "SplitStats",
+    "distance_correlation",
+    "split_sequential",
+]

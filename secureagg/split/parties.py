@@ -1,0 +1,395 @@
+"""The two sides of split learning as sans-I/O objects: :class:`SplitClient`, :class:`SplitServer`.
+
+They consume and produce the typed messages of :mod:`secureagg.split.messages`; a driver
+(:class:`secureagg.split.SplitRun`, or your own transport) moves the bytes through the codec.
+Neither side opens sockets or reads clocks.
+
+Topologies (chosen by which parts the client holds):
+
+* **vanilla** - the client holds the bottom, the server the top and the labels. One step:
+  ``Activations`` (client -> server), ``CutGradients`` (server -> client).
+* **U-shaped** - the client holds the bottom *and* the head and the labels; the server holds the
+  middle. One step: ``Activations``, ``ServerOutputs``, ``OutputGradients``, ``CutGradients``.
+
+Atomicity: a party validates everything it receives (:mod:`secureagg.split.checks`) before it
+runs a backward pass or an optimizer step, and steps its optimizers only when the step is
+complete, so a refused message (NaN, wrong shape, wrong batch, another step) leaves every model
+unchanged; the party stays in its stage and may still take the genuine message, or the driver
+calls :meth:`SplitClient.abandon` / :meth:`SplitServer.abandon` to drop the step.
+
+Threat model: semi-honest by default - each side follows the protocol and tries to learn from
+what it receives. Raw inputs never leave the client; labels leave it only in the vanilla set-up
+with ``labels at the server``. What still leaks, and the protections, are in ``docs/split.md``.
+
+>>> import torch
+>>> from secureagg.split.model import split_sequential
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+>>> bottom, top = split_sequential(net, [2])
+>>> sid = b"s" * 16
+>>> client = SplitClient(bottom, torch.optim.SGD(bottom.parameters(), lr=0.1), session_id=sid)
+>>> server = SplitServer(top, torch.optim.SGD(top.parameters(), lr=0.1), session_id=sid,
+...                      labels=torch.tensor([0, 1, 1]))
+>>> msg = client.forward(torch.randn(3, 4), example_ids=torch.arange(3))
+>>> client.receive(server.receive(msg))   # the gradients come back; both sides stepped
+>>> client.step, server.steps_done
+(1, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from secureagg.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    NonFiniteInputError,
+    ProtocolError,
+)
+from secureagg.protocols.base import Message
+from secureagg.split._torch import require_torch
+from secureagg.split.checks import check_example_ids, receive_tensor
+from secureagg.split.messages import (
+    Activations,
+    CutGradients,
+    CutTensor,
+    OutputGradients,
+    ServerOutputs,
+)
+from secureagg.split.protections import ActivationDP, NoPeek
+
+__all__ = ["GradientProtection", "SplitClient", "SplitServer"]
+
+#: ``protect(gradients, labels) -> gradients``: applied by the label holder (vanilla server) to
+#: the per-example cut gradients before they are sent; see :mod:`secureagg.split.label_protection`.
+GradientProtection = Callable[[Any, Any], Any]
+
+
+_T = TypeVar("_T", bound=CutTensor)
+
+
+def _tensor_message(cls: type[_T], session_id: bytes, step: int, value: Any) -> _T:
+    array = value.detach().float().cpu().numpy()
+    return cls(
+        session_id=session_id,
+        step=step,
+        shape=tuple(int(s) for s in array.shape),
+        values=np.ascontiguousarray(array, dtype=np.float32).reshape(-1),
+    )
+
+
+def _finite_loss(loss: Any, who: str) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteInputError(
+            f"the {who}'s loss is {value}: its model or inputs diverged; nothing was applied"
+        )
+    return value
+
+
+def _labels_array(labels: Any) -> Any:
+    torch = require_torch()
+    out = torch.as_tensor(labels)
+    if out.ndim != 1 or out.dtype.is_floating_point:
+        raise ConfigurationError("labels must be a 1-D integer tensor (one label per example id)")
+    return out.long()
+
+
+@dataclass
+class _Pending:
+    inputs: Any
+    sent: Any
+    labels: Any
+    nopeek: Any
+    outputs: Any = None  # U-shaped: the server outputs as a leaf tensor with grad
+    head_loss: float = math.nan
+
+
+class SplitClient:
+    """The data holder: runs the bottom (and, U-shaped, the head), keeps inputs (and labels).
+
+    ``bottom``/``optimizer``: the client's first part and its optimizer. ``head``/
+    ``head_optimizer``/``loss_fn``: give them for the U-shaped topology (the client keeps the
+    labels). ``activation_dp`` clips and noises what is sent; ``nopeek`` adds the decorrelation
+    loss. ``send_labels=True`` (vanilla only) sends the labels with the batch, when the server
+    has no label table of its own - then the server knows the labels, which is the user's choice.
+    """
+
+    def __init__(
+        self,
+        bottom: Any,
+        optimizer: Any,
+        *,
+        session_id: bytes,
+        head: Any = None,
+        head_optimizer: Any = None,
+        loss_fn: Callable[[Any, Any], Any] | None = None,
+        activation_dp: ActivationDP | None = None,
+        nopeek: NoPeek | None = None,
+        send_labels: bool = False,
+    ) -> None:
+        problems = []
+        if head is not None and (head_optimizer is None or loss_fn is None):
+            problems.append("a U-shaped client needs head_optimizer= and loss_fn= with head=")
+        if head is None and (head_optimizer is not None or loss_fn is not None):
+            problems.append("head_optimizer= and loss_fn= are for the U-shaped client (head=)")
+        if head is not None and send_labels:
+            problems.append("send_labels=True is for the vanilla topology; U-shaped keeps them")
+        if not isinstance(session_id, bytes) or len(session_id) < 16:
+            problems.append("session_id must be at least 16 bytes")
+        if problems:
+            raise ConfigurationError(problems)
+        self.bottom, self.optimizer = bottom, optimizer
+        self.head, self.head_optimizer, self.loss_fn = head, head_optimizer, loss_fn
+        self.activation_dp, self.nopeek = activation_dp, nopeek
+        self.send_labels = send_labels
+        self.session_id = session_id
+        self.topology = "u-shaped" if head is not None else "vanilla"
+        self.step = 0
+        self.stage = "ready"
+        self.losses: list[float] = []
+        self._pending: _Pending | None = None
+
+    def forward(self, inputs: Any, *, labels: Any = None, example_ids: Any = None) -> Activations:
+        """Run the bottom on a batch and return the activations to send."""
+        torch = require_torch()
+        if self.stage != "ready":
+            raise ProtocolError("client: forward() before the step finished", stage=self.stage)
+        if self.topology == "u-shaped" and labels is None:
+            raise InvalidInputError("the U-shaped client computes the loss: pass labels=")
+        if self.send_labels and labels is None:
+            raise InvalidInputError("send_labels=True: pass labels=")
+        batch = int(inputs.shape[0])
+        if batch < 1:
+            raise InvalidInputError("an empty batch: nothing to send")
+        if labels is not None and int(torch.as_tensor(labels).shape[0]) != batch:
+            raise InvalidInputError(f"{len(labels)} labels for a batch of {batch}")
+        self.optimizer.zero_grad()
+        acts = self.bottom(inputs)
+        if not bool(torch.isfinite(acts).all()):
+            raise NonFiniteInputError("the client's bottom produced NaN/Inf; nothing was sent")
+        sent = self.activation_dp.apply(acts) if self.activation_dp is not None else acts
+        term = self.nopeek.loss(inputs, acts) if self.nopeek is not None else None
+        ids = None
+        if example_ids is not None:
+            ids = np.asarray(torch.as_tensor(example_ids).cpu().numpy(), dtype=np.int64)
+            if ids.shape != (batch,):
+                raise InvalidInputError(f"example_ids must have one id per row ({batch})")
+        self._pending = _Pending(inputs=inputs, sent=sent, labels=labels, nopeek=term)
+        self.stage = "awaiting-outputs" if self.topology == "u-shaped" else "awaiting-gradients"
+        base = _tensor_message(CutTensor, self.session_id, self.step, sent)
+        return Activations(
+            session_id=base.session_id,
+            step=base.step,
+            shape=base.shape,
+            values=base.values,
+            example_ids=ids,
+            labels=(
+                np.asarray(torch.as_tensor(labels).cpu().numpy(), dtype=np.int64)
+                if self.send_labels
+                else None
+            ),
+        )
+
+    def receive(self, message: Message) -> OutputGradients | None:
+        """Take the server's reply; returns the next message to send, or ``None`` when done."""
+        torch = require_torch()
+        pending = self._pending
+        if pending is not None and isinstance(message, ServerOutputs) and (
+            self.stage == "awaiting-outputs"
+        ):
+            batch = int(pending.sent.shape[0])
+            z = receive_tensor(
+                message, session_id=self.session_id, step=self.step, shape=(batch, None),
+                what="server outputs",
+            )
+            outputs = torch.from_numpy(z.copy()).requires_grad_(True)
+            self.head_optimizer.zero_grad()
+            loss = self.loss_fn(self.head(outputs), pending.labels)  # type: ignore[misc]
+            value = _finite_loss(loss, "client head")
+            loss.backward()
+            pending.outputs, pending.head_loss = outputs, value
+            self.stage = "awaiting-gradients"
+            return _tensor_message(OutputGradients, self.session_id, self.step, outputs.grad)
+        if pending is not None and isinstance(message, CutGradients) and (
+            self.stage == "awaiting-gradients"
+        ):
+            g = receive_tensor(
+                message, session_id=self.session_id, step=self.step,
+                shape=tuple(pending.sent.shape), what="cut gradients",
+            )
+            grad = torch.from_numpy(g.copy()).to(pending.sent.dtype)
+            if pending.nopeek is not None:
+                torch.autograd.backward([pending.sent, pending.nopeek], [grad, None])
+            else:
+                pending.sent.backward(grad)
+            self.optimizer.step()
+            if self.head is not None:
+                self.head_optimizer.step()
+                self.losses.append(pending.head_loss)
+            self._pending = None
+            self.stage = "ready"
+            self.step += 1
+            return None
+        raise ProtocolError(
+            f"client: {type(message).__name__} ({getattr(message, 'KIND', '?')}) is out of stage "
+            f"{self.stage!r}; refused",
+            stage=self.stage,
+        )
+
+    def abandon(self) -> None:
+        """Drop the step in progress: nothing is applied; the next step gets a new number."""
+        self.optimizer.zero_grad()
+        if self.head_optimizer is not None:
+            self.head_optimizer.zero_grad()
+        if self._pending is not None:
+            self.step += 1
+        self._pending = None
+        self.stage = "ready"
+
+
+@dataclass
+class _ServerPending:
+    inputs: Any
+    outputs: Any
+
+
+class SplitServer:
+    """The server: runs the top (vanilla, with the labels) or the middle (U-shaped).
+
+    ``labels`` (vanilla): the server's label table, indexed by the ``example_ids`` that come with
+    each batch; without it, the vanilla server expects the client to send labels. ``loss_fn``:
+    default cross-entropy (vanilla only). ``protect``: label protection applied to the cut
+    gradients before they are sent (vanilla). The server serves several clients (SplitFed): it
+    keeps a step counter and at most one step in progress per client id.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any,
+        *,
+        session_id: bytes,
+        topology: str = "vanilla",
+        labels: Any = None,
+        loss_fn: Callable[[Any, Any], Any] | None = None,
+        protect: GradientProtection | None = None,
+    ) -> None:
+        torch = require_torch()
+        problems = []
+        if topology not in ("vanilla", "u-shaped"):
+            problems.append(f"topology must be 'vanilla' or 'u-shaped', got {topology!r}")
+        if topology == "u-shaped" and (labels is not None or loss_fn is not None):
+            problems.append("the U-shaped server holds no labels and no loss (the client does)")
+        if topology == "u-shaped" and protect is not None:
+            problems.append("label protection is for the vanilla server; U-shaped keeps labels")
+        if not isinstance(session_id, bytes) or len(session_id) < 16:
+            problems.append("session_id must be at least 16 bytes")
+        if problems:
+            raise ConfigurationError(problems)
+        self.model, self.optimizer = model, optimizer
+        self.topology = topology
+        self.session_id = session_id
+        self.labels = None if labels is None else _labels_array(labels)
+        self.loss_fn = loss_fn or torch.nn.functional.cross_entropy
+        self.protect = protect
+        self.steps_done = 0
+        self.losses: list[float] = []
+        self._expected: dict[int, int] = {}
+        self._pending: dict[int, _ServerPending] = {}
+        self._feature_shape: tuple[int, ...] | None = None
+
+    def _activations(self, message: Activations, sender: int) -> Any:
+        torch = require_torch()
+        step = self._expected.get(sender, 0)
+        features = self._feature_shape or (None,) * max(len(message.shape) - 1, 1)
+        shape: tuple[int | None, ...] = (None, *features)
+        a = receive_tensor(
+            message, session_id=self.session_id, step=step, shape=shape, what="activations"
+        )
+        self._feature_shape = tuple(a.shape[1:])
+        return torch.from_numpy(a.copy()).requires_grad_(True)
+
+    def receive(self, message: Message, *, sender: int = 0) -> Message:
+        """Take one client message; return the reply to that client."""
+        torch = require_torch()
+        if isinstance(message, Activations):
+            if sender in self._pending:
+                raise ProtocolError(
+                    f"server: new activations from client {sender} while its step "
+                    f"{self._expected.get(sender, 0)} is in progress; refused",
+                    stage="awaiting-output-gradients",
+                    node_ids=(sender,),
+                )
+            if self.topology == "u-shaped":
+                if message.labels is not None or message.example_ids is not None:
+                    raise InvalidInputError("U-shaped: the server takes no labels or example ids")
+                a = self._activations(message, sender)
+                with torch.enable_grad():
+                    out = self.model(a)
+                if not bool(torch.isfinite(out).all()):
+                    raise NonFiniteInputError("the server's middle produced NaN/Inf; refused")
+                self._pending[sender] = _ServerPending(inputs=a, outputs=out)
+                return _tensor_message(ServerOutputs, self.session_id, message.step, out)
+            batch = int(message.shape[0]) if message.shape else 0
+            if self.labels is not None:
+                if message.labels is not None:
+                    raise InvalidInputError("the server holds the labels; the client sent some")
+                ids = check_example_ids(
+                    message.example_ids, batch=batch, table_size=int(self.labels.shape[0]),
+                    what="activations",
+                )
+                labels = self.labels[torch.from_numpy(ids.copy())]
+            else:
+                if message.labels is None or message.labels.size != batch:
+                    raise InvalidInputError(
+                        "the server has no label table: the batch must carry one label per row"
+                    )
+                labels = torch.from_numpy(np.asarray(message.labels, dtype=np.int64))
+            a = self._activations(message, sender)
+            self.optimizer.zero_grad()
+            loss = self.loss_fn(self.model(a), labels)
+            value = _finite_loss(loss, "server")
+            loss.backward()
+            grad = a.grad
+            if self.protect is not None:
+                grad = self.protect(grad, labels)
+                if not bool(torch.isfinite(grad).all()) or tuple(grad.shape) != tuple(a.shape):
+                    self.optimizer.zero_grad()
+                    raise InvalidInputError("the label protection returned a bad gradient")
+            self.optimizer.step()
+            self.losses.append(value)
+            return self._finish(sender, grad)
+        if isinstance(message, OutputGradients) and sender in self._pending:
+            pending = self._pending[sender]
+            g = receive_tensor(
+                message, session_id=self.session_id, step=self._expected.get(sender, 0),
+                shape=tuple(pending.outputs.shape), what="output gradients",
+            )
+            self.optimizer.zero_grad()
+            pending.outputs.backward(torch.from_numpy(g.copy()).to(pending.outputs.dtype))
+            self.optimizer.step()
+            del self._pending[sender]
+            return self._finish(sender, pending.inputs.grad)
+        raise ProtocolError(
+            f"server: {type(message).__name__} from client {sender} is out of stage"
+            "; refused",
+            stage="awaiting-output-gradients" if sender in self._pending else "awaiting-inputs",
+            node_ids=(sender,),
+        )
+
+    def _finish(self, sender: int, grad: Any) -> CutGradients:
+        step = self._expected.get(sender, 0)
+        self._expected[sender] = step + 1
+        self.steps_done += 1
+        return _tensor_message(CutGradients, self.session_id, step, grad)
+
+    def abandon(self, sender: int) -> None:
+        """Drop ``sender``'s step in progress (U-shaped), so that it may start a new one."""
+        if self._pending.pop(sender, None) is not None:
+            self._expected[sender] = self._expected.get(sender, 0) + 1
+        self.optimizer.zero_grad()
