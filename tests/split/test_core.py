@@ -293,7 +293,7 @@ def test_activation_dp_clips_noises_and_accounts() -> None:
 
 def test_activation_dp_budget_stops_before_release() -> None:
     acc = PrivacyAccountant(delta=1e-5, max_epsilon=5.0)
-    dp = ActivationDP(clip=1.0, noise_multiplier=1.0, accountant=acc)
+    dp = ActivationDP(clip=1.0, noise_multiplier=6.0, accountant=acc)
     spent = 0
     while spent < 50:
         try:
