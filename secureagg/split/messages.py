@@ -33,12 +33,8 @@ __all__ = [
     "Activations",
     "CutGradients",
     "CutTensor",
-    "EncryptedActivations",
-    "EncryptedCutGradients",
-    "EncryptedOutputs",
     "OutputGradients",
     "ServerOutputs",
-    "WeightGradient",
 ]
 
 
@@ -85,45 +81,3 @@ class CutGradients(CutTensor):
     """Server -> client: dLoss/d(activations), the gradient at the cut."""
 
     KIND: ClassVar[str] = "split/cut-gradients"
-
-
-@dataclass(frozen=True)
-class EncryptedActivations(Message):
-    """Client -> server (encrypted cut layer): CKKS ciphertexts of the batch's activations."""
-
-    KIND: ClassVar[str] = "split/encrypted-activations"
-
-    session_id: bytes
-    step: int
-    batch: int
-    ciphertexts: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class EncryptedOutputs(Message):
-    """Server -> client (encrypted cut layer): ciphertexts of ``A @ W + b`` for the batch."""
-
-    KIND: ClassVar[str] = "split/encrypted-outputs"
-
-    session_id: bytes
-    step: int
-    batch: int
-    ciphertexts: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class EncryptedCutGradients(Message):
-    """Server -> client (encrypted cut layer): ciphertexts of the batch's weight gradient."""
-
-    KIND: ClassVar[str] = "split/encrypted-weight-gradient"
-
-    session_id: bytes
-    step: int
-    ciphertexts: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class WeightGradient(CutTensor):
-    """Client -> server (encrypted cut layer): the decrypted, optionally noised weight gradient."""
-
-    KIND: ClassVar[str] = "split/weight-gradient"

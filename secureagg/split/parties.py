@@ -131,8 +131,11 @@ class SplitClient:
         activation_dp: ActivationDP | None = None,
         nopeek: NoPeek | None = None,
         send_labels: bool = False,
+        protect: GradientProtection | None = None,
     ) -> None:
         problems = []
+        if protect is not None and head is None:
+            problems.append("a client's label protection is for the U-shaped topology (head=)")
         if head is not None and (head_optimizer is None or loss_fn is None):
             problems.append("a U-shaped client needs head_optimizer= and loss_fn= with head=")
         if head is None and (head_optimizer is not None or loss_fn is not None):
@@ -147,6 +150,7 @@ class SplitClient:
         self.head, self.head_optimizer, self.loss_fn = head, head_optimizer, loss_fn
         self.activation_dp, self.nopeek = activation_dp, nopeek
         self.send_labels = send_labels
+        self.protect = protect
         self.session_id = session_id
         self.topology = "u-shaped" if head is not None else "vanilla"
         self.step = 0
@@ -212,9 +216,15 @@ class SplitClient:
             loss = self.loss_fn(self.head(outputs), pending.labels)  # type: ignore[misc]
             value = _finite_loss(loss, "client head")
             loss.backward()
+            grad = outputs.grad
+            if self.protect is not None:
+                grad = self.protect(grad, pending.labels)
+                if not bool(torch.isfinite(grad).all()) or tuple(grad.shape) != tuple(z.shape):
+                    self.head_optimizer.zero_grad()
+                    raise InvalidInputError("the label protection returned a bad gradient")
             pending.outputs, pending.head_loss = outputs, value
             self.stage = "awaiting-gradients"
-            return _tensor_message(OutputGradients, self.session_id, self.step, outputs.grad)
+            return _tensor_message(OutputGradients, self.session_id, self.step, grad)
         if pending is not None and isinstance(message, CutGradients) and (
             self.stage == "awaiting-gradients"
         ):

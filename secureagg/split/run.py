@@ -43,9 +43,24 @@ from secureagg.split.parties import GradientProtection, SplitClient, SplitServer
 from secureagg.split.protections import ActivationDP, NoPeek
 from secureagg.transport import TranscriptEntry, decode, encode, message_digest, simulate
 
-__all__ = ["SplitLearning", "SplitStats"]
+__all__ = ["Exchange", "Observer", "SplitLearning", "SplitStats"]
 
 OptimizerFactory = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One message as the receiving party got it, with the batch it belongs to (for attacks)."""
+
+    message: Message
+    sender: int
+    recipient: int
+    client: int
+    example_ids: tuple[int, ...]
+    labels: Any
+
+
+Observer = Callable[[Exchange], None]
 
 
 @dataclass
@@ -107,8 +122,11 @@ class SplitLearning:
     * ``optimizer``: a factory ``params -> torch.optim.Optimizer`` used for every part.
     * Protections: ``activation_dp`` (an :class:`ActivationDP`, or a factory ``client_id ->
       ActivationDP`` for several clients), ``nopeek`` (a :class:`NoPeek`), ``label_protection``
-      (vanilla; a callable ``(gradients, labels) -> gradients``, see
-      :mod:`secureagg.split.label_protection`).
+      (a callable ``(gradients, labels) -> gradients``, see
+      :mod:`secureagg.split.label_protection`), applied by the label holder: the server on the
+      cut gradients (vanilla) or the client on the output gradients (U-shaped).
+    * ``observe``: called with every :class:`Exchange` (what a party received, with the batch's
+      example ids and labels) - how :mod:`secureagg.split.attacks` is run on a real exchange.
     * ``clip``: the per-coordinate bound the SplitFed aggregator encodes weight deltas with.
 
     The parts share your modules, so after :meth:`fit` your ``model`` (SplitFed: the averaged
@@ -131,6 +149,7 @@ class SplitLearning:
         aggregator_options: Mapping[str, Any] | None = None,
         clip: float = 1.0,
         evaluate: Callable[[Any], Mapping[str, float]] | None = None,
+        observe: Observer | None = None,
         session_id: bytes | None = None,
     ) -> None:
         torch = require_torch()
@@ -146,8 +165,6 @@ class SplitLearning:
             problems.append(f"give 2 parts (vanilla) or 3 (U-shaped), got {len(parts)}")
         if not clients:
             problems.append("clients= needs at least one DataLoader")
-        if len(parts) == 3 and label_protection is not None:
-            problems.append("label_protection is for the vanilla topology (U-shaped keeps labels)")
         if len(clients) > 1 and aggregator is not None and activation_dp is not None and (
             isinstance(activation_dp, ActivationDP)
         ):
@@ -178,8 +195,10 @@ class SplitLearning:
             server_part, optimizer(server_part.parameters()), session_id=self.session_id,
             topology=self.topology, labels=labels,
             loss_fn=self.loss_fn if self.topology == "vanilla" else None,
-            protect=label_protection,
+            protect=label_protection if self.topology == "vanilla" else None,
         )
+        self.label_protection = label_protection
+        self.observe = observe
         self._client_parts = [parts[0]] + ([parts[2]] if self.topology == "u-shaped" else [])
         self.clients = [self._make_client(c, self._client_parts) for c in range(len(self.loaders))]
 
@@ -216,11 +235,14 @@ class SplitLearning:
             head=head, head_optimizer=None if head is None else self.optimizer(head.parameters()),
             loss_fn=self.loss_fn if head is not None else None,
             activation_dp=self._dp[c], nopeek=self.nopeek,
+            protect=self.label_protection if head is not None else None,
         )
 
     # -------------------------------------------------------------------------------- transport
 
-    def _send(self, message: Message, *, sender: int, recipient: int, step: int) -> Message:
+    def _send(
+        self, message: Message, *, sender: int, recipient: int, step: int, batch: tuple[Any, ...]
+    ) -> Message:
         t = time.perf_counter()
         data = encode(message)
         received = decode(data)
@@ -237,6 +259,9 @@ class SplitLearning:
             )
         else:
             self.stats.bytes_down += len(data)
+        if self.observe is not None:
+            client, ids, labels = batch
+            self.observe(Exchange(received, sender, recipient, client, tuple(ids), labels))
         return received
 
     def _step(self, c: int, client: SplitClient, ids: list[int], x: Any, y: Any) -> None:
@@ -250,11 +275,11 @@ class SplitLearning:
         self.stats.client_seconds += time.perf_counter() - t
         step = client.step
         while message is not None:
-            received = self._send(message, sender=c, recipient=-1, step=step)
+            received = self._send(message, sender=c, recipient=-1, step=step, batch=(c, ids, y))
             t = time.perf_counter()
             reply = self.server.receive(received, sender=c)
             self.stats.server_seconds += time.perf_counter() - t
-            back = self._send(reply, sender=-1, recipient=c, step=step)
+            back = self._send(reply, sender=-1, recipient=c, step=step, batch=(c, ids, y))
             t = time.perf_counter()
             message = client.receive(back)
             self.stats.client_seconds += time.perf_counter() - t
@@ -365,8 +390,8 @@ class SplitLearning:
                 "activation_dp": [dp.report() for dp in self._dp if dp is not None] or None,
                 "nopeek": None if self.nopeek is None else {"weight": self.nopeek.weight},
                 "label_protection": None
-                if self.server.protect is None
-                else getattr(self.server.protect, "__name__", type(self.server.protect).__name__),
+                if self.label_protection is None
+                else getattr(self.label_protection, "method", type(self.label_protection).__name__),
             },
             "cost": self.stats.to_dict(),
             "history": list(self.history),
