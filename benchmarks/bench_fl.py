@@ -174,13 +174,13 @@ def dp_curve(args: argparse.Namespace) -> dict[str, Any]:
 
 def _dp_curve_points(args: argparse.Namespace) -> dict[str, Any]:
     base = demo.DemoSettings(rounds=args.curve_rounds, epsilon=None)
-    task = demo.digits_task(base)
     points = []
     configs: list[tuple[float | None, float]] = [(None, 0.0)]
     configs += [(float(e), 0.0) for e in args.curve_epsilons.split(",")]
     configs += [(8.0, float(z)) for z in args.curve_user_noise.split(",") if float(z) > 0]
     for eps, z in configs:
         settings = dataclasses.replace(base, epsilon=eps, user_noise=z)
+        task = demo.digits_task(settings)  # batch size and learning rate differ under DP
         _log(f"dp-curve: epsilon={eps} user_noise={z} ...")
         t0 = time.perf_counter()
         with warnings.catch_warnings():
@@ -203,8 +203,10 @@ def _dp_curve_points(args: argparse.Namespace) -> dict[str, Any]:
         points.append(point)
     return {
         "task": "sklearn digits, 10 clients, Dirichlet(0.5), MLP 64-128-10, secagg+, "
-        f"{args.curve_rounds} rounds, 2 local epochs, lr 0.05, momentum 0.9, batch 16, "
-        "delta 1e-5, training_seed 0 (DP noise and masks fresh)",
+        f"{args.curve_rounds} rounds, 2 local epochs, momentum 0.9; no DP: lr 0.05, batch 16; "
+        "DP: DemoSettings' dp_lr, dp_batch_size, max_grad_norm, update_clip, dp_server_lr; "
+        "delta 1e-5, training_seed 0 (DP noise and masks fresh); see also "
+        "benchmarks/bench_fl_dp_curve.py (several seeds, plot)",
         "points": points,
     }
 

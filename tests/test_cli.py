@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -334,11 +336,42 @@ def test_demo_with_dp_reports_epsilon(capsys: pytest.CaptureFixture[str], tmp_pa
     assert len(ledger["sample_level"]["streams"]) == 3
 
 
+@needs_fl
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork start method (Linux)")
+@pytest.mark.usefixtures("torch_threads")
+def test_demo_with_workers_trains_the_same_model(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    reports = {}
+    for workers in ("1", "2"):
+        argv = ["demo", "--no-dp", "--protocol", "plain", "--rounds", "2", "--clients", "3",
+                "--quiet", "--no-baseline", "--json", "--workers", workers,
+                "--out", str(tmp_path / workers)]
+        assert main(argv) == 0
+        reports[workers] = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert json.loads((tmp_path / workers / "config.json").read_text())["workers"] == int(
+            workers
+        )
+    assert reports["2"]["final_accuracy"] == reports["1"]["final_accuracy"]
+    a = torch_load(tmp_path / "1" / "model.pt")
+    b = torch_load(tmp_path / "2" / "model.pt")
+    assert a.keys() == b.keys()
+    assert all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def torch_load(path: Path) -> Any:
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
         (["demo", "--rounds", "0", "--no-dp"], "--rounds must be in"),
         (["demo", "--dropout", "1.5", "--no-dp"], "--dropout must be in"),
+        (["demo", "--workers", "0", "--no-dp"], "--workers must be None, 'auto' or an integer"),
+        (["demo", "--workers", "lots", "--no-dp"], "--workers must be an integer >= 1 or 'auto'"),
         (["demo", "--protocol", "nope"], "invalid choice"),
     ],
 )

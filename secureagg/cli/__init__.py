@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-dp", action="store_true", help="train without differential privacy")
     demo.add_argument(
+        "--workers",
+        default="1",
+        metavar="W",
+        help="processes training the clients of a round: 1 (default, in this process), N, or "
+        "'auto' (one per core); the same model for the same seeds either way",
+    )
+    demo.add_argument(
         "--no-baseline",
         action="store_true",
         help="skip the comparison run with plaintext FedAvg",

@@ -254,6 +254,17 @@ def _summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _workers(value: Any) -> Any:
+    """``--workers``: ``auto`` or an integer (checked with the other settings)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise _CliError(f"--workers must be an integer >= 1 or 'auto', got {value!r}") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Federated learning on digits with secure aggregation (and DP); ``--selftest`` for crypto."""
     if args.selftest:
@@ -289,6 +300,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         epsilon=None if args.no_dp else args.epsilon,
         user_noise=args.user_noise,
+        workers=_workers(args.workers),
     )
     problems = settings.problems()
     if problems:
@@ -302,8 +314,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     say(
         f"  model: MLP 64-{settings.hidden}-10 ({task.parameters:,} parameters); each round every "
-        f"client runs {settings.local_epochs} epochs of SGD (lr {settings.lr}, momentum "
+        f"client runs {settings.local_epochs} epochs of SGD (batch "
+        f"{settings.loader_batch_size}, lr {settings.learning_rate}, momentum "
         f"{settings.momentum}) in its own training loop"
+        + (f"; {settings.workers} training processes" if settings.workers not in (None, 1) else "")
     )
     dp = settings.dp()
     say(f"  aggregation: {settings.protocol}, dropout {settings.dropout:.0%}")
@@ -318,7 +332,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             say(
                 f"  privacy, per client (all of it): distributed DP inside {settings.protocol}, "
                 f"every client adds Skellam noise shares (multiplier {settings.user_noise}, "
-                f"updates clipped to L2 {settings.update_clip})"
+                f"updates clipped to L2 {settings.update_clip}, server step "
+                f"{settings.server_lr})"
             )
     run_dir = _run_dir(args.out)
     say(f"\n{settings.protocol} FedAvg, {settings.rounds} rounds:")

@@ -13,7 +13,7 @@ b'\\x01'
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 else:
     torch = require_torch()
 
-__all__ = ["argument_problems", "client_weights", "jsonable", "seed_from_json", "seed_json"]
+__all__ = [
+    "argument_problems",
+    "client_weights",
+    "jsonable",
+    "seed_from_json",
+    "seed_json",
+    "server_steps",
+]
 
 
 def seed_json(seed: bytes | int | None) -> Any:
@@ -191,3 +198,29 @@ def client_weights(
     if uniform:
         return [1 if w != 0 else 0 for w in weights]
     return weights
+
+
+def server_steps(
+    server_lr: float, schedule: Callable[[int], float] | None, rounds: int
+) -> list[float]:
+    """The FedAvg server step of rounds ``1..rounds``: ``server_lr * schedule(r)`` (each finite
+    and > 0, else :class:`~secureagg.errors.ConfigurationError` listing the bad rounds)."""
+    if schedule is None:
+        return [server_lr] * rounds
+    if not callable(schedule):
+        raise ConfigurationError(
+            "server_lr_schedule must be None or a function round -> factor of server_lr"
+        )
+    steps, bad = [], []
+    for r in range(1, rounds + 1):
+        factor = schedule(r)
+        ok = isinstance(factor, int | float) and not isinstance(factor, bool)
+        if not ok or not math.isfinite(factor) or factor <= 0:
+            bad.append(f"round {r}: {factor!r}")
+            continue
+        steps.append(server_lr * float(factor))
+    if bad:
+        raise ConfigurationError(
+            [f"server_lr_schedule must return a finite number > 0 for every round; got {bad[:5]}"]
+        )
+    return steps

@@ -6,7 +6,8 @@ aggregated entries, computed only if the trained model still has the global mode
 (names, shapes, dtypes) and only returned if every value is finite. Any failure - the function
 raises, the loader yields nothing, the architecture changed, the update holds NaN/Inf - becomes a
 :class:`ClientOutcome` with ``error`` set, which the round records as a client failure (the
-client then sends nothing). Local training runs on the caller's thread; in a seeded run, torch's
+client then sends nothing). Local training runs on the caller's thread (in this process, or in a
+worker of :mod:`secureagg.fl.pool`, which calls the same function); in a seeded run, torch's
 RNG is forked and seeded per (round, client), so data order and dropout masks are reproducible
 without disturbing the caller's RNG.
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from secureagg.errors import ConfigurationError
 from secureagg.fl._torch import require_torch
 from secureagg.fl.data import FederatedData, load_digits_federated, make_loaders
+from secureagg.fl.pool import Workers, worker_problems
 from secureagg.fl.privacy import FederatedDP
 from secureagg.fl.records import RoundRecord
 from secureagg.fl.run import FederatedRun
@@ -60,9 +61,15 @@ class DemoSettings:
     lr: float = 0.05
     momentum: float = 0.9
     clip: float = 1.0
-    max_grad_norm: float = 1.0
+    # under DP (see docs/federated.md, "Differential privacy", for the measurements)
+    dp_batch_size: int = 64
+    dp_lr: float = 0.4
+    max_grad_norm: float = 0.5
     user_noise: float = 0.01
-    update_clip: float = 10.0
+    update_clip: float = 5.0
+    dp_server_lr: float = 3.0
+    dp_decay: tuple[float, float] = (0.7, 0.85)
+    workers: Workers = None
 
     def problems(self) -> list[str]:
         out = []
@@ -76,7 +83,45 @@ class DemoSettings:
             out.append(f"--epsilon must be a positive number, got {self.epsilon}")
         if not (math.isfinite(self.user_noise) and self.user_noise >= 0):
             out.append(f"--user-noise must be a number >= 0, got {self.user_noise}")
+        out += [f"--{p}" for p in worker_problems(self.workers)]
         return out
+
+    @property
+    def learning_rate(self) -> float:
+        """The clients' SGD learning rate: ``dp_lr`` under DP-SGD, ``lr`` without DP."""
+        return self.dp_lr if self.epsilon is not None else self.lr
+
+    @property
+    def loader_batch_size(self) -> int:
+        """The clients' (expected) batch size: ``dp_batch_size`` under DP-SGD, else
+        ``batch_size``."""
+        return self.dp_batch_size if self.epsilon is not None else self.batch_size
+
+    @property
+    def server_lr(self) -> float:
+        """The FedAvg server step: ``dp_server_lr`` with distributed DP, else 1.
+
+        Under distributed DP every client's update is L2-clipped to ``update_clip``. The demo's
+        updates are dominated by their DP-SGD noise (norms 8 to 19 at batch 16, the smallest
+        silos the noisiest), so a clip below all of them scales each update by about 1 / its
+        noise: a
+        near inverse-noise weighting of the clients, which lowers the noise of the mean; the
+        server step ``dp_server_lr`` restores the step length. Post-processing of the noised
+        updates: no privacy cost, and the distributed noise ``user_noise * update_clip`` keeps
+        the user-level ε (which depends on ``user_noise`` only)."""
+        dp = self.dp()
+        return self.dp_server_lr if dp is not None and dp.user_level else 1.0
+
+    def server_lr_factor(self, round_number: int) -> float:
+        """Under DP, the server step is halved after ``dp_decay[0] * rounds`` rounds and halved
+        again after ``dp_decay[1] * rounds`` (1, 0.5, 0.25): the global model otherwise ends on
+        the DP noise of its last steps (measured at ε = 8 on the demo's split: 83.0 to 88.9 % with
+        a constant step of 2, 86.9 to 91.1 % with a step of 3 and this decay; docs/federated.md).
+        Post-processing of the noised aggregates: no privacy cost. Without DP, 1."""
+        if self.epsilon is None:
+            return 1.0
+        first, second = (math.ceil(f * self.rounds) for f in self.dp_decay)
+        return 1.0 if round_number <= first else 0.5 if round_number <= second else 0.25
 
     def dp(self) -> FederatedDP | None:
         """The DP of the run: DP-SGD on every client for ``epsilon`` (sample level, per client)
@@ -113,7 +158,7 @@ def digits_task(settings: DemoSettings) -> DigitsTask:
     data = load_digits_federated(
         num_clients=settings.clients, alpha=settings.alpha, seed=settings.seed
     )
-    loaders, test_loader = make_loaders(data, batch_size=settings.batch_size)
+    loaders, test_loader = make_loaders(data, batch_size=settings.loader_batch_size)
 
     def make_model() -> torch.nn.Module:
         generator_state = torch.random.get_rng_state()
@@ -127,7 +172,7 @@ def digits_task(settings: DemoSettings) -> DigitsTask:
         return model
 
     def optimizer(params: Any) -> Any:
-        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum)
+        return torch.optim.SGD(params, lr=settings.learning_rate, momentum=settings.momentum)
 
     def train(model: torch.nn.Module, loader: Any, opt: Any) -> None:
         for _ in range(settings.local_epochs):
@@ -183,12 +228,15 @@ def run_demo(
         clip=settings.clip,
         rounds=settings.rounds,
         failures=Failures(dropout_rate=settings.dropout),
+        server_lr=settings.server_lr,
+        server_lr_schedule=settings.server_lr_factor if settings.epsilon is not None else None,
         dp=settings.dp(),
         run_dir=run_dir,
         training_seed=settings.seed,
         progress=progress,
         round_summary=round_summary,
         on_round=on_round,
+        workers=settings.workers,
     )
     run.run()
     return run

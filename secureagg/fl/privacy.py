@@ -34,7 +34,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,7 @@ from secureagg.dp import (
     make_private,
 )
 from secureagg.dp.events import event_from_dict
-from secureagg.errors import ConfigurationError, PrivacyBudgetExceeded
+from secureagg.errors import ConfigurationError, InvalidInputError, PrivacyBudgetExceeded
 from secureagg.fl.calibration import calibrate_noise
 from secureagg.protocols.base import RoundFactory
 from secureagg.transport import derive_sim_seed
@@ -185,6 +186,17 @@ class _TaggedJsonLines:
         self.pending.clear()
 
 
+class _Capture:
+    """An event sink that keeps ``(level, event dict)`` pairs (in a training worker)."""
+
+    def __init__(self, level: str, out: list[tuple[str, dict[str, Any]]]) -> None:
+        self.level = level
+        self.out = out
+
+    def emit(self, event: PrivacyEvent) -> None:
+        self.out.append((self.level, event.to_dict()))
+
+
 class PrivacyController:
     """Builds the DP pieces of a run and keeps its two accountants (see the module docstring)."""
 
@@ -251,6 +263,46 @@ class PrivacyController:
         """Append the events emitted since the last flush to ``privacy_events.jsonl``."""
         for sink in self._sinks:
             sink.flush()
+
+    @contextmanager
+    def capture(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """In a training worker: collect every event the accountants record, as ``(level,
+        event dict)``, instead of logging it (the parent re-emits them, see :meth:`absorb`)."""
+        captured: list[tuple[str, dict[str, Any]]] = []
+        saved = [(acc, acc.sink) for _, acc in self._levels()]
+        for level, acc in self._levels():
+            acc.sink = _Capture(level, captured)
+        try:
+            yield captured
+        finally:
+            for acc, sink in saved:
+                acc.sink = sink
+
+    def absorb(
+        self,
+        client: int,
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        noise_multiplier: float | None,
+        sample_rate: float | None,
+    ) -> None:
+        """Record, in this (the parent) process, the events a worker captured while training
+        ``client``, in their order, and the noise multiplier and sampling rate it used."""
+        accountants = dict(self._levels())
+        for level, raw in events:
+            acc = accountants.get(level)
+            if acc is None:
+                raise InvalidInputError(f"a training worker returned an event of level {level!r}")
+            event = event_from_dict(dict(raw))
+            acc.emit(event)
+            self._learn(event)
+        if noise_multiplier is not None and sample_rate is not None:
+            self.sigmas[client] = float(noise_multiplier)
+            self.rates[client] = float(sample_rate)
+
+    def _levels(self) -> list[tuple[str, PrivacyAccountant]]:
+        return [(lvl, acc) for lvl, acc in (("sample", self.sample), ("user", self.user))
+                if acc is not None]
 
     def _learn(self, event: PrivacyEvent) -> None:
         """Recover each client's calibrated noise multiplier from its DP-SGD steps."""

@@ -61,13 +61,21 @@ from secureagg.errors import (
 )
 from secureagg.fl import checks, records, schedule
 from secureagg.fl._torch import require_torch
-from secureagg.fl.client import ClientOutcome, local_phase, train_client
+from secureagg.fl.client import ClientOutcome, local_phase
 from secureagg.fl.codec import BufferPolicy, StateCodec
+from secureagg.fl.pool import (
+    ClientPool,
+    RoundTrainer,
+    Workers,
+    outcomes_in_order,
+    resolve_workers,
+    worker_problems,
+)
 from secureagg.fl.privacy import FederatedDP, PrivacyController
 from secureagg.fl.progress import Progress
 from secureagg.fl.records import RoundRecord
 from secureagg.fl.rundir import HISTORY_FORMAT, RunDirectory
-from secureagg.fl.schedule import Failures, RoundSchedule
+from secureagg.fl.schedule import TRAIN_STAGE, Failures, RoundSchedule
 from secureagg.protocols.base import RoundFactory
 from secureagg.transport import SeededRunWarning, SimulationResult, simulate
 
@@ -121,6 +129,15 @@ class FederatedRun:
     shows bars (tqdm) or one line per round.
     ``keep_raw`` keeps, in memory, the bytes the server received and the plaintext updates, for
     analyses of what the server saw.
+    ``server_lr_schedule`` (optional) maps a round number (1-based) to a factor of ``server_lr``
+    for that round (e.g. a decay over the last rounds: post-processing of the aggregate, no
+    privacy cost); the per-round steps are in ``config.json`` and in each round's entry.
+    ``workers`` trains the sampled clients of a round in a process pool (:mod:`secureagg.fl.pool`):
+    ``None``/``1`` in this process one after the other (the default), ``"auto"`` one process per
+    core, ``N`` that many. The simulating process runs every party, so the pool stays inside one
+    trust domain: only the user's own objects go to the workers (inherited by ``fork`` on Linux,
+    pickled with ``spawn`` elsewhere, which needs module-level ``train``/optimizer functions); no
+    party's wire message is unpickled. A seeded run gives the same model with any ``workers``.
     """
 
     def __init__(
@@ -136,6 +153,7 @@ class FederatedRun:
         rounds: int = 10,
         clients_per_round: int | None = None,
         server_lr: float = 1.0,
+        server_lr_schedule: Callable[[int], float] | None = None,
         weighting: Weighting = "auto",
         client_weights: Sequence[int] | None = None,
         optimizer: Callable[[Any], Any] | None = None,
@@ -150,8 +168,9 @@ class FederatedRun:
         keep_raw: bool = False,
         round_summary: Callable[[Mapping[str, Any], int], str] | None = None,
         on_round: Callable[[RoundRecord], None] | None = None,
+        workers: Workers = None,
     ) -> None:
-        problems = checks.argument_problems(
+        problems = worker_problems(workers) + checks.argument_problems(
             model=model, train=train, client_loaders=client_loaders, evaluate=evaluate,
             aggregator=aggregator, rounds=rounds, clip=clip, server_lr=server_lr,
             weighting=weighting, dp=dp, optimizer=optimizer, training_seed=training_seed,
@@ -173,6 +192,8 @@ class FederatedRun:
         self.num_clients = num_clients
         self.per_round = int(clients_per_round or num_clients)
         self.server_lr = float(server_lr)
+        self.server_lr_schedule = server_lr_schedule
+        self._server_steps = checks.server_steps(self.server_lr, server_lr_schedule, self.rounds)
         self.weighting: Literal["examples", "uniform"] = (
             ("uniform" if user_level else "examples") if weighting == "auto" else weighting
         )
@@ -183,6 +204,8 @@ class FederatedRun:
         self.round_summary = round_summary or records.format_round
         self.on_round = on_round
         self.codec = StateCodec.from_model(model, buffers=buffers)
+        self.workers = resolve_workers(workers)
+        self.pool = ClientPool(self.workers) if self.workers > 1 else None
         self.weights = checks.client_weights(
             self.client_loaders, client_weights, uniform=self.weighting == "uniform"
         )
@@ -300,7 +323,11 @@ class FederatedRun:
             "client_weights": self.weights,
             "max_weight": self.max_weight,
             "server_lr": self.server_lr,
+            "server_lr_per_round": (
+                self._server_steps if self.server_lr_schedule is not None else None
+            ),
             "rounds": self.rounds,
+            "workers": self.workers,
             "failures": self.failures.to_dict(),
             "seeded": self.seeded,
             "seed": checks.seed_json(self.seed),
@@ -462,35 +489,34 @@ class FederatedRun:
         if progress is not None:
             progress.start_round(r, clients=len(plan.sampled))
         global_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-        def train_one(cid: int) -> ClientOutcome:
-            return train_client(
-                client=cid,
-                global_model=self.model,
-                global_state=global_state,
-                codec=self.codec,
-                train=self.train,
-                loader=self.client_loaders[cid],
-                weight=self.weights[cid],
-                optimizer_factory=self.optimizer_factory,
-                private=self.privacy.local_training(cid, r) if self.privacy is not None else None,
-                seed=(
-                    schedule.torch_seed(self._torch_seed_source, r, cid)
-                    if self._torch_seed_source is not None
-                    else None
-                ),
-            )
+        trainer = RoundTrainer(
+            round_number=r, model=self.model, global_state=global_state, codec=self.codec,
+            train=self.train, loaders=self.client_loaders, weights=self.weights,
+            optimizer_factory=self.optimizer_factory, privacy=self.privacy,
+            torch_seed_source=self._torch_seed_source,
+        )
 
         def allowed(cid: int) -> tuple[bool, str]:
             if self.privacy is None:
                 return True, ""
             return self.privacy.client_allowed(cid, self.client_loaders[cid])
 
+        train_one: Callable[[int], ClientOutcome] = trainer
+        tick = progress.client_done if progress is not None else None
+        if self.pool is not None:
+            chosen = [
+                c for c in plan.sampled if plan.dropouts.get(c) != TRAIN_STAGE and allowed(c)[0]
+            ]
+            train_one = outcomes_in_order(
+                self.pool.train(trainer, chosen, on_done=tick), self.privacy
+            )
+            tick = None  # the pool ticked as each client finished
+
         def after_client() -> None:
             if self.privacy is not None:
                 self.privacy.flush()  # DP-SGD steps are durable before anything is sent
-            if progress is not None:
-                progress.client_done()
+            if tick is not None:
+                tick()
 
         phase = local_phase(
             round_number=r,
@@ -570,7 +596,8 @@ class FederatedRun:
                 agg_wall=agg_wall, privacy=self.privacy_for_round([]),
             )
             return self._commit(entry, None, res, [])
-        new_state = self.codec.apply_delta(global_state, mean, scale=self.server_lr)
+        step = self._server_steps[r - 1] if r <= len(self._server_steps) else self.server_lr
+        new_state = self.codec.apply_delta(global_state, mean, scale=step)
         self.model.load_state_dict(new_state)
 
         privacy = self.privacy_for_round(participants)
@@ -580,6 +607,7 @@ class FederatedRun:
             eval_error=eval_error, eval_seconds=eval_seconds, agg_wall=agg_wall,
             privacy=privacy, mean=mean,
         )
+        entry["server_lr"] = step
         updates_by_client = (
             {o.client: o.update for o in trained if o.update is not None} if self.keep_raw else {}
         )

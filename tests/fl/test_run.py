@@ -78,6 +78,39 @@ def test_the_applied_step_is_the_weighted_mean_of_the_client_updates(loaders: li
     np.testing.assert_allclose(moved, 0.5 * record.mean_update, atol=1e-6)
 
 
+def test_a_server_lr_schedule_scales_each_round_step(loaders: list[Any]) -> None:
+    records: list[Any] = []
+    states: list[Any] = []
+    model = make_model()
+    states.append(run_codec_flat(model))
+
+    def on_round(record: Any) -> None:
+        records.append(record)
+        states.append(run_codec_flat(model))
+
+    run = FederatedRun(
+        model, train=train, client_loaders=loaders, aggregator="plain", rounds=3, seed=3,
+        progress=False, on_round=on_round, server_lr=2.0,
+        server_lr_schedule=lambda r: 1.0 if r == 1 else 0.25,
+    )
+    run.run()
+    assert [e["server_lr"] for e in run.history] == [2.0, 0.5, 0.5]
+    assert run.config["server_lr_per_round"] == [2.0, 0.5, 0.5]
+    for r, record in enumerate(records):
+        moved = states[r + 1] - states[r]
+        step = 2.0 if r == 0 else 0.5
+        np.testing.assert_allclose(moved, step * record.mean_update, atol=1e-6)
+    with pytest.raises(ConfigurationError, match="round 2: 0"):
+        FederatedRun(make_model(), train=train, client_loaders=loaders, aggregator="plain",
+                     rounds=2, progress=False, server_lr_schedule=lambda r: 1 if r == 1 else 0)
+
+
+def run_codec_flat(model: Any) -> np.ndarray:
+    from secureagg.fl import StateCodec
+
+    return StateCodec.from_model(model).flatten(model.state_dict()).astype(np.float64)
+
+
 def test_uniform_weighting_and_client_sampling(loaders: list[Any]) -> None:
     run = run_with("secagg", loaders, rounds=4, weighting="uniform", clients_per_round=3)
     for entry in run.history:
