@@ -2,22 +2,30 @@
 
 For every (d, n) of the grid (d in {10^5, 10^6}, n in {10, 100} by default):
 
-CKKS, three columns measured in the same run on the same data:
+CKKS, measured in the same run on the same data, every column repeated interleaved:
 
-* ``ours``: the ``"ckks"`` aggregator (N=8192, [60, 60], scale 2^40, flooding on), driven party
-  by party: client encode+encrypt+serialize, the codec, the server's validation and in-place adds,
-  the key holder's decryption and flooding;
-* ``raw``: raw TenSEAL calls doing the same operations with the same context (encrypt and
-  serialize each 4096-value chunk; deserialize and ``add_``; deserialize and decrypt);
+* ``ours``: the ``"ckks"`` aggregator (N=8192, [60, 60], scale 2^40, flooding on) with
+  ``precompute_encryption=True``, driven party by party: each client's ``precompute()`` (the pool
+  of encryptions of zero, timed apart as ``client_offline_seconds``), its online
+  encode+encrypt+serialize and the codec (``client_encrypt_seconds``), the server's codec,
+  validation and in-place adds, the key holder's decryption and flooding; plus
+  ``client_encrypt_seconds_fresh``, the same aggregator's clients without the pool (the default);
+* ``raw``: raw TenSEAL calls doing the same operations with the same context: fresh encryption
+  (``ckks_vector(ctx, chunk).serialize()``) and the same pool trick as bare calls (offline
+  ``ckks_vector(ctx, zeros)``, online ``add_plain_`` + ``serialize``); deserialize and ``add_``;
+  deserialize and decrypt;
 * ``ours_flare_context``: our aggregator with NVIDIA FLARE's default context (N=8192,
-  [60, 40, 40, 60], scale 2^40): the same code, only the context differs;
+  [60, 40, 40, 60], scale 2^40): the same code, only the context differs (fresh encryption);
 * ``flare``: the raw calls with FLARE's default context.
 
 Paillier, two columns:
 
 * ``packed``: the ``"paillier"`` aggregator (3072-bit key, 16-bit quantisation): blinding factors
   precomputed per client (timed separately as the offline part), encryption, upload bytes, the
-  server's range/gcd checks, products and re-randomisation, CRT decryption;
+  server's range/gcd checks, products and re-randomisation, CRT decryption. Beyond
+  ``--paillier-full-max-d`` the round runs at a subset of ``--paillier-subset`` ciphertexts per
+  client, the upload size and the server's adds over n full-size uploads are measured at full d,
+  and the rest is extrapolated per ciphertext (``packed.method`` says which figure is which);
 * ``phe``: unpacked phe, one ciphertext per value, at the same precision (``precision = clip / Q``),
   **extrapolated** from a measured sample of values (``--phe-sample``): per-value encryption,
   addition and decryption times multiplied by ``d`` (and by ``n - 1`` additions per value).
@@ -28,7 +36,8 @@ uploads and the plaintext reference is the sum of the data actually encrypted. E
 labelled ``measured``, ``extrapolated`` or ``sampled`` in the JSON.
 
 Targets (reported as ``{"target", "measured", "met"}``): CKKS costs at most 1.2x raw TenSEAL for
-the same operations, uploads at most 8.5x a float32 payload (FLARE: about 20x), and the server
+the same operations (three totals: both pooled online, both pooled with the offline fill, both
+fresh), uploads at most 8.5x a float32 payload (FLARE: about 20x), and the server
 aggregates at least 5x faster with our default context than with FLARE's (same server code; the
 raw-TenSEAL FLARE figure is reported beside it); Paillier packs at least 50 values per
 ciphertext at n=100 with 16-bit quantisation, encrypts at least 30x faster per value than unpacked
@@ -36,9 +45,9 @@ phe, and uploads at most 3x a float32 payload.
 
 Usage::
 
-    python benchmarks/bench_he.py --quick                    # smoke run, under a minute
+    python benchmarks/bench_he.py --quick                    # smoke run, about 15 s
     python benchmarks/bench_he.py --grid-d 100000 --grid-n 10
-    python benchmarks/bench_he.py                            # the full grid (long: Paillier)
+    python benchmarks/bench_he.py                            # the full grid, about 18 min
 
 Results go to ``--out`` (default ``benchmarks/results/he.json``) and a table to stdout.
 """
@@ -72,16 +81,24 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "he.json"
 FULL_GRID = {"d": [100_000, 1_000_000], "n": [10, 100]}
 QUICK_GRID = {"d": [3 * 4096 - 1], "n": [4]}  # d + the count slot fill three ciphertexts exactly
 QUICK_PAILLIER_D = 1_000
+QUICK_PAILLIER_EXTRAPOLATED_D = 20_000
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+#: The clock of every timing: wall time (``perf_counter``, the default) or, with ``--clock cpu``,
+#: this process's CPU time (``process_time``: user + system, page faults included). Everything
+#: timed here runs on one thread (TenSEAL contexts use ``n_threads=1``), so on a machine shared
+#: with other jobs CPU time measures our work without their load; the JSON names the clock.
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, CLOCK() - t0
 
 
 def client_data(k: int, d: int, seed: int) -> np.ndarray:
@@ -92,11 +109,16 @@ def client_data(k: int, d: int, seed: int) -> np.ndarray:
 
 
 def run_ours(agg: Any, *, n: int, d: int, sample: int, seed: int, repeat: int = 1,
-             before_clients: Callable[[Any], dict[str, float]] | None = None) -> dict[str, Any]:
+             before_clients: Callable[[Any], dict[str, float]] | None = None,
+             offline: bool = False, server_phase: bool = True,
+             keep_wires: bool = False) -> dict[str, Any]:
     """Drive one round of ``agg`` party by party, timing each role; see the module docstring.
 
     Every phase runs ``repeat`` times on fresh parties (same key; the server phases on the same
     uploads) and the fastest run of each is kept, as for the raw baselines: the machine is shared.
+    ``offline=True`` calls each client's ``precompute()`` (the encryption pool) before its upload
+    and times it apart (``client_offline_seconds``); ``client_encrypt_seconds`` is then the online
+    part only. ``server_phase=False`` stops after the clients' uploads.
     """
     k_real = min(n, sample)
     rows = [client_data(k, d, seed) for k in range(k_real)]
@@ -110,16 +132,33 @@ def run_ours(agg: Any, *, n: int, d: int, sample: int, seed: int, repeat: int = 
     extra = before_clients(setup) if before_clients is not None else {}
     requests = {env.recipient: env.message for env in setup.server.start()}
     best_client = [math.inf] * k_real
+    best_offline = [math.inf] * k_real
     wires: list[bytes] = []
     for attempt in range(max(1, repeat)):  # fresh clients each time (one upload per client)
         clients = setup.clients if attempt == 0 else new_setup().clients
         for k in range(k_real):
+            if offline:
+                _, pre_seconds = timed(clients[k].precompute)
+                best_offline[k] = min(best_offline[k], pre_seconds)
             [reply], seconds = timed(lambda k=k, c=clients: c[k].receive(SERVER, requests[k]))
             wire, enc_seconds = timed(lambda r=reply: codec.encode(r.message))
             best_client[k] = min(best_client[k], seconds + enc_seconds)
             if attempt == 0:
                 wires.append(wire)
     client_seconds = best_client
+    clients_part: dict[str, Any] = {
+        "clients_encrypted": k_real,
+        "client_encrypt_seconds": statistics.mean(client_seconds),
+        "client_encrypt_seconds_max": max(client_seconds),
+        "upload_bytes": len(wires[0]),
+        "upload_vs_float32": len(wires[0]) / (4 * d),
+    }
+    if offline:
+        clients_part["client_offline_seconds"] = statistics.mean(best_offline)
+    if keep_wires:
+        clients_part["_wires"] = wires
+    if not server_phase:
+        return {**clients_part, "repeats": max(1, repeat), **extra}
     runs = []
     for attempt in range(max(1, repeat)):
         current = setup if attempt == 0 else new_setup()
@@ -152,12 +191,8 @@ def run_ours(agg: Any, *, n: int, d: int, sample: int, seed: int, repeat: int = 
         for i in range(n)
     )
     return {
-        "clients_encrypted": k_real,
+        **clients_part,
         "repeats": len(runs),
-        "client_encrypt_seconds": statistics.mean(client_seconds),
-        "client_encrypt_seconds_max": max(client_seconds),
-        "upload_bytes": len(wires[0]),
-        "upload_vs_float32": len(wires[0]) / (4 * d),
         "server_aggregate_seconds": best["add"] + best["export"],
         "server_add_seconds": best["add"],
         "server_export_seconds": best["export"],
@@ -174,8 +209,16 @@ def run_ours(agg: Any, *, n: int, d: int, sample: int, seed: int, repeat: int = 
 
 
 def run_raw_tenseal(params: CkksParameters, *, n: int, d: int, sample: int,
-                    seed: int, repeat: int = 1) -> dict[str, Any]:
-    """The same operations as our CKKS round, as bare TenSEAL calls (no protocol, no checks)."""
+                    seed: int, repeat: int = 1, pool: bool = False) -> dict[str, Any]:
+    """The same operations as our CKKS round, as bare TenSEAL calls (no protocol, no checks).
+
+    Client: ``ckks_vector(ctx, chunk).serialize()`` per 4096-value chunk. With ``pool=True`` the
+    same pool trick as ours, also as bare calls: offline, ``ckks_vector(ctx, zeros)`` per chunk
+    (``client_offline_seconds``); online, ``vec.data.add_plain_(chunk.tolist())`` and
+    ``serialize()`` (``client_encrypt_seconds``); the fresh figure is kept as
+    ``client_encrypt_seconds_fresh``. Server: ``ckks_vector_from`` and ``add_`` per chunk, then
+    ``serialize``; key holder: ``ckks_vector_from`` and ``decrypt``.
+    """
     ts = require_tenseal()
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus_degree,
                      coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes), n_threads=1)
@@ -184,7 +227,7 @@ def run_raw_tenseal(params: CkksParameters, *, n: int, d: int, sample: int,
                                            save_relin_keys=False), n_threads=1)
     k_real = min(n, sample)
     slots = params.slots
-    blobs, client_seconds = [], []
+    blobs, fresh_seconds, online_seconds, offline_seconds = [], [], [], []
     for k in range(k_real):
         x = client_data(k, d, seed).astype(np.float64)
 
@@ -192,9 +235,33 @@ def run_raw_tenseal(params: CkksParameters, *, n: int, d: int, sample: int,
             return [ts.ckks_vector(public, x[i : i + slots]).serialize()
                     for i in range(0, d, slots)]
 
+        def fill(x: np.ndarray = x) -> list[Any]:
+            return [ts.ckks_vector(public, [0.0] * len(x[i : i + slots])).data
+                    for i in range(0, d, slots)]
+
+        def encrypt_pooled(zeros: list[Any], x: np.ndarray = x) -> list[bytes]:
+            out = []
+            for j, i in enumerate(range(0, d, slots)):
+                vec = zeros[j]
+                vec.add_plain_(x[i : i + slots].tolist())
+                out.append(vec.serialize())
+            return out
+
         attempts = [timed(encrypt) for _ in range(max(1, repeat))]
-        blobs.append(attempts[0][0])
-        client_seconds.append(min(seconds for _, seconds in attempts))
+        fresh_seconds.append(min(seconds for _, seconds in attempts))
+        if pool:
+            best_on, best_off, first = math.inf, math.inf, None
+            for _ in range(max(1, repeat)):
+                zeros, off = timed(fill)
+                cts, on = timed(lambda z=zeros: encrypt_pooled(z))
+                best_on, best_off = min(best_on, on), min(best_off, off)
+                first = first if first is not None else cts
+            online_seconds.append(best_on)
+            offline_seconds.append(best_off)
+            blobs.append(first)
+        else:
+            blobs.append(attempts[0][0])
+
     def aggregate() -> list[bytes]:
         sums: list[Any] = [None] * len(blobs[0])
         for i in range(n):
@@ -219,21 +286,26 @@ def run_raw_tenseal(params: CkksParameters, *, n: int, d: int, sample: int,
     decrypt_seconds = min(seconds for _, seconds in decrypts)
     reference = sum(client_data(i % k_real, d, seed).astype(np.float64) for i in range(n))
     upload = sum(len(b) for b in blobs[0])
-    return {
+    out = {
         "context": params.to_dict(),
         "clients_encrypted": k_real,
         "repeats": max(1, repeat),
-        "client_encrypt_seconds": statistics.mean(client_seconds),
+        "client_encrypt_seconds": statistics.mean(online_seconds if pool else fresh_seconds),
+        "client_encrypt_seconds_fresh": statistics.mean(fresh_seconds),
         "upload_bytes": upload,
         "upload_vs_float32": upload / (4 * d),
         "server_aggregate_seconds": server_seconds,
         "decrypt_seconds": decrypt_seconds,
         "max_error": float(np.max(np.abs(result - reference))),
     }
+    if pool:
+        out["client_offline_seconds"] = statistics.mean(offline_seconds)
+    return out
 
 
-_TIMINGS = ("client_encrypt_seconds", "server_aggregate_seconds", "server_add_seconds",
-            "server_export_seconds", "decrypt_seconds", "server_finish_seconds")
+_TIMINGS = ("client_encrypt_seconds", "client_encrypt_seconds_fresh", "client_offline_seconds",
+            "server_aggregate_seconds", "server_add_seconds", "server_export_seconds",
+            "decrypt_seconds", "server_finish_seconds")
 
 
 def _fastest(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -243,50 +315,91 @@ def _fastest(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if key in out:
             out[key] = min(r[key] for r in runs)
     out["repeats"] = len(runs)
-    out["max_error"] = max(r["max_error"] for r in runs)
+    if "max_error" in out:
+        out["max_error"] = max(r["max_error"] for r in runs)
     return out
 
 
 def bench_ckks(*, n: int, d: int, sample: int, seed: int, repeat: int) -> dict[str, Any]:
-    """The four CKKS columns, run ``repeat`` times *interleaved* (the machine is shared: a load
-    burst then hits every column alike); each timing is the fastest of its repeats."""
+    """The CKKS columns, run ``repeat`` times *interleaved* (the machine is shared: a load burst
+    then hits every column alike); each timing is the fastest of its repeats.
+
+    ``ours`` is the ``"ckks"`` aggregator with ``precompute_encryption=True`` (pool filled
+    offline, timed apart) for the whole round; its fresh-encryption client time (the default,
+    no pool) comes from a second, client-only run of the same aggregator without the pool, in the
+    same repeat (the server and key holder do the same work either way). ``raw_tenseal`` measures
+    the same two client variants with bare calls. FLARE-context columns: fresh encryption.
+    """
     from secureagg.he.ckks import CkksSecretKey
 
     # one key per context for all repeats (the aggregator's default is a fresh key per round)
-    agg = sa.make_aggregator("ckks", num_clients=n, clip=1.0, key=CkksSecretKey())
+    key = CkksSecretKey()
+    agg = sa.make_aggregator("ckks", num_clients=n, clip=1.0, key=key)
+    pooled_agg = sa.make_aggregator("ckks", num_clients=n, clip=1.0, key=key,
+                                    precompute_encryption=True)
     flare_agg = sa.make_aggregator("ckks", num_clients=n, clip=1.0,
                                    coeff_mod_bit_sizes=FLARE_DEFAULT.coeff_mod_bit_sizes,
                                    key=CkksSecretKey(FLARE_DEFAULT))
-    columns: dict[str, list[dict[str, Any]]] = {"ours": [], "ours_flare": [], "raw": [],
-                                                "flare": []}
+    columns: dict[str, list[dict[str, Any]]] = {"ours": [], "ours_fresh": [], "ours_flare": [],
+                                                "raw": [], "flare": []}
     for attempt in range(max(1, repeat)):
-        log(f"  ckks n={n} d={d}: repeat {attempt + 1}/{max(1, repeat)} (ours, ours with "
-            "FLARE's context, raw, raw with FLARE's context)")
-        columns["ours"].append(run_ours(agg, n=n, d=d, sample=sample, seed=seed))
+        log(f"  ckks n={n} d={d}: repeat {attempt + 1}/{max(1, repeat)} (ours pooled + fresh, "
+            "ours with FLARE's context, raw pooled + fresh, raw with FLARE's context)")
+        columns["ours"].append(run_ours(pooled_agg, n=n, d=d, sample=sample, seed=seed,
+                                        offline=True))
+        columns["ours_fresh"].append(run_ours(agg, n=n, d=d, sample=sample, seed=seed,
+                                              server_phase=False))
         columns["ours_flare"].append(run_ours(flare_agg, n=n, d=d, sample=sample, seed=seed))
         columns["raw"].append(run_raw_tenseal(CkksParameters(), n=n, d=d, sample=sample,
-                                              seed=seed))
+                                              seed=seed, pool=True))
         columns["flare"].append(run_raw_tenseal(FLARE_DEFAULT, n=n, d=d, sample=sample,
                                                 seed=seed))
     ours, ours_flare = _fastest(columns["ours"]), _fastest(columns["ours_flare"])
     raw, flare = _fastest(columns["raw"]), _fastest(columns["flare"])
+    ours["client_encrypt_seconds_fresh"] = _fastest(columns["ours_fresh"])[
+        "client_encrypt_seconds"]
+    ours["upload_bytes_fresh"] = columns["ours_fresh"][0]["upload_bytes"]
 
-    def total(r: dict[str, Any]) -> float:
-        return float(r["client_encrypt_seconds"] * r["clients_encrypted"]
-                     + r["server_aggregate_seconds"] + r["decrypt_seconds"])
+    def total(r: dict[str, Any], client: str, *, offline: bool = False) -> float:
+        per_client = r[client] + (r["client_offline_seconds"] if offline else 0.0)
+        return float(per_client * r["clients_encrypted"] + r["server_aggregate_seconds"]
+                     + r["decrypt_seconds"])
 
-    ours_total, raw_total = total(ours), total(raw)
+    def ratio(key: str) -> float:
+        return float(ours[key] / raw[key])
+
+    online_total = total(ours, "client_encrypt_seconds") / total(raw, "client_encrypt_seconds")
+    with_offline = (total(ours, "client_encrypt_seconds", offline=True)
+                    / total(raw, "client_encrypt_seconds", offline=True))
+    fresh_total = (total(ours, "client_encrypt_seconds_fresh")
+                   / total(raw, "client_encrypt_seconds_fresh"))
     return {
         "ours": ours,
         "ours_flare_context": ours_flare,
         "raw_tenseal": raw,
         "flare_default": flare,
+        "totals_seconds": {
+            "how": "client seconds x clients encrypted + server aggregate + decrypt",
+            "ours_pooled_online": total(ours, "client_encrypt_seconds"),
+            "ours_pooled_with_offline": total(ours, "client_encrypt_seconds", offline=True),
+            "ours_fresh": total(ours, "client_encrypt_seconds_fresh"),
+            "raw_pooled_online": total(raw, "client_encrypt_seconds"),
+            "raw_pooled_with_offline": total(raw, "client_encrypt_seconds", offline=True),
+            "raw_fresh": total(raw, "client_encrypt_seconds_fresh"),
+        },
         "ratios": {
-            "ours_vs_raw_total": ours_total / raw_total,
-            "ours_vs_raw_client": ours["client_encrypt_seconds"] / raw["client_encrypt_seconds"],
-            "ours_vs_raw_server": ours["server_aggregate_seconds"]
-            / raw["server_aggregate_seconds"],
-            "ours_vs_raw_decrypt": ours["decrypt_seconds"] / raw["decrypt_seconds"],
+            "ours_vs_raw_total_pooled_online": online_total,
+            "ours_vs_raw_total_pooled_with_offline": with_offline,
+            "ours_vs_raw_total_fresh": fresh_total,
+            "ours_vs_raw_client_online": ratio("client_encrypt_seconds"),
+            "ours_vs_raw_client_offline": ratio("client_offline_seconds"),
+            "ours_vs_raw_client_fresh": ratio("client_encrypt_seconds_fresh"),
+            "ours_vs_raw_server": ratio("server_aggregate_seconds"),
+            "ours_vs_raw_decrypt": ratio("decrypt_seconds"),
+            "pool_speedup_client_online": ours["client_encrypt_seconds_fresh"]
+            / ours["client_encrypt_seconds"],
+            "ours_pooled_online_vs_raw_fresh_total": total(ours, "client_encrypt_seconds")
+            / total(raw, "client_encrypt_seconds_fresh"),
             "flare_context_vs_default_server": ours_flare["server_aggregate_seconds"]
             / ours["server_aggregate_seconds"],
             "raw_flare_vs_ours_server": flare["server_aggregate_seconds"]
@@ -295,38 +408,16 @@ def bench_ckks(*, n: int, d: int, sample: int, seed: int, repeat: int) -> dict[s
             / raw["server_aggregate_seconds"],
             "flare_vs_ours_upload": flare["upload_bytes"] / ours["upload_bytes"],
         },
-        "parameters": agg.parameters(),
+        "parameters": pooled_agg.parameters(),
     }
 
 
 # ------------------------------------------------------------------------------ Paillier
 
 
-def bench_paillier(*, n: int, d: int, sample: int, phe_sample: int, seed: int,
-                   key_bits: int) -> dict[str, Any]:
-    from secureagg.he.paillier import PaillierSecretKey
-
-    key, keygen_seconds = timed(lambda: PaillierSecretKey.generate(key_bits))
-    agg = sa.make_aggregator("paillier", num_clients=n, clip=1.0, key_bits=key_bits, key=key)
-    count = math.ceil((d + 1) / agg.scheme.packing.slots)
-
-    def precompute(setup: Any) -> dict[str, float]:
-        # offline: each encrypting client fills its pool; the server fills its own for the
-        # re-randomisation of the aggregate
-        fills = []
-        for k in range(min(n, sample)):
-            _, seconds = timed(lambda k=k: setup.clients[k].encryptor.pool.fill(count))
-            fills.append(seconds)
-        _, server_fill = timed(lambda: setup.server.accumulator.pool.fill(count))
-        return {"client_pool_fill_seconds": statistics.mean(fills),
-                "server_pool_fill_seconds": server_fill}
-
-    log(f"  paillier packed n={n} d={d} ({count} ciphertexts per client)")
-    packed = run_ours(agg, n=n, d=d, sample=sample, seed=seed, before_clients=precompute)
-    packed["keygen_seconds"] = keygen_seconds
-    packed["ciphertexts_per_client"] = count
-    packed["client_total_seconds"] = (packed["client_encrypt_seconds"]
-                                      + packed["client_pool_fill_seconds"])
+def _phe_unpacked(key: Any, agg: Any, *, n: int, d: int, phe_sample: int,
+                  seed: int, key_bits: int) -> dict[str, Any]:
+    """Unpacked phe (one ciphertext per value), extrapolated from ``phe_sample`` values."""
     log(f"  paillier phe   sample of {phe_sample} values")
     phe_public, phe_private = key.phe_keypair()
     precision = 1.0 / agg.scheme.scale
@@ -346,7 +437,7 @@ def bench_paillier(*, n: int, d: int, sample: int, phe_sample: int, seed: int,
     per_add = add_seconds / max(1, phe_sample - 1)
     per_dec = dec_seconds / phe_sample
     ct_bytes = (2 * key_bits + 7) // 8
-    phe = {
+    return {
         "method": f"extrapolated from {phe_sample} measured values (phe EncryptedNumber, "
         f"precision 1/{agg.scheme.scale:.0f}); server cost counts only the n-1 additions per "
         "value (no obfuscation of the aggregate)",
@@ -359,18 +450,149 @@ def bench_paillier(*, n: int, d: int, sample: int, phe_sample: int, seed: int,
         "server_aggregate_seconds": per_add * d * (n - 1),
         "decrypt_seconds": per_dec * d,
     }
-    per_value_ours = packed["client_total_seconds"] / d
+
+
+def _paillier_ratios(packed: dict[str, Any], phe: dict[str, Any], d: int) -> dict[str, float]:
+    per_enc = phe["measured_encrypt_seconds_per_value"]
     return {
-        "packed": packed,
-        "phe_unpacked": phe,
-        "ratios": {
-            "phe_vs_ours_client_per_value_total": per_enc / per_value_ours,
-            "phe_vs_ours_client_per_value_online": per_enc
-            / (packed["client_encrypt_seconds"] / d),
-            "phe_vs_ours_upload": phe["upload_bytes"] / packed["upload_bytes"],
-        },
-        "parameters": agg.parameters(),
+        "phe_vs_ours_client_per_value_total": per_enc / (packed["client_total_seconds"] / d),
+        "phe_vs_ours_client_per_value_online": per_enc
+        / (packed["client_encrypt_seconds"] / d),
+        "phe_vs_ours_upload": phe["upload_bytes"] / packed["upload_bytes"],
     }
+
+
+def _packed_round(key: Any, agg: Any, *, n: int, d: int, sample: int, seed: int,
+                  keep_wires: bool = False) -> dict[str, Any]:
+    """Our packed-Paillier round at ``d``, every phase measured (pools filled offline, timed)."""
+    count = math.ceil((d + 1) / agg.scheme.packing.slots)
+
+    def precompute(setup: Any) -> dict[str, float]:
+        # offline: each encrypting client fills its pool; the server fills its own for the
+        # re-randomisation of the aggregate
+        fills = []
+        for k in range(min(n, sample)):
+            _, seconds = timed(lambda k=k: setup.clients[k].encryptor.pool.fill(count))
+            fills.append(seconds)
+        _, server_fill = timed(lambda: setup.server.accumulator.pool.fill(count))
+        return {"client_pool_fill_seconds": statistics.mean(fills),
+                "server_pool_fill_seconds": server_fill}
+
+    log(f"  paillier packed n={n} d={d} ({count} ciphertexts per client)")
+    packed = run_ours(agg, n=n, d=d, sample=sample, seed=seed, before_clients=precompute,
+                      keep_wires=keep_wires)
+    packed["ciphertexts_per_client"] = count
+    packed["client_total_seconds"] = (packed["client_encrypt_seconds"]
+                                      + packed["client_pool_fill_seconds"])
+    return packed
+
+
+def bench_paillier(*, n: int, d: int, sample: int, phe_sample: int, seed: int,
+                   key_bits: int) -> dict[str, Any]:
+    """Packed Paillier at ``d``, every figure of ``packed`` measured."""
+    from secureagg.he.paillier import PaillierSecretKey
+
+    key, keygen_seconds = timed(lambda: PaillierSecretKey.generate(key_bits))
+    agg = sa.make_aggregator("paillier", num_clients=n, clip=1.0, key_bits=key_bits, key=key)
+    packed = _packed_round(key, agg, n=n, d=d, sample=sample, seed=seed)
+    packed["keygen_seconds"] = keygen_seconds
+    packed["method"] = (f"measured: {min(n, sample)} client(s) encrypt for real, the other "
+                        "uploads are copies of theirs (different senders)")
+    phe = _phe_unpacked(key, agg, n=n, d=d, phe_sample=phe_sample, seed=seed,
+                        key_bits=key_bits)
+    return {"packed": packed, "phe_unpacked": phe, "ratios": _paillier_ratios(packed, phe, d),
+            "parameters": agg.parameters()}
+
+
+def bench_paillier_extrapolated(*, n: int, d: int, subset_ciphertexts: int, phe_sample: int,
+                                seed: int, key_bits: int) -> dict[str, Any]:
+    """Packed Paillier at a ``d`` too large to run whole: a measured subset, then extrapolation.
+
+    1. **Measured subset**: the whole round (one client's pool fill and encryption, the server's
+       pool fill, validation, products and re-randomisation, the key holder's CRT decryption, the
+       error) at ``d_sub`` values, chosen so that the payload is exactly ``subset_ciphertexts``
+       ciphertexts.
+    2. **Measured at full d**: the upload bytes, and the server's validation and products over all
+       ``n`` full-size uploads - each upload is the subset's ciphertexts tiled to the full
+       ciphertext count (real ciphertexts under the round's key; the same bytes repeat, which
+       costs the server exactly what distinct ciphertexts would).
+    3. **Extrapolated** (linear in the number of ciphertexts, since every Paillier operation is
+       per ciphertext): client pool fill and encryption, server pool fill and export
+       (re-randomisation), decryption.
+    """
+    from secureagg.he.paillier import PaillierSecretKey
+
+    key, keygen_seconds = timed(lambda: PaillierSecretKey.generate(key_bits))
+    agg = sa.make_aggregator("paillier", num_clients=n, clip=1.0, key_bits=key_bits, key=key)
+    slots = agg.scheme.packing.slots
+    count = math.ceil((d + 1) / slots)
+    m = min(subset_ciphertexts, count)
+    d_sub = m * slots - 1  # + the count slot = exactly m ciphertexts
+    sub = _packed_round(key, agg, n=n, d=d_sub, sample=1, seed=seed, keep_wires=True)
+    sub_wire = sub.pop("_wires")[0]
+    factor = count / m
+
+    # full d: n uploads of `count` ciphertexts each, validated and multiplied for real
+    log(f"  paillier full-d server adds: n={n} uploads x {count} ciphertexts")
+    row = client_data(0, d, seed)
+    setup = agg.setup_round([[row]] * n, weights=None, session_id=b"bench-he-session",
+                            round_id=0, seed=None)
+    setup.server.start()
+    cts = codec.decode(sub_wire).ciphertexts  # type: ignore[attr-defined]
+    scheme = agg.scheme
+    upload = scheme.upload_type(
+        session_id=b"bench-he-session", round_id=0, key_fingerprint=key.key_fingerprint,
+        ciphertexts=tuple(bytes(cts[j % m]) for j in range(count)),
+    )
+    wire = codec.encode(upload)
+    add_seconds = 0.0
+    for i in range(n):
+        _, seconds = timed(lambda i=i: setup.server.receive(i, codec.decode(wire)))
+        add_seconds += seconds
+    if setup.server.accumulator.contributions != n:
+        raise RuntimeError("the server did not accept every full-size upload")
+
+    def scaled(key_name: str) -> float:
+        return float(sub[key_name] * factor)
+
+    export_seconds = scaled("server_export_seconds")
+    packed = {
+        "method": (
+            f"subset measured, then extrapolated: the whole round ran at d_sub={d_sub} "
+            f"({m} ciphertexts per client, one client encrypting); measured at full d={d}: "
+            f"upload_bytes and server_add_seconds (n={n} uploads of {count} real ciphertexts - "
+            "the subset's, tiled - validated and multiplied); extrapolated x"
+            f"{factor:.2f} (= {count}/{m} ciphertexts, every Paillier operation being per "
+            "ciphertext): client_pool_fill_seconds, client_encrypt_seconds, "
+            "server_pool_fill_seconds, server_export_seconds, decrypt_seconds; max_error is the "
+            "subset's"
+        ),
+        "measured_at_full_d": ["upload_bytes", "upload_vs_float32", "server_add_seconds"],
+        "extrapolated": ["client_pool_fill_seconds", "client_encrypt_seconds",
+                         "client_total_seconds", "server_pool_fill_seconds",
+                         "server_export_seconds", "server_aggregate_seconds",
+                         "decrypt_seconds"],
+        "subset": sub,
+        "clients_encrypted": 1,
+        "ciphertexts_per_client": count,
+        "upload_bytes": len(wire),
+        "upload_vs_float32": len(wire) / (4 * d),
+        "server_add_seconds": add_seconds,
+        "server_export_seconds": export_seconds,
+        "server_aggregate_seconds": add_seconds + export_seconds,
+        "client_pool_fill_seconds": scaled("client_pool_fill_seconds"),
+        "client_encrypt_seconds": scaled("client_encrypt_seconds"),
+        "client_total_seconds": scaled("client_total_seconds"),
+        "server_pool_fill_seconds": scaled("server_pool_fill_seconds"),
+        "decrypt_seconds": scaled("decrypt_seconds"),
+        "max_error": sub["max_error"],
+        "error_bound": sub["error_bound"],
+        "keygen_seconds": keygen_seconds,
+    }
+    phe = _phe_unpacked(key, agg, n=n, d=d, phe_sample=phe_sample, seed=seed,
+                        key_bits=key_bits)
+    return {"packed": packed, "phe_unpacked": phe, "ratios": _paillier_ratios(packed, phe, d),
+            "parameters": agg.parameters()}
 
 
 # ------------------------------------------------------------------------------ report
@@ -382,10 +604,20 @@ def targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         where = f"d={r['d']}, n={r['n']}"
         if "ckks" in r:
             c = r["ckks"]
+            ratios = c["ratios"]
             out += [
-                {"name": f"CKKS cost vs raw TenSEAL, same operations ({where})",
-                 "target": "<= 1.2x", "measured": c["ratios"]["ours_vs_raw_total"],
-                 "met": c["ratios"]["ours_vs_raw_total"] <= 1.2},
+                {"name": f"CKKS cost vs raw TenSEAL, same operations, both with the encryption "
+                         f"pool: online total ({where})",
+                 "target": "<= 1.2x", "measured": ratios["ours_vs_raw_total_pooled_online"],
+                 "met": ratios["ours_vs_raw_total_pooled_online"] <= 1.2},
+                {"name": f"CKKS cost vs raw TenSEAL, same operations, both with the encryption "
+                         f"pool: total including the offline pool fill ({where})",
+                 "target": "<= 1.2x", "measured": ratios["ours_vs_raw_total_pooled_with_offline"],
+                 "met": ratios["ours_vs_raw_total_pooled_with_offline"] <= 1.2},
+                {"name": f"CKKS cost vs raw TenSEAL, same operations, both encrypting fresh (no "
+                         f"pool, our default) ({where})",
+                 "target": "<= 1.2x", "measured": ratios["ours_vs_raw_total_fresh"],
+                 "met": ratios["ours_vs_raw_total_fresh"] <= 1.2},
                 {"name": f"CKKS upload vs float32 payload ({where})", "target": "<= 8.5x",
                  "measured": c["ours"]["upload_vs_float32"],
                  "met": c["ours"]["upload_vs_float32"] <= 8.5},
@@ -394,21 +626,24 @@ def targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                  "met": c["flare_default"]["upload_vs_float32"] > 15},
                 {"name": f"CKKS server aggregation speed-up, our server with our default "
                          f"context vs with FLARE's default context ({where})",
-                 "target": ">= 5x", "measured": c["ratios"]["flare_context_vs_default_server"],
-                 "met": c["ratios"]["flare_context_vs_default_server"] >= 5},
+                 "target": ">= 5x", "measured": ratios["flare_context_vs_default_server"],
+                 "met": ratios["flare_context_vs_default_server"] >= 5},
                 {"name": f"  for reference: raw TenSEAL with FLARE's context vs our server "
                          f"({where})",
-                 "target": ">= 5x", "measured": c["ratios"]["raw_flare_vs_ours_server"],
-                 "met": c["ratios"]["raw_flare_vs_ours_server"] >= 5},
+                 "target": ">= 5x", "measured": ratios["raw_flare_vs_ours_server"],
+                 "met": ratios["raw_flare_vs_ours_server"] >= 5},
             ]
         if "paillier" in r:
             p = r["paillier"]
+            how = ("extrapolated from a measured subset"
+                   if "extrapolated" in p["packed"] else "measured")
+            pwhere = f"d={r.get('paillier_d', r['d'])}, n={r['n']}, {how}"
             out += [
                 {"name": f"Paillier client encryption per value vs unpacked phe, including the "
-                         f"blinding precomputation ({where})",
+                         f"blinding precomputation ({pwhere})",
                  "target": ">= 30x", "measured": p["ratios"]["phe_vs_ours_client_per_value_total"],
                  "met": p["ratios"]["phe_vs_ours_client_per_value_total"] >= 30},
-                {"name": f"Paillier upload vs float32 payload ({where})", "target": "<= 3x",
+                {"name": f"Paillier upload vs float32 payload ({pwhere})", "target": "<= 3x",
                  "measured": p["packed"]["upload_vs_float32"],
                  "met": p["packed"]["upload_vs_float32"] <= 3},
             ]
@@ -421,28 +656,48 @@ def targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(results: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'config':<18} {'column':<14} {'enc s/client':>12} {'upload x f32':>12} "
-             f"{'server s':>10} {'decrypt s':>10} {'max error':>10}"]
+    lines = [f"{'config':<18} {'column':<16} {'enc s/client':>12} {'offline s':>10} "
+             f"{'upload x f32':>12} {'server s':>10} {'decrypt s':>10} {'max error':>10}"]
     for r in results:
         cfg = f"d={r['d']:,} n={r['n']}"
         columns: list[tuple[str, dict[str, Any]]] = []
         if "ckks" in r:
-            columns += [("ckks ours", r["ckks"]["ours"]),
-                        ("ours flare-ctx", r["ckks"]["ours_flare_context"]),
-                        ("ckks raw", r["ckks"]["raw_tenseal"]),
-                        ("raw flare-ctx", r["ckks"]["flare_default"])]
+            ours, raw = r["ckks"]["ours"], r["ckks"]["raw_tenseal"]
+            columns += [
+                ("ckks ours pool", ours),
+                ("ckks ours fresh", {**ours, "client_encrypt_seconds":
+                                     ours["client_encrypt_seconds_fresh"],
+                                     "client_offline_seconds": 0.0}),
+                ("raw pool", raw),
+                ("raw fresh", {**raw, "client_encrypt_seconds":
+                               raw["client_encrypt_seconds_fresh"],
+                               "client_offline_seconds": 0.0}),
+                ("ours flare-ctx", r["ckks"]["ours_flare_context"]),
+                ("raw flare-ctx", r["ckks"]["flare_default"]),
+            ]
         if "paillier" in r:
             packed = dict(r["paillier"]["packed"])
-            packed["client_encrypt_seconds"] = packed["client_total_seconds"]
-            columns += [("paillier packed", packed),
+            packed["client_offline_seconds"] = packed["client_pool_fill_seconds"]
+            label = "paillier (extr.)" if "extrapolated" in packed else "paillier packed"
+            columns += [(label, packed),
                         ("phe (extrap.)", {**r["paillier"]["phe_unpacked"], "max_error": 0.0})]
         for name, c in columns:
             lines.append(
-                f"{cfg:<18} {name:<14} {c['client_encrypt_seconds']:>12.3f} "
+                f"{cfg:<18} {name:<16} {c['client_encrypt_seconds']:>12.3f} "
+                f"{c.get('client_offline_seconds', 0.0):>10.3f} "
                 f"{c['upload_vs_float32']:>12.2f} {c['server_aggregate_seconds']:>10.3f} "
                 f"{c['decrypt_seconds']:>10.3f} {c.get('max_error', 0.0):>10.2e}"
             )
             cfg = ""
+        if "ckks" in r:
+            ratios = r["ckks"]["ratios"]
+            lines.append(
+                f"{'':<18} ours/raw total: pooled online "
+                f"{ratios['ours_vs_raw_total_pooled_online']:.2f}x, pooled with offline "
+                f"{ratios['ours_vs_raw_total_pooled_with_offline']:.2f}x, fresh "
+                f"{ratios['ours_vs_raw_total_fresh']:.2f}x; "
+                f"server {ratios['ours_vs_raw_server']:.2f}x"
+                f", decrypt {ratios['ours_vs_raw_decrypt']:.2f}x")
     return "\n".join(lines)
 
 
@@ -459,11 +714,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--phe-sample", type=int, default=32,
                         help="values encrypted with unpacked phe to extrapolate from")
     parser.add_argument("--key-bits", type=int, default=3072)
-    parser.add_argument("--repeat", type=int, default=5,
+    parser.add_argument("--paillier-full-max-d", type=int, default=200_000,
+                        help="largest d at which the Paillier round runs whole; beyond it, a "
+                        "subset runs and the rest is extrapolated (stated in the JSON)")
+    parser.add_argument("--paillier-subset", type=int, default=128,
+                        help="ciphertexts per client in the measured Paillier subset")
+    parser.add_argument("--repeat", type=int, default=3,
                         help="repeats of every CKKS phase, fastest kept (Paillier: 1)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: perf_counter; cpu: this process's CPU time (process_time), "
+                        "robust to other jobs on a shared machine")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
     grid = QUICK_GRID if args.quick else FULL_GRID
     ds = args.grid_d or grid["d"]
@@ -480,15 +745,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          repeat=args.repeat)
             if "paillier" in args.parts:
                 pd = QUICK_PAILLIER_D if args.quick else d
-                sample = args.client_sample or (min(n, 3) if pd <= 10_000 else 1)
-                row["paillier"] = bench_paillier(n=n, d=pd, sample=sample,
-                                                 phe_sample=args.phe_sample, seed=args.seed,
-                                                 key_bits=args.key_bits)
+                if pd <= args.paillier_full_max_d:
+                    sample = args.client_sample or (min(n, 3) if pd <= 10_000 else 1)
+                    row["paillier"] = bench_paillier(n=n, d=pd, sample=sample,
+                                                     phe_sample=args.phe_sample, seed=args.seed,
+                                                     key_bits=args.key_bits)
+                else:
+                    row["paillier"] = bench_paillier_extrapolated(
+                        n=n, d=pd, subset_ciphertexts=args.paillier_subset,
+                        phe_sample=args.phe_sample, seed=args.seed, key_bits=args.key_bits)
                 row["paillier_d"] = pd
+                if args.quick:  # smoke-test the extrapolation path too
+                    row["paillier_extrapolated_smoke"] = bench_paillier_extrapolated(
+                        n=n, d=QUICK_PAILLIER_EXTRAPOLATED_D, subset_ciphertexts=8,
+                        phe_sample=4, seed=args.seed, key_bits=args.key_bits)
             results.append(row)
     report = {
         "benchmark": "bench_he",
         "quick": args.quick,
+        "clock": ("process_time: CPU seconds of this process (user + system)" if args.clock == "cpu"
+                  else "perf_counter: wall seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "load_average": list(os.getloadavg())},
         "seconds": time.time() - started,

@@ -10,8 +10,10 @@ Roles as for CKKS (:mod:`secureagg.protocols.he_round`): the key holder creates 
 and hands the server and the clients the public modulus ``n``. Clients quantise (``quant_bits``,
 default 16), pack many values per plaintext with a proven no-overflow bound
 (:class:`~secureagg.he.paillier.SlotPacking`) and encrypt with blinding factors from a
-:class:`~secureagg.he.paillier.BlindingPool` (``precompute_blinding=True`` fills the pools while
-the round is set up, i.e. ahead of it, as a real client would between rounds). The server range-
+:class:`~secureagg.he.paillier.BlindingPool` (``precompute_blinding=True``: each client fills its
+pool in ``precompute()``, which the driver calls before the round and times apart, in
+``res.metrics["offline"]``, as a real client would between rounds; the server fills its own pool,
+for re-randomising the aggregate, while the round is set up). The server range-
 and gcd-checks every ciphertext, multiplies them into running products, re-randomises the
 aggregate and sends it to the key holder only when at least ``min_clients`` contributed. The key
 holder CRT-decrypts, checks the count and the slot ranges, and releases exact integer sums.
@@ -182,16 +184,16 @@ class PaillierAggregator(RoundFactory):
         count = math.ceil(scheme.payload_length / scheme.packing.slots)
 
         def pool(party: int) -> BlindingPool:
-            made = BlindingPool(
+            return BlindingPool(
                 public_key, rng=seeded_stream(seed, session_id, round_id, party, b"blinding")
             )
-            if self.precompute_blinding:
-                made.fill(count)
-            return made
 
+        server_pool = pool(SERVER)
+        if self.precompute_blinding:
+            server_pool.fill(count)
         server = HEServer(
             scheme=scheme,
-            accumulator=PaillierAccumulator(public_key, count=count, pool=pool(SERVER)),
+            accumulator=PaillierAccumulator(public_key, count=count, pool=server_pool),
             key_fingerprint=public_key.key_fingerprint,
             num_clients=n,
             min_clients=self.min_clients,
@@ -209,6 +211,7 @@ class PaillierAggregator(RoundFactory):
                 round_id=round_id,
                 weight=1 if weights is None else float(weights[cid]),
                 rng=seeded_stream(seed, session_id, round_id, cid, b"rounding"),
+                precompute=self.precompute_blinding,
             )
             for cid in range(n)
         }

@@ -4,7 +4,9 @@ Threat model. Homomorphic aggregation has three roles, and each gets exactly the
 needs, never more:
 
 * a **client** holds an :class:`Encryptor`: public key material plus the encoding parameters of the
-  round. It can encrypt, never decrypt;
+  round. It can encrypt, never decrypt. It may precompute the randomness of its encryptions ahead
+  of a round (:meth:`Encryptor.prefill`: Paillier blinding factors, CKKS encryptions of zero);
+  each precomputed item is used for exactly one ciphertext and never leaves the client;
 * the **server** holds an :class:`Accumulator`: public key material only. It validates incoming
   ciphertext bytes (a malformed, truncated or foreign ciphertext raises
   :class:`~secureagg.errors.MalformedMessage`, never crashes) and adds them *in place* into one
@@ -12,9 +14,11 @@ needs, never more:
 * the **key holder** holds a :class:`Decryptor`: the secret key. It decrypts only what the
   protocol above lets it (aggregates of at least ``min_clients`` contributions).
 
-Invariant of :meth:`Accumulator.add`: a contribution is added completely or not at all. Every
-ciphertext of one contribution is parsed and validated before the first one touches the running
-sum, so a bad chunk in the middle of an upload cannot corrupt the sum.
+Invariant of :meth:`Accumulator.add`: a contribution is added completely or not at all, so a bad
+chunk in the middle of an upload cannot corrupt the sum. Paillier validates every ciphertext of a
+contribution before the first one is multiplied in; CKKS adds each chunk as soon as it is
+validated (while it is in cache, one chunk held at a time) and, if a later chunk fails, subtracts
+the ones already added - exact modular arithmetic, so the sums are restored bit for bit.
 
 Backends: :mod:`secureagg.he.ckks` (TenSEAL, the only module importing ``tenseal``) and
 :mod:`secureagg.he.paillier` (``phe`` + ``gmpy2``, the only module importing them). Neither
@@ -99,6 +103,20 @@ class Encryptor(abc.ABC):
         """Number of ciphertexts a ``length``-value vector becomes."""
         return len(chunk_sizes(length, self.values_per_ciphertext))
 
+    @property
+    def pool_size(self) -> int:
+        """Precomputed encryption randomness ready (ciphertexts' worth); 0 without a pool."""
+        return 0
+
+    def prefill(self, length: int) -> int:
+        """Precompute (offline) what encrypting one ``length``-value vector needs.
+
+        Tops the pool up; returns how many ciphertexts' worth were computed (0 if the pool already
+        held enough, or if the backend has no pool). :meth:`encrypt` uses the pool first and
+        falls back to fresh randomness when it runs out.
+        """
+        return 0
+
     @abc.abstractmethod
     def encrypt(self, values: npt.NDArray[Any]) -> Iterator[bytes]:
         """Encrypt ``values`` chunk by chunk, yielding each ciphertext's bytes as it is made."""
@@ -118,8 +136,11 @@ class Accumulator(abc.ABC):
         """Ciphertexts currently held (the running sums): independent of the client count."""
 
     @abc.abstractmethod
-    def add(self, ciphertexts: Sequence[bytes]) -> None:
+    def add(self, ciphertexts: Sequence[bytes | memoryview]) -> None:
         """Validate every ciphertext of one contribution, then add them into the running sums.
+
+        ``ciphertexts`` may be zero-copy views of the received message (the codec decodes
+        ``bytes | memoryview`` fields that way).
 
         Raises :class:`~secureagg.errors.MalformedMessage` (and changes nothing) if any chunk is
         malformed, truncated, of the wrong length or count, or not valid under this public key.
@@ -145,5 +166,5 @@ class Decryptor(abc.ABC):
         """The public key material, as sent (out of band) to the server and the clients."""
 
     @abc.abstractmethod
-    def decrypt(self, ciphertexts: Sequence[bytes], length: int) -> npt.NDArray[Any]:
+    def decrypt(self, ciphertexts: Sequence[bytes | memoryview], length: int) -> npt.NDArray[Any]:
         """Decrypt an aggregate of ``length`` values (malformed input: ``MalformedMessage``)."""

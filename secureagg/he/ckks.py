@@ -23,6 +23,16 @@ Threat model and invariants.
 * **Streaming.** The server keeps one running ciphertext per chunk position and adds each
   arriving chunk into it in place (``add_``); chunking happens here, chunk by chunk, on views of
   the caller's vector.
+* **Encryption pool** (:class:`CkksZeroPool`). SEAL's public-key encryption of a plaintext ``m``
+  *is* a fresh public-key encryption of zero with ``m`` added to its first component
+  (``Encryptor::encrypt``: ``encrypt_zero`` then ``c0 += m``). A client may therefore compute
+  encryptions of zero ahead of a round (the expensive part: sampling ``u, e0, e1``, two NTT
+  products, the division by the special prime) and, online, only encode its values and add them
+  in (3-6x cheaper end to end). The result is distributed exactly like a fresh encryption of the
+  same plaintext **provided each pooled ciphertext is used once**: two ciphertexts sharing one
+  encryption of zero subtract to the plaintext difference. The pool hands each entry out once
+  (popped, never copied), never leaves the client, and is bound to the context's key fingerprint
+  and the scale; it is emptied when the context changes (:meth:`CkksZeroPool.rebind`).
 * **Randomness.** Keys and encryption randomness come from SEAL's own CSPRNG (Blake2xb seeded from
   the OS); TenSEAL exposes no way to seed it, so a seeded simulation reproduces everything of a
   CKKS round except the keys and the encryption noise.
@@ -63,6 +73,7 @@ __all__ = [
     "CkksParameters",
     "CkksPublicContext",
     "CkksSecretKey",
+    "CkksZeroPool",
     "require_tenseal",
 ]
 
@@ -206,8 +217,10 @@ class CkksPublicContext:
     def public_material(self) -> bytes:
         return self._public
 
-    def encryptor(self, *, scale: float | None = None) -> CkksEncryptor:
-        return CkksEncryptor(self, scale=self.params.scale if scale is None else scale)
+    def encryptor(
+        self, *, scale: float | None = None, pool: CkksZeroPool | None = None
+    ) -> CkksEncryptor:
+        return CkksEncryptor(self, scale=self.params.scale if scale is None else scale, pool=pool)
 
     def accumulator(self, *, length: int, scale: float | None = None) -> CkksAccumulator:
         return CkksAccumulator(
@@ -234,10 +247,10 @@ def _byte_budget(params: CkksParameters) -> int:
     return 2 * params.ciphertext_bytes() + 4096
 
 
-def _parse_chunk(
+def _parse_native(
     ts: Any,
     ctx: Any,
-    data: bytes,
+    data: bytes | memoryview,
     *,
     index: int,
     size: int,
@@ -245,18 +258,22 @@ def _parse_chunk(
     first_parms_id: list[int],
     budget: int,
 ) -> Any:
-    """Deserialize and validate one chunk; any problem is a ``MalformedMessage``."""
+    """Deserialize and validate one chunk into TenSEAL's C++ vector; problems: ``MalformedMessage``.
+
+    ``data`` may be a zero-copy view of the wire (:mod:`secureagg.transport.codec`); it is copied
+    once, into the short-lived ``bytes`` TenSEAL's loader takes, right before it is parsed.
+    """
     where = f"ciphertext chunk {index}"
-    if not isinstance(data, bytes):
+    if not isinstance(data, bytes | memoryview):
         raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
-    if not data or len(data) > budget:
+    length = data.nbytes if isinstance(data, memoryview) else len(data)
+    if not length or length > budget:
         raise MalformedMessage(
-            f"{where}: {len(data)} bytes, outside the 1..{budget} a ciphertext of these "
+            f"{where}: {length} bytes, outside the 1..{budget} a ciphertext of these "
             "parameters can take"
         )
     try:
-        vec = ts.ckks_vector_from(ctx, data)
-        native = vec.data  # the C++ object: one binding call per check, no wrapper layers
+        native = ts._ts_cpp.CKKSVector(ctx.data, data if isinstance(data, bytes) else bytes(data))
         count = native.size()
         parts = native.ciphertext()
     except _TENSEAL_ERRORS:
@@ -281,17 +298,175 @@ def _parse_chunk(
         raise MalformedMessage(
             f"{where}: encoded at scale {float(ct.scale)!r}, the round uses {scale!r}"
         )
-    return vec
+    return native
+
+
+def _parse_chunk(
+    ts: Any,
+    ctx: Any,
+    data: bytes | memoryview,
+    *,
+    index: int,
+    size: int,
+    scale: float,
+    first_parms_id: list[int],
+    budget: int,
+) -> Any:
+    """:func:`_parse_native`, wrapped as a ``tenseal.CKKSVector``."""
+    native = _parse_native(
+        ts, ctx, data, index=index, size=size, scale=scale, first_parms_id=first_parms_id,
+        budget=budget,
+    )
+    return ts.CKKSVector(data=native)
+
+
+class CkksZeroPool:
+    """Precomputed public-key encryptions of zero, each handed out once (a client's, offline).
+
+    The CKKS counterpart of :class:`~secureagg.he.paillier.BlindingPool`. ``fill(count, size=s)``
+    encrypts ``count`` zero vectors of ``s`` values (default: a full ciphertext, N/2 values) under
+    the public context at ``scale`` - the expensive part of encryption, done before a round;
+    :meth:`take` pops one (never handed out again) or returns ``None`` when none of that size is
+    left (counted in :attr:`misses`; the encryptor then encrypts fresh). TenSEAL records the number
+    of values in a ciphertext, so entries are kept per size; :meth:`fill_for` fills exactly the
+    chunks of one vector.
+
+    Bound to the context's key fingerprint and the scale: :meth:`rebind` drops every entry when
+    either changes (a new key, a new round with fresh keys). Memory: one ciphertext per entry
+    (128 KiB at N = 8192, [60, 60]; a d = 10^6 upload needs 245 of them, 32 MB).
+
+    Security: see the module docstring. Each entry is a fresh SEAL public-key encryption of zero
+    with its own randomness; adding a plaintext to it gives exactly SEAL's encryption of that
+    plaintext. Using an entry twice would reveal the difference of two plaintexts, so entries are
+    popped, never copied, and the pool never leaves the client.
+    """
+
+    def __init__(self, context: CkksPublicContext, *, scale: float | None = None) -> None:
+        self._context = context
+        self.scale = _check_scale(
+            context.params, context.params.scale if scale is None else scale
+        )
+        self._entries: dict[int, list[Any]] = {}
+        self.misses = 0
+        self.computed = 0
+
+    @property
+    def key_fingerprint(self) -> bytes:
+        return self._context.key_fingerprint
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._entries.values())
+
+    def available(self, size: int) -> int:
+        """Entries of ``size`` values ready."""
+        return len(self._entries.get(int(size), ()))
+
+    def matches(self, context: CkksPublicContext, scale: float) -> bool:
+        """True if this pool encrypts under ``context``'s public key at ``scale``."""
+        return context.key_fingerprint == self.key_fingerprint and float(scale) == self.scale
+
+    def _check_size(self, size: int) -> int:
+        slots = self._context.params.slots
+        if not is_int(size) or not 1 <= size <= slots:
+            raise ConfigurationError(
+                f"size must be an integer in 1..{slots} (values per ciphertext), got {size!r}"
+            )
+        return int(size)
+
+    def fill(self, count: int, *, size: int | None = None) -> None:
+        """Precompute ``count`` more encryptions of zero of ``size`` values (default N/2)."""
+        if not is_int(count) or count < 0:
+            raise ConfigurationError(f"count must be a non-negative integer, got {count!r}")
+        size = self._check_size(self._context.params.slots if size is None else size)
+        ts = require_tenseal()
+        ctx, zeros = self._context._ctx, [0.0] * size
+        bucket = self._entries.setdefault(size, [])
+        for _ in range(int(count)):
+            bucket.append(ts.ckks_vector(ctx, zeros, scale=self.scale).data)
+            self.computed += 1
+
+    def fill_for(self, length: int, *, vectors: int = 1) -> int:
+        """Top the pool up to what encrypting ``vectors`` vectors of ``length`` values needs.
+
+        Returns the number of encryptions of zero computed (0 if the pool already holds enough).
+        """
+        if not is_int(length) or length < 0 or not is_int(vectors) or vectors < 0:
+            raise ConfigurationError(
+                f"length and vectors must be non-negative integers, got {length!r}, {vectors!r}"
+            )
+        need: dict[int, int] = {}
+        for size in chunk_sizes(int(length), self._context.params.slots):
+            need[size] = need.get(size, 0) + int(vectors)
+        made = 0
+        for size, count in need.items():
+            missing = count - self.available(size)
+            if missing > 0:
+                self.fill(missing, size=size)
+                made += missing
+        return made
+
+    def take(self, size: int) -> Any | None:
+        """One pooled encryption of zero of ``size`` values (TenSEAL's C++ vector), or None.
+
+        The entry is removed: it is never handed out again. ``None`` (a miss, counted) when none of
+        that size is left.
+        """
+        bucket = self._entries.get(int(size))
+        if not bucket:
+            self.misses += 1
+            return None
+        return bucket.pop()
+
+    def clear(self) -> int:
+        """Drop every entry; returns how many were dropped."""
+        dropped = len(self)
+        self._entries.clear()
+        return dropped
+
+    def rebind(self, context: CkksPublicContext, *, scale: float | None = None) -> int:
+        """Bind the pool to ``context`` (and ``scale``); drops every entry if either changed.
+
+        Returns the number of entries dropped (0 when the pool already matched).
+        """
+        scale = _check_scale(context.params, context.params.scale if scale is None else scale)
+        if self.matches(context, scale):
+            self._context = context  # same key: the entries stay valid
+            return 0
+        dropped = self.clear()
+        self._context = context
+        self.scale = scale
+        return dropped
+
+    def __repr__(self) -> str:
+        return (
+            f"CkksZeroPool({len(self)} entries, scale=2^{math.log2(self.scale):.0f}, "
+            f"fingerprint={self.key_fingerprint.hex()[:16]})"
+        )
 
 
 class CkksEncryptor(Encryptor):
-    """Client side: encrypts float64 vectors chunk by chunk (N/2 values per ciphertext)."""
+    """Client side: encrypts float64 vectors chunk by chunk (N/2 values per ciphertext).
+
+    With a filled :attr:`pool` (:meth:`prefill`, ahead of a round), each chunk consumes one pooled
+    encryption of zero and only encodes and adds the values online; without one (or once it is
+    empty) chunks are encrypted fresh. Either way each ciphertext has its own fresh randomness.
+    """
 
     scheme: ClassVar[str] = SCHEME
 
-    def __init__(self, context: CkksPublicContext, *, scale: float) -> None:
+    def __init__(
+        self, context: CkksPublicContext, *, scale: float, pool: CkksZeroPool | None = None
+    ) -> None:
         self._context = context
         self.scale = _check_scale(context.params, scale)
+        if pool is None:
+            pool = CkksZeroPool(context, scale=self.scale)
+        elif not isinstance(pool, CkksZeroPool) or not pool.matches(context, self.scale):
+            raise ConfigurationError(
+                "the encryption pool belongs to another context or scale; use "
+                "pool.rebind(context, scale=...) (it drops the stale entries)"
+            )
+        self.pool = pool
 
     @property
     def key_fingerprint(self) -> bytes:
@@ -300,6 +475,14 @@ class CkksEncryptor(Encryptor):
     @property
     def values_per_ciphertext(self) -> int:
         return self._context.params.slots
+
+    @property
+    def pool_size(self) -> int:
+        return len(self.pool)
+
+    def prefill(self, length: int) -> int:
+        """Precompute the encryptions of zero one ``length``-value vector needs (offline)."""
+        return self.pool.fill_for(length)
 
     def encrypt(self, values: npt.NDArray[Any]) -> Iterator[bytes]:
         """Yield the serialized ciphertext of each chunk of ``values`` (1-D float64).
@@ -310,12 +493,21 @@ class CkksEncryptor(Encryptor):
         flat = np.asarray(values)
         if flat.ndim != 1 or flat.dtype != np.float64:
             raise ConfigurationError("CKKS encrypts 1-D float64 arrays")
+        if not self.pool.matches(self._context, self.scale):
+            raise ConfigurationError(
+                "the encryption pool was rebound to another context; build a new encryptor for it"
+            )
         step = self.values_per_ciphertext
         ctx = self._context._ctx
+        pool = self.pool
         for start in range(0, flat.size, step):
             chunk = flat[start : start + step]
-            vec = ts.ckks_vector(ctx, chunk, scale=self.scale)
-            yield bytes(vec.serialize())
+            zero = pool.take(chunk.size)
+            if zero is None:
+                yield ts.ckks_vector(ctx, chunk, scale=self.scale).data.serialize()
+            else:
+                zero.add_plain_(chunk.tolist())  # c0 += Encode(chunk): SEAL's own encryption
+                yield zero.serialize()
 
 
 class CkksAccumulator(Accumulator):
@@ -343,38 +535,66 @@ class CkksAccumulator(Accumulator):
     def chunk_count(self) -> int:
         return len(self._sizes)
 
-    def add(self, ciphertexts: Sequence[bytes]) -> None:
+    def add(self, ciphertexts: Sequence[bytes | memoryview]) -> None:
+        """Validate each chunk and add it in place; a bad chunk rolls the contribution back.
+
+        ``ciphertexts`` may be zero-copy views of the upload; each is copied once, into the bytes
+        TenSEAL's loader takes, parsed straight into a C++ vector (no Python wrappers), validated
+        and added at once - while it is still in cache - then dropped, so the server holds one
+        chunk at a time beside its running sums. If a later chunk fails validation, the chunks
+        already added are parsed again and subtracted (ciphertext addition is exact modular
+        arithmetic, so the running sums are restored bit for bit): a contribution is added
+        completely or not at all.
+        """
         ts = require_tenseal()
         if len(ciphertexts) != len(self._sizes):
             raise MalformedMessage(
                 f"expected {len(self._sizes)} ciphertext chunks, got {len(ciphertexts)}"
             )
         ctx = self._context._ctx
-        parsed = [
-            _parse_chunk(
-                ts,
-                ctx,
-                data,
-                index=i,
-                size=self._sizes[i],
-                scale=self.scale,
-                first_parms_id=self._context._first_parms_id,
-                budget=self._budget,
-            )
-            for i, data in enumerate(ciphertexts)
-        ]
-        for i, vec in enumerate(parsed):
-            running = self._sums[i]
-            if running is None:
-                self._sums[i] = vec  # deserialized straight into the running sum
-            else:
-                running.add_(vec)  # in place
+        first_parms_id, scale, budget = self._context._first_parms_id, self.scale, self._budget
+        sums, sizes = self._sums, self._sizes
+        added = 0
+        try:
+            for i, data in enumerate(ciphertexts):
+                vec = _parse_native(
+                    ts,
+                    ctx,
+                    data,
+                    index=i,
+                    size=sizes[i],
+                    scale=scale,
+                    first_parms_id=first_parms_id,
+                    budget=budget,
+                )
+                running = sums[i]
+                if running is None:
+                    sums[i] = vec  # deserialized straight into the running sum
+                else:
+                    running.add_(vec)  # in place (SEAL add_inplace)
+                added += 1
+        except MalformedMessage:
+            self._roll_back(ciphertexts, added)
+            raise
         self._count += 1
+
+    def _roll_back(self, ciphertexts: Sequence[bytes | memoryview], added: int) -> None:
+        ts = require_tenseal()
+        ctx = self._context._ctx
+        for i in range(added):
+            if self._count == 0:
+                self._sums[i] = None  # this contribution was the first: nothing before it
+                continue
+            running = self._sums[i]
+            if running is not None:  # always: positions fill on the first contribution
+                data = ciphertexts[i]
+                raw = data if isinstance(data, bytes) else bytes(data)
+                running.sub_(ts._ts_cpp.CKKSVector(ctx.data, raw))
 
     def export(self) -> tuple[bytes, ...]:
         if self._count == 0:
             raise ConfigurationError("nothing was added: there is no aggregate to export")
-        return tuple(bytes(s.serialize()) for s in self._sums if s is not None)
+        return tuple(s.serialize() for s in self._sums if s is not None)
 
 
 class CkksDecryptor(Decryptor):
@@ -396,7 +616,9 @@ class CkksDecryptor(Decryptor):
     def public_material(self) -> bytes:
         return self._key.public_material()
 
-    def decrypt(self, ciphertexts: Sequence[bytes], length: int) -> npt.NDArray[np.float64]:
+    def decrypt(
+        self, ciphertexts: Sequence[bytes | memoryview], length: int
+    ) -> npt.NDArray[np.float64]:
         ts = require_tenseal()
         sizes = chunk_sizes(int(length), self._key.params.slots)
         if len(ciphertexts) != len(sizes):
@@ -408,7 +630,7 @@ class CkksDecryptor(Decryptor):
         out = np.empty(int(length), dtype=np.float64)
         offset = 0
         for i, data in enumerate(ciphertexts):
-            vec = _parse_chunk(
+            vec = _parse_native(
                 ts,
                 ctx,
                 data,
@@ -418,6 +640,333 @@ class CkksDecryptor(Decryptor):
                 first_parms_id=self._first_parms_id,
                 budget=budget,
             )
-            out[offset : offset + sizes[i]] = np.asarray(vec.decrypt(), dtype=np.float64)
+            out[offset : offset + sizes[i]] = vec.decrypt()
             offset += sizes[i]
         return out
+
+
+# --- Encrypted linear layer (split learning) ---
+#
+# Adapters for secureagg.split.he_cut: the client (key holder) encrypts batches of activation
+# rows laid out in slots, the server forms plain-weighted slot-wise sums of those ciphertexts
+# (ciphertext x plaintext products and additions only: no rotation, so no Galois keys), and the
+# client decrypts the sums. Threat model: the server gets a context holding no key at all (the
+# client encrypts symmetrically with its own secret key), so it can evaluate but neither encrypt
+# nor decrypt; IND-CPA of CKKS (RLWE, 128-bit HE-standard parameters) hides the activations.
+# Every ciphertext from the other party is parsed under the expected parameters and checked for
+# level, scale, size and component count; anything else is a MalformedMessage, never a TenSEAL
+# exception. A ciphertext made under another key with the *same* parameters cannot be told apart
+# by parsing: secureagg.split.he_cut detects it on decryption with a secret canary slot.
+# Self-contained: it relies only on require_tenseal() and fingerprint() from above.
+
+from secureagg.errors import InvalidInputError, NonFiniteInputError  # noqa: E402
+
+#: The cut layer's CKKS parameters: N = 4096 (2048 slots), one 60-bit data prime and a 49-bit
+#: special prime (109 bits: exactly the HE-standard 128-bit budget at N = 4096), scale 2^25 for the
+#: inputs and for the plain weights. Products stay at scale 2^50 (no rescaling, so a single data
+#: prime suffices): slot-wise sums must stay below 2^58 / 2^50 = 256 in magnitude.
+CUT_LAYER_PARAMETERS = CkksParameters(
+    poly_modulus_degree=4096, coeff_mod_bit_sizes=(60, 49), scale=2.0**25
+)
+_CUT_SCHEME = "ckks-cut-layer"
+_CUT_ERRORS = (ValueError, RuntimeError, TypeError, OverflowError, IndexError)
+
+
+def cut_layer_product_bound(params: CkksParameters) -> float:
+    """Largest |slot value| of a ciphertext x plaintext product sum that decrypts correctly.
+
+    A product carries scale ``scale^2``; decryption is exact modulo the data modulus
+    ``q >= 2^(data bits - 1)``, centred, so ``|value| * scale^2`` must stay below
+    ``2^(data bits - 2)`` (one bit of margin for the noise).
+    """
+    return float(2.0 ** (params.data_modulus_bits - 2) / (float(params.scale) ** 2))
+
+
+def _cut_params_of(ts: Any, ctx: Any) -> tuple[CkksParameters, list[int]]:
+    try:
+        seal_ctx = ctx.seal_context().data
+        parms = seal_ctx.key_context_data().parms()
+        if parms.scheme() != ts.SCHEME_TYPE.CKKS.value:
+            raise InvalidKeyError("the cut-layer context is not a CKKS context")
+        n = int(parms.poly_modulus_degree())
+        bits = tuple(int(m.bit_count()) for m in parms.coeff_modulus())
+        first = list(seal_ctx.first_parms_id())
+        scale = float(ctx.global_scale)
+    except _CUT_ERRORS:
+        raise InvalidKeyError("the cut-layer context carries no readable CKKS parameters") from None
+    try:
+        params = CkksParameters(poly_modulus_degree=n, coeff_mod_bit_sizes=bits, scale=scale)
+    except ConfigurationError as exc:
+        raise InvalidKeyError(f"the cut-layer context has unsafe parameters: {exc}") from None
+    return params, first
+
+
+def _cut_parse(
+    ts: Any,
+    ctx: Any,
+    data: object,
+    *,
+    where: str,
+    params: CkksParameters,
+    scale: float,
+    first_parms_id: list[int],
+) -> Any:
+    """Deserialize one cut-layer ciphertext and check it; any problem is a MalformedMessage."""
+    if not isinstance(data, bytes):
+        raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
+    budget = 2 * params.ciphertext_bytes() + 4096
+    if not data or len(data) > budget:
+        raise MalformedMessage(
+            f"{where}: {len(data)} bytes, outside the 1..{budget} a ciphertext of the cut-layer "
+            "parameters can take"
+        )
+    try:
+        vec = ts.ckks_vector_from(ctx, data)
+        native = vec.data
+        count = native.size()
+        parts = native.ciphertext()
+    except _CUT_ERRORS:
+        raise MalformedMessage(
+            f"{where}: does not deserialize under the cut layer's context (corrupted, truncated, "
+            "or made under other parameters: a foreign context)"
+        ) from None
+    if count != params.slots:
+        raise MalformedMessage(f"{where}: carries {count} values, expected {params.slots}")
+    if len(parts) != 1:
+        raise MalformedMessage(f"{where}: holds {len(parts)} ciphertexts, expected exactly 1")
+    ct = parts[0]
+    if ct.size() != 2:
+        raise MalformedMessage(f"{where}: a {ct.size()}-component ciphertext, expected 2")
+    if ct.parms_id() != first_parms_id or not ct.is_ntt_form():
+        raise MalformedMessage(f"{where}: not at the first data level of the cut-layer parameters")
+    if ct.scale != scale:
+        raise MalformedMessage(
+            f"{where}: at scale {float(ct.scale)!r}, expected {scale!r} (a product where a fresh "
+            "ciphertext belongs, or the reverse)"
+        )
+    return vec
+
+
+def _new_cut_context(ts: Any, params: CkksParameters) -> Any:
+    ctx = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=int(params.poly_modulus_degree),
+        coeff_mod_bit_sizes=[int(b) for b in params.coeff_mod_bit_sizes],
+        encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,
+        n_threads=1,
+    )
+    ctx.global_scale = float(params.scale)
+    ctx.auto_rescale = False
+    ctx.auto_relin = False
+    ctx.auto_mod_switch = False
+    return ctx
+
+
+class CutLayerSecretKey:
+    """The split-learning client's CKKS key for the encrypted cut layer. Never leaves the client.
+
+    Symmetric encryption under the secret key (cheaper than public-key encryption, and the only
+    encryptor is the key holder). :meth:`evaluation_context` is what the server gets: the
+    parameters only - no secret, public, relinearization or Galois key (none is needed: the server
+    only multiplies by plaintexts and adds).
+
+    >>> key = CutLayerSecretKey()
+    >>> server = CutLayerEvaluator(key.evaluation_context(), expected=CUT_LAYER_PARAMETERS)
+    >>> key.slots, server.key_fingerprint == key.key_fingerprint
+    (2048, True)
+    """
+
+    def __init__(self, params: CkksParameters | None = None) -> None:
+        ts = require_tenseal()
+        self.params = params if params is not None else CUT_LAYER_PARAMETERS
+        self._ctx = _new_cut_context(ts, self.params)
+        self._evaluation = bytes(
+            self._ctx.serialize(
+                save_public_key=False,
+                save_secret_key=False,
+                save_galois_keys=False,
+                save_relin_keys=False,
+            )
+        )
+        self._fingerprint = fingerprint(_CUT_SCHEME, self._evaluation)
+        _, self._first_parms_id = _cut_params_of(ts, self._ctx)
+
+    @property
+    def key_fingerprint(self) -> bytes:
+        """SHA-256 fingerprint of :meth:`evaluation_context`: it names the parameters only (the
+        context holds no key), so two keys with the same parameters share it; a ciphertext under
+        another key is caught on decryption (he_cut's canary slot), not by this."""
+        return self._fingerprint
+
+    @property
+    def slots(self) -> int:
+        return self.params.slots
+
+    def evaluation_context(self) -> bytes:
+        """The context the server evaluates with: parameters only, no key of any kind."""
+        return self._evaluation
+
+    def encrypt_rows(self, rows: npt.NDArray[Any]) -> tuple[bytes, ...]:
+        """Encrypt each row of a ``(count, slots)`` float64 array into one ciphertext's bytes."""
+        ts = require_tenseal()
+        arr = np.asarray(rows)
+        if arr.ndim != 2 or arr.shape[1] != self.slots or arr.dtype != np.float64:
+            raise InvalidInputError(
+                f"encrypt_rows takes a (count, {self.slots}) float64 array, got "
+                f"{arr.dtype} {arr.shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise NonFiniteInputError("NaN or Inf in the values to encrypt")
+        scale = float(self.params.scale)
+        return tuple(bytes(ts.ckks_vector(self._ctx, row, scale=scale).serialize()) for row in arr)
+
+    def decrypt_products(self, ciphertexts: Sequence[bytes]) -> npt.NDArray[np.float64]:
+        """Decrypt plain-weighted sums (scale^2, first level) into a ``(count, slots)`` array.
+
+        Raises :class:`~secureagg.errors.MalformedMessage` for bytes that are not such a
+        ciphertext under these parameters.
+        """
+        ts = require_tenseal()
+        out = np.empty((len(ciphertexts), self.slots), dtype=np.float64)
+        scale = float(self.params.scale) ** 2
+        for i, data in enumerate(ciphertexts):
+            vec = _cut_parse(
+                ts,
+                self._ctx,
+                data,
+                where=f"cut-layer result ciphertext {i}",
+                params=self.params,
+                scale=scale,
+                first_parms_id=self._first_parms_id,
+            )
+            out[i] = np.asarray(vec.decrypt(), dtype=np.float64)
+        return out
+
+    def __repr__(self) -> str:
+        fp = self._fingerprint.hex()[:16]
+        return f"CutLayerSecretKey(params={self.params!r}, fingerprint={fp})"
+
+
+class CutLayerEvaluator:
+    """The server's view of the cut-layer key: evaluates, cannot encrypt or decrypt.
+
+    ``data`` are the bytes of :meth:`CutLayerSecretKey.evaluation_context`. Raises
+    :class:`~secureagg.errors.InvalidKeyError` for a context that holds a secret key (or any
+    key-switching material), is not CKKS, does not deserialize, or has parameters other than
+    ``expected``.
+    """
+
+    def __init__(self, data: bytes, *, expected: CkksParameters) -> None:
+        ts = require_tenseal()
+        if not isinstance(data, bytes | bytearray | memoryview) or not data:
+            raise InvalidKeyError("the cut-layer context must be non-empty bytes")
+        try:
+            ctx = ts.context_from(bytes(data), n_threads=1)
+            private = bool(ctx.is_private()) or bool(ctx.has_secret_key())
+        except _CUT_ERRORS:
+            raise InvalidKeyError(
+                "the cut-layer context does not deserialize (truncated, corrupted or not a "
+                "TenSEAL context)"
+            ) from None
+        if private:
+            raise InvalidKeyError(
+                "the cut-layer context holds a secret key: the server accepts key-free evaluation "
+                "contexts only (CutLayerSecretKey.evaluation_context(); the secret key stays "
+                "with the client)"
+            )
+        params, first = _cut_params_of(ts, ctx)
+        if params != expected:
+            raise InvalidKeyError(
+                f"mismatched cut-layer context: it has {params.to_dict()}, the server expects "
+                f"{expected.to_dict()}"
+            )
+        ctx.auto_rescale = False
+        ctx.auto_relin = False
+        ctx.auto_mod_switch = False
+        self.params = params
+        self._ctx = ctx
+        self._first_parms_id = first
+        self._fingerprint = fingerprint(_CUT_SCHEME, bytes(data))
+
+    @property
+    def key_fingerprint(self) -> bytes:
+        return self._fingerprint
+
+    @property
+    def slots(self) -> int:
+        return self.params.slots
+
+    def weighted_sums(
+        self,
+        ciphertexts: Sequence[bytes],
+        weights: npt.NDArray[np.float64],
+        *,
+        input_bound: float,
+    ) -> tuple[bytes, ...]:
+        """``out[t] = sum_s ct[s] * weights[t, s]`` slot-wise, for a ``(q, p, slots)`` array.
+
+        Every ciphertext is validated (fresh, scale, level, size) before any is used.
+        ``input_bound`` bounds the absolute value of every encrypted slot (the client enforces
+        it); the sums are proved to fit (:func:`cut_layer_product_bound`) before anything is
+        computed, else :class:`~secureagg.errors.ConfigurationError`.
+        """
+        ts = require_tenseal()
+        w = np.asarray(weights)
+        p = len(ciphertexts)
+        if w.ndim != 3 or w.shape[1] != p or w.shape[2] != self.slots or w.dtype != np.float64:
+            raise InvalidInputError(
+                f"weights must be a (q, {p}, {self.slots}) float64 array, got {w.dtype} {w.shape}"
+            )
+        if not np.isfinite(w).all():
+            raise NonFiniteInputError("NaN or Inf in the plaintext weights")
+        worst = float(np.abs(w).sum(axis=1).max(initial=0.0)) * float(input_bound)
+        bound = cut_layer_product_bound(self.params)
+        if not worst < bound:
+            raise ConfigurationError(
+                f"the weighted sums could reach {worst:.4g} in magnitude, beyond the "
+                f"{bound:.4g} the cut-layer parameters decrypt correctly; lower the activation "
+                "bound or the weights' magnitude, or split the inner dimension more finely"
+            )
+        scale = float(self.params.scale)
+        parsed = [
+            _cut_parse(
+                ts,
+                self._ctx,
+                data,
+                where=f"cut-layer input ciphertext {s}",
+                params=self.params,
+                scale=scale,
+                first_parms_id=self._first_parms_id,
+            )
+            for s, data in enumerate(ciphertexts)
+        ]
+        out: list[bytes] = []
+        for t in range(w.shape[0]):
+            total: Any = None
+            for s, vec in enumerate(parsed):
+                row = w[t, s]
+                if not row.any():
+                    continue
+                try:
+                    term = vec.mul(row)
+                except ValueError:  # the plaintext rounded to zero: SEAL refuses it, adds 0
+                    continue
+                if total is None:
+                    total = term
+                else:
+                    total.add_(term)
+            if total is None:
+                raise InvalidInputError(
+                    f"output {t} has no non-zero weight: nothing to return (the caller's layout "
+                    "must give every output at least one non-zero weight)"
+                )
+            out.append(bytes(total.serialize()))
+        return tuple(out)
+
+
+__all__ += [  # extended here so that this section stays self-contained
+    "CUT_LAYER_PARAMETERS",
+    "CutLayerEvaluator",
+    "CutLayerSecretKey",
+    "cut_layer_product_bound",
+]

@@ -159,15 +159,19 @@ class PaillierPublicKey:
         """A ciphertext as exactly :attr:`ciphertext_bytes` big-endian bytes."""
         return int(c).to_bytes(self.ciphertext_bytes, "big")
 
-    def from_wire(self, data: bytes, *, index: int = 0) -> Any:
-        """Parse and validate one ciphertext: exact width, ``0 < c < n^2``, ``gcd(c, n) = 1``."""
+    def from_wire(self, data: bytes | memoryview, *, index: int = 0) -> Any:
+        """Parse and validate one ciphertext: exact width, ``0 < c < n^2``, ``gcd(c, n) = 1``.
+
+        ``data`` may be a zero-copy view of the received message (read in place).
+        """
         gmpy2 = require_gmpy2()
         where = f"ciphertext {index}"
-        if not isinstance(data, bytes):
+        if not isinstance(data, bytes | memoryview):
             raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
-        if len(data) != self.ciphertext_bytes:
+        length = data.nbytes if isinstance(data, memoryview) else len(data)
+        if length != self.ciphertext_bytes:
             raise MalformedMessage(
-                f"{where}: {len(data)} bytes, a ciphertext under this key has exactly "
+                f"{where}: {length} bytes, a ciphertext under this key has exactly "
                 f"{self.ciphertext_bytes}"
             )
         c = gmpy2.mpz(int.from_bytes(data, "big"))
@@ -375,6 +379,16 @@ class PaillierEncryptor(Encryptor):
     def values_per_ciphertext(self) -> int:
         return self.packing.slots
 
+    @property
+    def pool_size(self) -> int:
+        return len(self.pool)
+
+    def prefill(self, length: int) -> int:
+        """Top the blinding pool up to one factor per ciphertext of a ``length``-value vector."""
+        missing = max(0, self.ciphertext_count(int(length)) - len(self.pool))
+        self.pool.fill(missing)
+        return missing
+
     def encrypt(self, values: npt.NDArray[Any]) -> Iterator[bytes]:
         """Yield one fixed-width ciphertext per ``slots`` values (uint64 in ``0..max_value``)."""
         flat = np.asarray(values)
@@ -415,7 +429,7 @@ class PaillierAccumulator(Accumulator):
     def held_ciphertexts(self) -> int:
         return sum(1 for s in self._sums if s is not None)
 
-    def add(self, ciphertexts: Sequence[bytes]) -> None:
+    def add(self, ciphertexts: Sequence[bytes | memoryview]) -> None:
         if len(ciphertexts) != len(self._sums):
             raise MalformedMessage(
                 f"expected {len(self._sums)} ciphertexts, got {len(ciphertexts)}"
@@ -453,7 +467,9 @@ class PaillierDecryptor(Decryptor):
     def public_material(self) -> bytes:
         return self._key.public_material()
 
-    def decrypt(self, ciphertexts: Sequence[bytes], length: int) -> npt.NDArray[np.uint64]:
+    def decrypt(
+        self, ciphertexts: Sequence[bytes | memoryview], length: int
+    ) -> npt.NDArray[np.uint64]:
         sizes = chunk_sizes(int(length), self.packing.slots)
         if len(ciphertexts) != len(sizes):
             raise MalformedMessage(f"expected {len(sizes)} ciphertexts, got {len(ciphertexts)}")

@@ -18,24 +18,33 @@ Layout (all multi-byte integers big-endian unless noted)::
 
 Field encodings, chosen from the dataclass type hints (``typing.get_type_hints``):
 
-===================  ==========================================================================
-``int``              u16 length n >= 1, then n bytes of minimal two's complement (any size)
-``bool``             one byte, 0 or 1
-``float``            IEEE-754 binary64, big-endian
-``str``              u32 length + strict utf-8
-``bytes``            u32 length + raw bytes
-``numpy.ndarray``    dtype code u8, element count u64, raw elements **little-endian**. Only 1-D
-                     arrays of uint8/16/32/64, int8/16/32/64, float32/64 are allowed.
-``tuple[T, ...]``    u32 count + elements
-``dict[K, V]``       u32 count + (key, value) pairs, keys strictly increasing
-``X | None``         u8 tag (0 = None, 1 = present) + X
-===================  ==========================================================================
+=======================  ======================================================================
+``int``                  u16 length n >= 1, then n bytes of minimal two's complement (any size)
+``bool``                 one byte, 0 or 1
+``float``                IEEE-754 binary64, big-endian
+``str``                  u32 length + strict utf-8
+``bytes``                u32 length + raw bytes
+``bytes | memoryview``   as ``bytes`` on the wire; decoded as a read-only **zero-copy**
+                         ``memoryview`` of the input (large blobs such as ciphertexts; below)
+``numpy.ndarray``        dtype code u8, element count u64, raw elements **little-endian**. Only
+                         1-D arrays of uint8/16/32/64, int8/16/32/64, float32/64 are allowed.
+``tuple[T, ...]``        u32 count + elements
+``dict[K, V]``           u32 count + (key, value) pairs, keys strictly increasing
+``X | None``             u8 tag (0 = None, 1 = present) + X
+=======================  ======================================================================
 
 Decoded arrays are **read-only** (``flags.writeable`` is False), like the frozen message that holds
 them; they are zero-copy views of the input bytes when the input is ``bytes`` and the data is
 aligned, copies otherwise. Copy an array (``arr.copy()``) before modifying it. The codec carries
 the dtype on the wire and does not enforce the dtype named in the type hint: checking what a peer
 sent (dtype, length, range) is the receiving party's job.
+
+A field declared ``bytes | memoryview`` is for large blobs that the receiver parses right away
+(CKKS ciphertexts of 128 KiB each, 32 MB per upload at d = 10^6): copying every blob into its own
+``bytes`` object costs a fresh allocation per blob and dominated the server's decode time. Such a
+field decodes to a read-only ``memoryview`` of the (immutable) input bytes - same bounds checks,
+same canonical layout as ``bytes`` - and keeps the whole input alive while it is referenced. The
+receiving party must accept any bytes-like object there (``bytes(view)`` copies when it needs to).
 
 >>> from secureagg.protocols.plain.messages import PlainRequest
 >>> data = encode(PlainRequest(round_id=3, session_id=b"\\x00" * 16))
@@ -103,10 +112,11 @@ def message_digest(data: bytes) -> str:
 class _Reader:
     """Bounds-checked cursor over immutable bytes. Every read checks the remaining length first."""
 
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "pos", "view")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+        self.view = memoryview(data)  # read-only: ``data`` is immutable bytes
         self.pos = 0
 
     @property
@@ -247,6 +257,38 @@ class _BytesCodec(_FieldCodec):
     def read(self, reader: _Reader, where: str) -> bytes:
         n = reader.unpack(_U32, f"{where} length")
         return reader.take(n, where)
+
+
+class _ViewCodec(_FieldCodec):
+    """``bytes | memoryview``: bytes on the wire, a zero-copy read-only view when decoded."""
+
+    min_size = _U32.size
+    name = "bytes | memoryview"
+
+    def check(self, value: Any, where: str) -> bytes | memoryview:
+        if isinstance(value, bytes):
+            raw: bytes | memoryview = value
+        elif isinstance(value, bytearray | memoryview):
+            view = memoryview(value)
+            if not view.c_contiguous:
+                raise InvalidInputError(f"{where}: a non-contiguous buffer cannot be sent")
+            raw = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        else:
+            raise self._wrong(value, where)
+        if len(raw) > 0xFFFFFFFF:
+            raise InvalidInputError(f"{where}: {len(raw)} bytes exceed the codec limit of 2^32-1")
+        return raw
+
+    def write(self, value: bytes | memoryview, out: list[bytes | memoryview]) -> None:
+        out.append(_U32.pack(len(value)))
+        out.append(value)
+
+    def read(self, reader: _Reader, where: str) -> memoryview:
+        n = reader.unpack(_U32, f"{where} length")
+        reader.need(n, where)
+        view = reader.view[reader.pos : reader.pos + n]
+        reader.pos += n
+        return view
 
 
 class _StrCodec(_BytesCodec):
@@ -435,6 +477,8 @@ def _codec_for(hint: Any, where: str) -> _FieldCodec:
     if origin is np.ndarray:
         return _ArrayCodec()
     if origin in (typing.Union, types.UnionType):
+        if set(args) == {bytes, memoryview}:
+            return _ViewCodec()
         rest = [a for a in args if a is not type(None)]
         if len(rest) == 1 and len(args) == 2:
             return _OptionalCodec(_codec_for(rest[0], where))
@@ -444,7 +488,8 @@ def _codec_for(hint: Any, where: str) -> _FieldCodec:
         return _DictCodec(_codec_for(args[0], where), _codec_for(args[1], where))
     raise TypeError(
         f"{where}: type {hint!r} is not supported by the message codec; use int, bool, float, "
-        "str, bytes, numpy.ndarray, tuple[T, ...], dict[int|str|bytes, T] or T | None"
+        "str, bytes, bytes | memoryview, numpy.ndarray, tuple[T, ...], dict[int|str|bytes, T] "
+        "or T | None"
     )
 
 

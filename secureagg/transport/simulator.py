@@ -482,6 +482,22 @@ class _Driver:
         }
 
 
+def _precompute(setup: RoundSetup) -> dict[str, float | int]:
+    """Clients with a ``precompute()`` method (HE pools) run it before the round, timed apart."""
+    times: list[float] = []
+    for _, client in sorted(setup.clients.items()):
+        precompute = getattr(client, "precompute", None)
+        if callable(precompute):
+            t0 = time.perf_counter()
+            precompute()
+            times.append(time.perf_counter() - t0)
+    return {
+        "client_seconds_total": sum(times),
+        "client_seconds_max": max(times, default=0.0),
+        "clients": len(times),
+    }
+
+
 # ------------------------------------------------------------------------------------ public
 
 
@@ -517,6 +533,9 @@ def simulate(
       delivered after the last stage are counted under the server's final stage (``"done"``).
     * ``"totals"``: the same keys summed over stages (``client_seconds_max``: the client with
       the largest total); ``"setup_seconds"``: the aggregator's ``setup_round``.
+    * ``"offline"``: work clients do *before* the round (a ``precompute()`` method, e.g. the HE
+      encryption pools): ``client_seconds_total``, ``client_seconds_max`` and ``clients``; not
+      part of ``"stages"``/``"totals"``, which are the round itself.
     * ``"clipped"``: ``{"per_client": {"<id>": count}, "total": count}``.
     * ``"rejected"``: ``{sender, recipient, stage, error}`` for each message the codec or the
       recipient refused; ``"client_aborts"``: ``{client, stage, error}``.
@@ -585,6 +604,7 @@ def simulate(
         normalized, weights=weight_values, session_id=session_id, round_id=round_id, seed=round_seed
     )
     setup_seconds = time.perf_counter() - t0
+    offline = _precompute(setup)
     if sorted(setup.clients) != list(range(num_clients)):
         raise ProtocolError(
             f"the aggregator built clients {sorted(setup.clients)}, expected 0..{num_clients - 1}",
@@ -609,7 +629,7 @@ def simulate(
         vars(exc).update(
             transcript=list(driver.transcript),
             downlink=list(driver.downlink),
-            metrics=driver.metrics(setup_seconds=setup_seconds),
+            metrics={**driver.metrics(setup_seconds=setup_seconds), "offline": offline},
         )
         raise
     shapes = [a.shape for a in normalized[0]]
@@ -625,7 +645,7 @@ def simulate(
         total_weight=float(outcome.total_weight),
         transcript=driver.transcript,
         downlink=driver.downlink,
-        metrics=driver.metrics(setup_seconds=setup_seconds),
+        metrics={**driver.metrics(setup_seconds=setup_seconds), "offline": offline},
         parameters=agg.parameters(),
         seeded=seeded,
         session_id=session_id,

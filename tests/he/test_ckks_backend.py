@@ -176,6 +176,29 @@ def test_failed_contribution_leaves_the_sum_untouched(key, public) -> None:
     assert np.allclose(out, 0.25, atol=1e-6)  # the first chunk of `bad` was not added
 
 
+def test_a_late_bad_chunk_rolls_the_sums_back_bit_for_bit(public) -> None:
+    d = 9000
+    first, second = _encrypt(public, np.full(d, 0.5)), _encrypt(public, np.full(d, -0.5))
+    acc = public.accumulator(length=d)
+    acc.add(first)
+    before = acc.export()
+    bad = [second[0], second[1], second[2][:-1]]  # two good chunks are added, then the third fails
+    with pytest.raises(MalformedMessage, match="chunk 2"):
+        acc.add(bad)
+    assert acc.export() == before and acc.contributions == 1  # exact modular subtraction
+
+
+def test_a_bad_first_contribution_leaves_nothing_behind(public) -> None:
+    d = 9000
+    good = _encrypt(public, np.full(d, 0.5))
+    acc = public.accumulator(length=d)
+    with pytest.raises(MalformedMessage, match="chunk 1"):
+        acc.add([good[0], b"junk", good[2]])
+    assert acc.held_ciphertexts == 0 and acc.contributions == 0
+    acc.add(good)
+    assert acc.held_ciphertexts == 3 and acc.contributions == 1
+
+
 # ------------------------------------------------------------------------------ bad bytes
 
 

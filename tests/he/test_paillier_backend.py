@@ -186,6 +186,30 @@ def _roundtrip_setup(key, packing):
     return enc, values
 
 
+def test_prefill_tops_up_one_factor_per_ciphertext(key, packing) -> None:
+    enc, values = _roundtrip_setup(key, packing)
+    assert enc.pool_size == 0
+    assert enc.prefill(values.size) == 2 and enc.pool_size == 2
+    assert enc.prefill(values.size) == 0  # already enough
+    first = list(enc.encrypt(values))
+    assert enc.pool_size == 0 and enc.pool.misses == 0
+    second = list(enc.encrypt(values))
+    assert enc.pool.misses == 2 and first != second  # fresh factors, never a reused one
+
+
+def test_ciphertexts_are_read_from_zero_copy_views(key, packing) -> None:
+    enc, values = _roundtrip_setup(key, packing)
+    cts = list(enc.encrypt(values))
+    wire = b"".join(cts)
+    views = [memoryview(wire)[i * len(cts[0]) : (i + 1) * len(cts[0])] for i in range(2)]
+    acc = PaillierAccumulator(key.public_key, count=2, pool=BlindingPool(key.public_key))
+    acc.add(views)
+    out = key.decryptor(packing).decrypt(acc.export(), 150)
+    assert np.array_equal(out, values)
+    with pytest.raises(MalformedMessage, match="exactly"):
+        key.public_key.from_wire(views[0][:-1])
+
+
 def test_encrypt_add_rerandomise_decrypt(key, packing) -> None:
     enc, values = _roundtrip_setup(key, packing)
     cts = list(enc.encrypt(values))

@@ -40,6 +40,8 @@ class AllFields(Message):
     raw_array: np.ndarray  # type: ignore[type-arg]
     ints: tuple[int, ...]
     blobs: tuple[bytes, ...]
+    view: bytes | memoryview
+    views: tuple[bytes | memoryview, ...]
     by_id: dict[int, bytes]
     counts: dict[int, int]
     maybe_int: int | None
@@ -84,6 +86,8 @@ def sample(**overrides: Any) -> AllFields:
         "maybe_int": None,
         "maybe_array": np.array([0, 2**32 - 1], dtype=np.uint32),
         "maybe_blobs": (),
+        "view": b"\x01\x02\x03",
+        "views": (b"", b"ciphertext", b"\x00" * 33),
     }
     values.update(overrides)
     return AllFields(**values)
@@ -100,6 +104,10 @@ def assert_same(a: Message, b: Message) -> None:
             assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f.name
         elif isinstance(x, float):
             assert struct.pack(">d", x) == struct.pack(">d", y), f.name  # bit-exact, even -0.0
+        elif f.name in ("view", "views"):  # bytes | memoryview: decoded as views
+            assert x == y, f.name
+            for v in y if isinstance(y, tuple) else (y,):
+                assert isinstance(v, memoryview) and v.readonly, f.name
         else:
             assert x == y, f.name
             assert type(x) is type(y), f.name
@@ -162,6 +170,39 @@ def test_decoded_arrays_are_read_only_and_do_not_alias_a_mutable_input() -> None
     at = bytes(data).index(raw)
     data[at : at + len(raw)] = bytes(len(raw))  # the caller changes its buffer afterwards ...
     assert np.array_equal(back.array, msg.array, equal_nan=True)  # type: ignore[attr-defined]
+
+
+def test_view_fields_decode_zero_copy_and_read_only() -> None:
+    msg = sample(views=(b"a" * 1000, b"b" * 70_000))
+    data = encode(msg)
+    back = decode(data)
+    for view in (back.view, *back.views):  # type: ignore[attr-defined]
+        assert isinstance(view, memoryview) and view.readonly
+        assert view.obj is data  # a view of the input itself: no copy
+    assert back.views[1] == b"b" * 70_000  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        back.views[0][0] = 0  # type: ignore[attr-defined]
+    assert encode(back) == data  # canonical: views re-encode to the same bytes
+
+
+def test_view_fields_do_not_alias_a_mutable_input() -> None:
+    msg = sample(view=b"secret-bytes")
+    data = bytearray(encode(msg))
+    back = decode(data)
+    at = bytes(data).index(b"secret-bytes")
+    data[at : at + 12] = bytes(12)  # the caller reuses its buffer ...
+    assert back.view == b"secret-bytes"  # type: ignore[attr-defined]
+
+
+def test_view_fields_accept_any_contiguous_bytes_like() -> None:
+    ref = encode(sample(view=b"xyz"))
+    assert encode(sample(view=bytearray(b"xyz"))) == ref
+    assert encode(sample(view=memoryview(b"--xyz--")[2:5])) == ref
+    assert encode(sample(view=memoryview(np.frombuffer(b"xyz", dtype=np.uint8)))) == ref
+    with pytest.raises(InvalidInputError, match="non-contiguous"):
+        encode(sample(view=memoryview(b"x-y-z-")[::2]))
+    with pytest.raises(InvalidInputError, match=r"expected bytes \| memoryview"):
+        encode(sample(view="xyz"))
 
 
 def test_empty_containers_round_trip() -> None:
@@ -401,6 +442,8 @@ messages = st.builds(
     maybe_int=st.none() | small_ints,
     maybe_array=st.none() | hnp.arrays(np.uint32, st.integers(0, 3)),
     maybe_blobs=st.none() | st.lists(st.binary(max_size=3), max_size=2).map(tuple),
+    view=st.binary(max_size=8),
+    views=st.lists(st.binary(max_size=6), max_size=3).map(tuple),
 )
 
 

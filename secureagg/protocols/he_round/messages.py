@@ -2,8 +2,10 @@
 
 Every message carries ``session_id``, ``round_id`` and the key fingerprint (SHA-256 over the scheme
 name and the public key material); parties refuse any other value. Field types are those the
-codec knows; ciphertexts are ``bytes`` (TenSEAL serializations for CKKS, fixed-width big-endian
-integers for Paillier).
+codec knows; ciphertexts are ``bytes | memoryview`` (TenSEAL serializations for CKKS, fixed-width
+big-endian integers for Paillier): the sender builds them as ``bytes``, the codec decodes them as
+zero-copy read-only views of the received message, so the server parses each ciphertext straight
+from the wire instead of first copying every one into its own ``bytes`` object.
 
 >>> HEUpload.KIND   # generic base: only the scheme subclasses are registered with the codec
 ''
@@ -36,7 +38,7 @@ class HEUpload(Message):
     session_id: bytes
     round_id: int
     key_fingerprint: bytes
-    ciphertexts: tuple[bytes, ...]
+    ciphertexts: tuple[bytes | memoryview, ...]
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class HEAggregate(Message):
     round_id: int
     key_fingerprint: bytes
     contributors: tuple[int, ...]
-    ciphertexts: tuple[bytes, ...]
+    ciphertexts: tuple[bytes | memoryview, ...]
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,12 @@ class HEClient(ClientParty):
 
     NaN/Inf raise :class:`~secureagg.errors.NonFiniteInputError` at construction, before anything
     is sent.
+
+    With ``precompute=True``, :meth:`precompute` - called by the driver *before* the round, and
+    timed apart from it (``metrics["offline"]`` of :func:`secureagg.simulate`) - fills the
+    encryptor's pool with what this round's upload needs (Paillier blinding factors, CKKS
+    encryptions of zero); the upload then only encodes and combines. Without it, or for whatever
+    the pool lacks, encryption draws fresh randomness online.
     """
 
     def __init__(
@@ -144,6 +150,7 @@ class HEClient(ClientParty):
         round_id: int,
         weight: float = 1.0,
         rng: Any = None,
+        precompute: bool = False,
     ) -> None:
         problems: list[str] = []
         _check_ids(session_id, round_id, problems)
@@ -171,11 +178,25 @@ class HEClient(ClientParty):
         self.weight = weight
         self._arrays = arrays
         self._rng = rng
+        self.precompute_enabled = bool(precompute)
+        self.precomputed = 0
         self._stage = "await-request"
 
     @property
     def stage(self) -> str:
         return self._stage
+
+    def precompute(self) -> int:
+        """Offline, before the upload request: fill the encryptor's pool for this round's upload.
+
+        Returns how many ciphertexts' worth were precomputed (0 when ``precompute`` is off, when
+        the pool already held enough, or after the upload). Sends nothing.
+        """
+        if not self.precompute_enabled or self._stage != "await-request":
+            return 0
+        made = self.encryptor.prefill(self.scheme.payload_length)
+        self.precomputed += made
+        return made
 
     def receive(self, sender: int, message: Message) -> list[Envelope]:
         stage = self._stage

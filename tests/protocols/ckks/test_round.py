@@ -207,3 +207,57 @@ def test_fresh_keys_every_round_by_default() -> None:
     b = make_setup(agg, _updates(3), round_id=1)
     assert a.server.key_fingerprint != b.server.key_fingerprint
     assert agg.parameters()["key_rotation"] == "fresh keys per round"
+
+
+# ------------------------------------------------------------------------------ encryption pool
+
+
+@pytest.mark.parametrize("encoding", ["float", "fixed"])
+def test_precomputed_encryption_is_used_once_per_chunk(encoding) -> None:
+    n = 4
+    ups = _updates(n)  # 607 values + count slot: one partial chunk each
+    agg = sa.make_aggregator("ckks", num_clients=n, clip=1.0, encoding=encoding,
+                             precompute_encryption=True, key=ckks_key())
+    setup = make_setup(agg, ups)
+    pools = [c.encryptor.pool for c in setup.clients.values()]
+    assert len({id(p) for p in pools}) == n  # every client has its own pool
+    assert [len(p) for p in pools] == [0] * n  # nothing computed before the offline phase
+    assert [c.precompute() for c in setup.clients.values()] == [1] * n
+    assert [c.precompute() for c in setup.clients.values()] == [0] * n  # already topped up
+    run = drive(setup)
+    assert all(len(p) == 0 and p.misses == 0 and p.computed == 1 for p in pools)
+    uploads = [m.ciphertexts[0] for _, _, m in run.messages("ckks/upload")]
+    assert len({bytes(u) for u in uploads}) == n
+    [(_, _, release)] = run.messages("ckks/release")
+    assert release.contributors == tuple(range(n))
+    res = setup.server.result()
+    err = max(float(np.max(np.abs(a - b)))
+              for a, b in zip(res.aggregate, _reference(ups, range(n), clip=1.0), strict=True))
+    assert err <= agg.error_bound()
+
+
+def test_simulate_reports_the_offline_phase_apart() -> None:
+    n = 3
+    ups = _updates(n)
+    pooled = sa.make_aggregator("ckks", num_clients=n, clip=1.0, precompute_encryption=True)
+    res = sa.simulate(pooled, ups)
+    assert res.metrics["offline"]["clients"] == n
+    assert res.metrics["offline"]["client_seconds_max"] <= res.metrics["offline"][
+        "client_seconds_total"]
+    assert "offline" not in res.metrics["stages"]  # the round's own stages stay online-only
+    assert res.parameters["precompute_encryption"] is True
+    assert _max_error(res, _reference(ups, range(n), clip=1.0)) <= pooled.error_bound()
+    plain = sa.make_aggregator("ckks", num_clients=n, clip=1.0)
+    assert plain.parameters()["precompute_encryption"] is False
+    setup = make_setup(plain, ups)
+    assert [c.precompute() for c in setup.clients.values()] == [0] * n  # off: a no-op
+    drive(setup)
+    assert all(c.encryptor.pool.misses == 1 for c in setup.clients.values())
+    no_pools = sa.simulate(sa.make_aggregator("plain", num_clients=n), ups)
+    assert no_pools.metrics["offline"] == {
+        "client_seconds_total": 0.0, "client_seconds_max": 0.0, "clients": 0}
+
+
+def test_precompute_flag_must_be_a_bool() -> None:
+    with pytest.raises(ConfigurationError, match="precompute_encryption"):
+        sa.make_aggregator("ckks", num_clients=3, precompute_encryption="yes")

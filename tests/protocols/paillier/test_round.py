@@ -114,9 +114,20 @@ def test_the_server_streams_and_re_randomises() -> None:
 def test_precomputed_blinding_is_used() -> None:
     setup = make_setup(_agg(precompute_blinding=True), _updates(4))
     pools = [c.encryptor.pool for c in setup.clients.values()]
+    assert [len(p) for p in pools] == [0] * 4  # nothing before the driver's offline phase
+    assert [c.precompute() for c in setup.clients.values()] == [2] * 4
+    assert [c.precompute() for c in setup.clients.values()] == [0] * 4  # already topped up
     assert [len(p) for p in pools] == [2] * 4
     drive(setup)
-    assert all(p.misses == 0 and len(p) == 0 for p in pools)
+    assert all(p.misses == 0 and len(p) == 0 and p.computed == 2 for p in pools)
+
+
+def test_without_precompute_blinding_is_computed_online() -> None:
+    setup = make_setup(_agg(), _updates(4))
+    assert [c.precompute() for c in setup.clients.values()] == [0] * 4  # off: a no-op
+    drive(setup)
+    pools = [c.encryptor.pool for c in setup.clients.values()]
+    assert all(p.misses == 2 and p.computed == 2 for p in pools)
 
 
 def test_too_few_contributions_release_nothing() -> None:
