@@ -415,3 +415,27 @@ def test_simulate_secagg_plus_within_its_stated_bound(
     assert report["within_bound"] is True
     assert report["error_bound"] > 0  # type: ignore[operator]
     assert 6 <= len(report["survivors"]) <= 8  # type: ignore[arg-type]
+
+
+def test_demo_split_measures_accuracy_attacks_and_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tenseal")
+    run = tmp_path / "split"
+    code = main(["demo", "split", "--quick", "--rounds", "2", "--out", str(run), "--json"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    acc = summary["accuracy"]
+    assert set(acc) == {"unsplit", "vanilla", "u-shaped", "u-shaped-activation-dp",
+                        "u-shaped-encrypted-cut"}
+    assert acc["u-shaped"] > 0.7 and acc["unsplit"] > 0.7
+    leaks = summary["label_leakage"]
+    assert min(leaks["vanilla/off"]) > 0.9  # the attacks read the labels without protection
+    assert max(leaks["vanilla/Marvell"]) <= 0.65
+    assert summary["inversion"]["no protection"] < 0.5  # the probe reconstructs the images
+    report = json.loads((run / "split.json").read_text())
+    assert report["settings"]["clients"] == 3
+    assert any("encrypted cut layer" in line for line in lines)

@@ -267,6 +267,10 @@ def _workers(value: Any) -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Federated learning on digits with secure aggregation (and DP); ``--selftest`` for crypto."""
+    if getattr(args, "mode", "fl") == "split":
+        from secureagg.cli.split_demo import cmd_demo_split
+
+        return cmd_demo_split(args)
     if args.selftest:
         return _cmd_selftest(args)
     t_start = time.perf_counter()
@@ -296,7 +300,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         protocol=args.protocol,
         clients=args.clients if args.clients is not None else 10,
-        rounds=args.rounds,
+        rounds=args.rounds if args.rounds is not None else 20,
         dropout=args.dropout,
         epsilon=None if args.no_dp else args.epsilon,
         user_noise=args.user_noise,

@@ -6,12 +6,22 @@ and sends gradients back (:mod:`~secureagg.split.parties`, sans-I/O). :class:`Sp
 drives it over the in-memory transport with the versioned codec. Protections, each optional:
 :class:`ActivationDP` (accounted), :class:`NoPeek`, label protection for the vanilla topology
 (:mod:`~secureagg.split.label_protection`) and an encrypted cut layer
-(:mod:`~secureagg.split.he_cut`). :mod:`~secureagg.split.attacks` measures what each protection
-buys. Importing this package does not import torch; using it does.
+(:mod:`~secureagg.split.encrypted`, :mod:`~secureagg.split.he_cut`; they need the ``he`` extra and
+are imported from there). :mod:`~secureagg.split.attacks` measures what each protection buys.
+Importing this package does not import torch or tenseal; using it does.
 """
 
 from __future__ import annotations
 
+from secureagg.split.attacks import (
+    AttackResult,
+    InversionResult,
+    cosine_attack,
+    inversion_probe,
+    norm_attack,
+    roc_auc,
+)
+from secureagg.split.label_protection import MarvellNoise, MaxNormNoise, ProtectionReport
 from secureagg.split.messages import (
     Activations,
     CutGradients,
@@ -26,14 +36,23 @@ from secureagg.split.run import SplitLearning, SplitStats
 __all__ = [
     "ActivationDP",
     "Activations",
+    "AttackResult",
     "CutGradients",
+    "InversionResult",
+    "MarvellNoise",
+    "MaxNormNoise",
     "NoPeek",
     "OutputGradients",
+    "ProtectionReport",
     "ServerOutputs",
     "SplitClient",
     "SplitLearning",
     "SplitServer",
     "SplitStats",
+    "cosine_attack",
     "distance_correlation",
+    "inversion_probe",
+    "norm_attack",
+    "roc_auc",
     "split_sequential",
 ]

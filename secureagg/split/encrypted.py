@@ -1,0 +1,369 @@
+"""U-shaped split learning with an encrypted cut layer, over the versioned codec.
+
+The server's part is one linear layer that it evaluates on CKKS ciphertexts
+(:mod:`secureagg.split.he_cut`): the client sends ``Enc(A)``, gets ``Enc(A W + b)`` back and
+decrypts it; the server never sees an activation, an output or (by default) a gradient in the
+clear, only the client's clipped and noised weight gradient that it needs for its SGD step. What
+each side learns is in :mod:`secureagg.split.he_cut` and ``protocols/split_he_cut/spec.md``.
+
+This module gives the exchange wire messages (codec-registered, strict, no pickle) and
+:class:`EncryptedSplitLearning`, the driver that trains the user's ``(bottom, nn.Linear, head)``
+with the user's optimizer on the client parts, recording the transcript of what the server
+received.
+
+>>> import torch
+>>> from torch.utils.data import DataLoader, TensorDataset
+>>> torch.manual_seed(0) and None
+>>> net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5),
+...                           torch.nn.ReLU(), torch.nn.Linear(5, 2))
+>>> data = TensorDataset(torch.rand(16, 4), torch.randint(0, 2, (16,)))
+>>> sl = EncryptedSplitLearning(net, cuts=[2, 3], client=DataLoader(data, batch_size=8),
+...                             optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+>>> sorted({e.kind for e in sl.fit(epochs=1) and sl.transcript})
+['split/he-backward', 'split/he-forward', 'split/he-setup']
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from secureagg.errors import ConfigurationError, InvalidInputError, MalformedMessage
+from secureagg.protocols.base import Message
+from secureagg.split import he_cut
+from secureagg.split._torch import require_torch
+from secureagg.split.model import split_sequential
+from secureagg.split.run import SplitStats, _batches
+from secureagg.transport import TranscriptEntry, decode, encode, message_digest
+
+__all__ = [
+    "EncryptedSplitLearning",
+    "HeBackward",
+    "HeBackwardReply",
+    "HeForward",
+    "HeForwardReply",
+    "HeSetup",
+    "from_wire",
+    "to_wire",
+]
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class HeSetup(Message):
+    """Client -> server, once: the key-free evaluation context and the agreed configuration."""
+
+    KIND: ClassVar[str] = "split/he-setup"
+    session_id: bytes
+    evaluation_context: bytes
+    config_json: str
+
+
+@dataclass(frozen=True)
+class HeForward(Message):
+    """Client -> server: ``Enc([A, 1])`` of one batch."""
+
+    KIND: ClassVar[str] = "split/he-forward"
+    session_id: bytes
+    step: int
+    key_fingerprint: bytes
+    ciphertexts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class HeForwardReply(Message):
+    """Server -> client: ``Enc`` of the partial sums of ``[A, 1] [W; b]``."""
+
+    KIND: ClassVar[str] = "split/he-forward-reply"
+    session_id: bytes
+    step: int
+    request_digest: bytes
+    ciphertexts: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class HeBackward(Message):
+    """Client -> server: ``Enc(G)`` (or G) and the clipped, noised gradient of ``W`` and ``b``."""
+
+    KIND: ClassVar[str] = "split/he-backward"
+    session_id: bytes
+    step: int
+    forward_digest: bytes
+    weight_shape: tuple[int, ...]
+    weight_gradient: F64
+    bias_gradient: F64
+    gradient_ciphertexts: tuple[bytes, ...]
+    plain_shape: tuple[int, ...]
+    plain_gradient: F64 | None
+
+
+@dataclass(frozen=True)
+class HeBackwardReply(Message):
+    """Server -> client: ``Enc(G W^T)`` partial sums (or ``G W^T`` in plaintext)."""
+
+    KIND: ClassVar[str] = "split/he-backward-reply"
+    session_id: bytes
+    step: int
+    request_digest: bytes
+    ciphertexts: tuple[bytes, ...]
+    plain_shape: tuple[int, ...]
+    plain_input_gradient: F64 | None
+
+
+def _matrix(values: F64 | None, shape: Sequence[int], what: str) -> F64 | None:
+    if values is None:
+        return None
+    if len(shape) == 0 or int(np.prod(shape)) != values.size:
+        raise MalformedMessage(f"{what}: {values.size} values do not fill the shape {tuple(shape)}")
+    return np.asarray(values, dtype=np.float64).reshape(tuple(shape))
+
+
+def _flat(values: Any) -> tuple[tuple[int, ...], F64 | None]:
+    if values is None:
+        return (), None
+    array = np.asarray(values, dtype=np.float64)
+    return tuple(int(s) for s in array.shape), np.ascontiguousarray(array).reshape(-1)
+
+
+def to_wire(message: Any) -> Message:
+    """The codec message for one :mod:`~secureagg.split.he_cut` message."""
+    if isinstance(message, he_cut.CutSetup):
+        config = json.dumps(message.config, sort_keys=True, separators=(",", ":"))
+        return HeSetup(message.session_id, message.evaluation_context, config)
+    if isinstance(message, he_cut.ForwardRequest):
+        return HeForward(message.session_id, message.step, message.key_fingerprint,
+                         tuple(message.ciphertexts))
+    if isinstance(message, he_cut.ForwardResponse):
+        return HeForwardReply(message.session_id, message.step, message.request_digest,
+                              tuple(message.ciphertexts))
+    if isinstance(message, he_cut.BackwardRequest):
+        wshape, weight = _flat(message.weight_gradient)
+        _, bias = _flat(message.bias_gradient)
+        pshape, plain = _flat(message.plain_gradient)
+        if weight is None or bias is None:
+            raise InvalidInputError("a backward request needs the weight and bias gradients")
+        return HeBackward(message.session_id, message.step, message.forward_digest, wshape,
+                          weight, bias, tuple(message.gradient_ciphertexts), pshape, plain)
+    if isinstance(message, he_cut.BackwardResponse):
+        pshape, plain = _flat(message.plain_input_gradient)
+        return HeBackwardReply(message.session_id, message.step, message.request_digest,
+                               tuple(message.ciphertexts), pshape, plain)
+    raise InvalidInputError(f"not an encrypted-cut message: {type(message).__name__}")
+
+
+def from_wire(message: Message) -> Any:
+    """The :mod:`~secureagg.split.he_cut` message a decoded codec message stands for."""
+    if isinstance(message, HeSetup):
+        try:
+            config = json.loads(message.config_json)
+        except ValueError:
+            raise MalformedMessage("the setup's configuration is not JSON") from None
+        if not isinstance(config, dict):
+            raise MalformedMessage("the setup's configuration must be a JSON object")
+        return he_cut.CutSetup(message.session_id, message.evaluation_context, config)
+    if isinstance(message, HeForward):
+        return he_cut.ForwardRequest(message.session_id, message.step, message.key_fingerprint,
+                                     message.ciphertexts)
+    if isinstance(message, HeForwardReply):
+        return he_cut.ForwardResponse(message.session_id, message.step, message.request_digest,
+                                      message.ciphertexts)
+    if isinstance(message, HeBackward):
+        weight = _matrix(message.weight_gradient, message.weight_shape, "weight gradient")
+        return he_cut.BackwardRequest(
+            message.session_id, message.step, message.forward_digest, weight,  # type: ignore[arg-type]
+            np.asarray(message.bias_gradient, dtype=np.float64),
+            gradient_ciphertexts=message.gradient_ciphertexts,
+            plain_gradient=_matrix(message.plain_gradient, message.plain_shape, "gradient"),
+        )
+    if isinstance(message, HeBackwardReply):
+        return he_cut.BackwardResponse(
+            message.session_id, message.step, message.request_digest,
+            ciphertexts=message.ciphertexts,
+            plain_input_gradient=_matrix(
+                message.plain_input_gradient, message.plain_shape, "input gradient"
+            ),
+        )
+    raise MalformedMessage(f"not an encrypted-cut message: {type(message).__name__}")
+
+
+class EncryptedSplitLearning:
+    """U-shaped split training whose server part is one linear layer evaluated on ciphertexts.
+
+    ``model`` with ``cuts=[i, i + 1]`` (``model[i]`` must be an ``nn.Linear``), or ``parts``
+    ``(bottom, linear, head)``. ``client``: the data holder's ``DataLoader``; batches of another
+    size than the first are skipped (the CKKS packing is fixed per batch size; use
+    ``drop_last=True`` to make that explicit). ``optimizer``: a factory for the client's parts;
+    the server's layer takes plain SGD steps at ``server_lr``. ``noise_multiplier``/``clip``:
+    the DP noise on the weight gradient the server receives (see :class:`~secureagg.split.he_cut.
+    HeCutConfig`); ``encrypt_gradient=False`` sends G in plaintext (cheaper, leaks labels). After
+    :meth:`fit`, the user's ``nn.Linear`` holds the server's trained weights. ``keep_raw`` keeps
+    the bytes of every message the server received in :attr:`raw_uplink` (for audits and tests).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        client: Any,
+        optimizer: Callable[[Any], Any],
+        cuts: Sequence[int] | None = None,
+        parts: Sequence[Any] | None = None,
+        loss_fn: Callable[[Any, Any], Any] | None = None,
+        server_lr: float = 0.1,
+        noise_multiplier: float = 1.0,
+        clip: float = 1.0,
+        encrypt_gradient: bool = True,
+        activation_bound: float = 16.0,
+        keep_raw: bool = False,
+    ) -> None:
+        torch = require_torch()
+        if (model is None) == (parts is None):
+            raise ConfigurationError("give model= with cuts=, or parts=, not both")
+        if model is not None:
+            parts = split_sequential(model, cuts or [])
+        parts = tuple(parts or ())
+        if len(parts) != 3:
+            raise ConfigurationError("the encrypted cut layer is U-shaped: 3 parts (two cuts)")
+        linear = parts[1]
+        if isinstance(linear, torch.nn.Sequential) and len(linear) == 1:
+            linear = linear[0]
+        if not isinstance(linear, torch.nn.Linear) or linear.bias is None:
+            raise ConfigurationError(
+                "the server part must be one nn.Linear with a bias: it is all the server can "
+                f"evaluate on ciphertexts (got {type(linear).__name__})"
+            )
+        self.bottom, self.linear, self.head = parts[0], linear, parts[2]
+        self.model = model if model is not None else torch.nn.Sequential(*parts)
+        self.loader = client
+        self.optimizer = optimizer(
+            [*self.bottom.parameters(), *self.head.parameters()]
+        )
+        self.loss_fn = loss_fn or torch.nn.functional.cross_entropy
+        self.server_lr = server_lr
+        self.options = {
+            "noise_multiplier": noise_multiplier, "clip": clip,
+            "encrypt_gradient": encrypt_gradient, "activation_bound": activation_bound,
+        }
+        self.transcript: list[TranscriptEntry] = []
+        self.stats = SplitStats()
+        self.history: list[dict[str, Any]] = []
+        self.skipped_batches = 0
+        self.raw_uplink: list[bytes] | None = [] if keep_raw else None
+        self._client: he_cut.HeCutClient | None = None
+        self._server: he_cut.HeCutServer | None = None
+        self._batch = 0
+
+    def _setup(self, batch: int) -> None:
+        cfg = he_cut.HeCutConfig(
+            in_features=self.linear.in_features, out_features=self.linear.out_features,
+            batch_size=batch, **self.options,  # type: ignore[arg-type]
+        )
+        self._client = he_cut.HeCutClient(cfg)
+        self._server = he_cut.HeCutServer(
+            cfg, weight=self.linear.weight.detach().double().numpy().T,
+            bias=self.linear.bias.detach().double().numpy(), learning_rate=self.server_lr,
+        )
+        self._batch = batch
+        self._server.accept_setup(self._send(self._client.setup(), to_server=True, step=-1))
+
+    def _send(self, message: Any, *, to_server: bool, step: int) -> Any:
+        t = time.perf_counter()
+        wire = to_wire(message)
+        data = encode(wire)
+        received = from_wire(decode(data))
+        self.stats.codec_seconds += time.perf_counter() - t
+        self.stats.by_kind[wire.KIND] = self.stats.by_kind.get(wire.KIND, 0) + len(data)
+        if to_server:
+            if self.raw_uplink is not None:
+                self.raw_uplink.append(data)
+            self.stats.bytes_up += len(data)
+            self.transcript.append(TranscriptEntry(
+                stage="u-shaped-encrypted", kind=wire.KIND, sender=0, recipient=-1,
+                round_id=step, size=len(data), sha256=message_digest(data),
+            ))
+        else:
+            self.stats.bytes_down += len(data)
+        return received
+
+    def _step(self, x: Any, y: Any) -> float:
+        torch = require_torch()
+        client, server = self._client, self._server
+        if client is None or server is None:
+            raise ConfigurationError("set-up missing")  # unreachable: fit() sets up first
+        step = client.step
+        t = time.perf_counter()
+        self.optimizer.zero_grad()
+        acts = self.bottom(x)
+        request = client.forward(acts.detach().double().numpy())
+        self.stats.client_seconds += time.perf_counter() - t
+        request = self._send(request, to_server=True, step=step)
+        t = time.perf_counter()
+        reply = server.forward(request)
+        self.stats.server_seconds += time.perf_counter() - t
+        reply = self._send(reply, to_server=False, step=step)
+        t = time.perf_counter()
+        z = torch.from_numpy(client.finish_forward(reply)).float().requires_grad_(True)
+        loss = self.loss_fn(self.head(z), y)
+        loss.backward()
+        if z.grad is None:
+            raise ConfigurationError("the head does not depend on the cut layer's output")
+        back = client.backward(z.grad.double().numpy())
+        self.stats.client_seconds += time.perf_counter() - t
+        back = self._send(back, to_server=True, step=step)
+        t = time.perf_counter()
+        back_reply = server.backward(back)
+        self.stats.server_seconds += time.perf_counter() - t
+        back_reply = self._send(back_reply, to_server=False, step=step)
+        t = time.perf_counter()
+        grad_a = client.finish_backward(back_reply)
+        acts.backward(torch.from_numpy(grad_a).to(acts.dtype))
+        self.optimizer.step()
+        self.stats.client_seconds += time.perf_counter() - t
+        self.stats.steps += 1
+        return float(loss.detach())
+
+    def _sync(self) -> None:
+        """Copy the server's trained weights into the user's ``nn.Linear``."""
+        torch = require_torch()
+        if self._server is None:
+            return
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.from_numpy(self._server.weight.T))
+            self.linear.bias.copy_(torch.from_numpy(self._server.bias))
+
+    def fit(self, epochs: int = 1) -> list[dict[str, Any]]:
+        """Train for ``epochs``; returns one entry per epoch (loss, seconds, bytes)."""
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigurationError(f"epochs must be an integer >= 1, got {epochs!r}")
+        entries = []
+        for _ in range(epochs):
+            t0, up, down = time.perf_counter(), self.stats.bytes_up, self.stats.bytes_down
+            losses: list[float] = []
+            for _ids, x, y in _batches(self.loader):
+                batch = int(x.shape[0])
+                if self._client is None:
+                    self._setup(batch)
+                if batch != self._batch:
+                    self.skipped_batches += 1
+                    continue
+                losses.append(self._step(x, y))
+            self._sync()
+            entry = {
+                "epoch": len(self.history) + 1,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "seconds": time.perf_counter() - t0,
+                "bytes_up": self.stats.bytes_up - up,
+                "bytes_down": self.stats.bytes_down - down,
+                "steps": len(losses),
+                "skipped_batches": self.skipped_batches,
+            }
+            self.history.append(entry)
+            entries.append(entry)
+        return entries
