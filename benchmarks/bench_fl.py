@@ -117,6 +117,9 @@ def run_protocol(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
         train_seconds=args.train_seconds,
     )
     params = sum(p.numel() for p in model.parameters())
+    aggregator, options = protocol, {}
+    if protocol == "ckks-pool":  # CKKS with the encryption-of-zero pool filled ahead of the round
+        aggregator, options = "ckks", {"precompute_encryption": True}
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeededRunWarning)
@@ -124,7 +127,8 @@ def run_protocol(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
             model,
             train=train,
             client_loaders=loaders,
-            aggregator=protocol,
+            aggregator=aggregator,
+            aggregator_options=options,
             rounds=args.rounds,
             seed=1,
             weighting="uniform",
@@ -151,6 +155,7 @@ def run_protocol(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
         "aggregation_wall": sec["aggregation_wall"],
         "stages": sec["stages"],
         "setup": sec.get("setup"),
+        "offline_client_max": sec.get("offline_client_max", 0.0),
         "bytes_up_per_client": b["up_per_participant"],
         "bytes_down_total": b["down"],
         "upload_expansion_vs_float32": b["expansion"],
@@ -221,7 +226,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-seconds", type=float, default=None)
     p.add_argument("--rounds", type=int, default=2, help="rounds per protocol; the last counts")
     p.add_argument("--clip", type=float, default=1.0)
-    p.add_argument("--protocols", default="plain,secagg+,ckks")
+    p.add_argument("--protocols", default="plain,secagg+,ckks,ckks-pool")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--parts", default="overhead", help="overhead,dp-curve")
     p.add_argument("--curve-epsilons", default="1,2,4,8,16")
@@ -253,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     results: dict[str, Any] = {}
     for protocol in protocols:
-        if protocol == "ckks" and (
+        if protocol in ("ckks", "ckks-pool") and (
             importlib.util.find_spec("tenseal") is None
             or importlib.util.find_spec("secureagg.aggregators.ckks") is None
         ):
@@ -308,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train_max: as if plaintext aggregation cost nothing (the strictest figure; the "
             "simulator's set-up converts every client's update in one process, which inflates "
             "the plain baseline's aggregation by ~0.2 s at 20 x 1M values)",
+            "offline_client_max": "ckks-pool: the slowest client's encryption-of-zero pool fill, "
+            "done ahead of the round (between rounds, while idle) and therefore not in "
+            "aggregation_critical; reported so that the saving is not hidden",
         },
         "results": results,
         "dp_curve": curve,

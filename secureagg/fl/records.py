@@ -276,6 +276,8 @@ def completed_entry(
         critical_path=entry["seconds"]["train_max"] + critical,
         evaluate=eval_seconds,
         round_wall=time.perf_counter() - draft.started,
+        # work the clients did ahead of the round (HE encryption pools), not in critical_path
+        offline_client_max=float((m.get("offline") or {}).get("client_seconds_max", 0.0)),
     )
     return entry
 
