@@ -64,7 +64,6 @@ prove, before computing, that its sums cannot wrap around the modulus.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import os
@@ -91,6 +90,7 @@ from secureagg.he.ckks import (
     CutLayerEvaluator,
     CutLayerSecretKey,
 )
+from secureagg.split.he_packing import CutLayout, choose_layout
 
 __all__ = [
     "BackwardRequest",
@@ -107,9 +107,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 _DIGEST_LABEL = b"secureagg/v1/split/he-cut/digest\x00"
-_CANARY_TOLERANCE = 1e-3
-# Relative costs (ms at N = 4096 on the reference machine) used to pick the packing.
-_COST_ENCRYPT, _COST_PRODUCT, _COST_DECRYPT = 1.4, 0.7, 0.75
 
 
 # ------------------------------------------------------------------------------------- config
@@ -194,131 +191,6 @@ class HeCutConfig:
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# ------------------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True)
-class CutLayout:
-    """How an encrypted ``(rows x inner)`` times plain ``(inner x cols)`` product is packed.
-
-    ``rows_per_group`` rows share ciphertexts; ``inner_blocks`` x ``col_blocks`` slots per row;
-    each group sends ``inputs_per_group`` ciphertexts and gets ``outputs_per_group`` back. The
-    last slot is the canary.
-    """
-
-    rows: int
-    inner: int
-    cols: int
-    slots: int
-    rows_per_group: int
-    inner_blocks: int
-    col_blocks: int
-
-    @property
-    def inputs_per_group(self) -> int:  # p
-        return -(-self.inner // self.inner_blocks)
-
-    @property
-    def outputs_per_group(self) -> int:  # q
-        return -(-self.cols // self.col_blocks)
-
-    @property
-    def groups(self) -> int:
-        return -(-self.rows // self.rows_per_group)
-
-    @property
-    def used_slots(self) -> int:
-        return self.rows_per_group * self.inner_blocks * self.col_blocks
-
-    def pack_inputs(self, x: FloatArray, canaries: FloatArray) -> FloatArray:
-        """``(groups * p, slots)`` slot rows of ``x`` (rows x inner); canary in the last slot."""
-        g, rc, ki, cj, p = (
-            self.groups,
-            self.rows_per_group,
-            self.inner_blocks,
-            self.col_blocks,
-            self.inputs_per_group,
-        )
-        padded = np.zeros((g * rc, ki * p), dtype=np.float64)
-        padded[: self.rows, : self.inner] = x
-        blocks = padded.reshape(g, rc, ki, p).transpose(0, 3, 1, 2)  # (g, p, rc, ki)
-        out = np.zeros((g, p, self.slots), dtype=np.float64)
-        out[:, :, : self.used_slots] = np.broadcast_to(
-            blocks[..., None], (g, p, rc, ki, cj)
-        ).reshape(g, p, self.used_slots)
-        out[:, 0, -1] = canaries
-        return out.reshape(g * p, self.slots)
-
-    def pack_weights(self, m: FloatArray) -> FloatArray:
-        """``(q, p, slots)`` plaintext rows of ``m`` (inner x cols); canary weight 1 for s = 0."""
-        rc, ki, cj, p, q = (
-            self.rows_per_group,
-            self.inner_blocks,
-            self.col_blocks,
-            self.inputs_per_group,
-            self.outputs_per_group,
-        )
-        padded = np.zeros((ki * p, cj * q), dtype=np.float64)
-        padded[: self.inner, : self.cols] = m
-        blocks = padded.reshape(ki, p, cj, q).transpose(3, 1, 0, 2)  # (q, p, ki, cj)
-        out = np.zeros((q, p, self.slots), dtype=np.float64)
-        out[:, :, : self.used_slots] = np.broadcast_to(
-            blocks[:, :, None], (q, p, rc, ki, cj)
-        ).reshape(q, p, self.used_slots)
-        out[:, 0, -1] = 1.0
-        return out
-
-    def unpack_outputs(self, y: FloatArray, canaries: FloatArray) -> FloatArray:
-        """Check every group's canary and finish the inner sums: ``(rows x cols)``."""
-        g, rc, ki, cj, q = (
-            self.groups,
-            self.rows_per_group,
-            self.inner_blocks,
-            self.col_blocks,
-            self.outputs_per_group,
-        )
-        y = y.reshape(g, q, self.slots)
-        if not np.all(np.abs(y[:, :, -1] - canaries[:, None]) <= _CANARY_TOLERANCE):
-            raise MalformedMessage(
-                "a result ciphertext failed its canary check: it was made under another key, for "
-                "another batch group, or replayed from another step"
-            )
-        partial = y[:, :, : self.used_slots].reshape(g, q, rc, ki, cj).sum(axis=3)
-        full = partial.transpose(0, 2, 3, 1).reshape(g * rc, cj * q)
-        return np.ascontiguousarray(full[: self.rows, : self.cols])
-
-
-@functools.lru_cache(maxsize=64)
-def choose_layout(rows: int, inner: int, cols: int, slots: int) -> CutLayout:
-    """The packing of least modelled cost (encryptions, plaintext products, decryptions).
-
-    >>> lay = choose_layout(32, 65, 64, 2048)
-    >>> lay.groups * lay.inputs_per_group * lay.outputs_per_group >= 32 * 65 * 64 // 2047
-    True
-    """
-    usable = slots - 1
-    best: tuple[float, CutLayout] | None = None
-    for p in range(1, inner + 1):
-        ki = -(-inner // p)
-        if ki > 1 and -(-inner // (ki - 1)) == p:
-            continue  # same p with fewer blocks already seen
-        for q in range(1, cols + 1):
-            cj = -(-cols // q)
-            if cj > 1 and -(-cols // (cj - 1)) == q:
-                continue
-            rc = min(rows, usable // (ki * cj))
-            if rc < 1:
-                continue
-            groups = -(-rows // rc)
-            cost = groups * (p * _COST_ENCRYPT + q * _COST_DECRYPT + p * q * _COST_PRODUCT)
-            layout = CutLayout(rows, inner, cols, slots, rc, ki, cj)
-            if best is None or cost < best[0]:
-                best = (cost, layout)
-    if best is None:
-        raise ConfigurationError(f"no packing fits {slots} slots")  # slots >= 2 always fits
-    return best[1]
 
 
 # ----------------------------------------------------------------------------------- messages

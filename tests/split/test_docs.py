@@ -45,6 +45,7 @@ MODULES = [
 ]
 if importlib.util.find_spec("tenseal") is not None:
     MODULES += ["secureagg.split.he_cut", "secureagg.split.encrypted"]
+MODULES.append("secureagg.split.he_packing")
 
 
 @pytest.mark.parametrize("name", MODULES)
