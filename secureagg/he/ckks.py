@@ -57,14 +57,17 @@ import numpy.typing as npt
 
 from secureagg.errors import (
     ConfigurationError,
+    InvalidInputError,
     InvalidKeyError,
     MalformedMessage,
     MissingDependencyError,
+    NonFiniteInputError,
 )
 from secureagg.he.backend import Accumulator, Decryptor, Encryptor, chunk_sizes, fingerprint
 from secureagg.he.ckks_params import FFT_SAFE_BITS, FLARE_DEFAULT, CkksParameters, is_int
 
 __all__ = [
+    "CUT_LAYER_PARAMETERS",
     "FFT_SAFE_BITS",
     "FLARE_DEFAULT",
     "CkksAccumulator",
@@ -74,6 +77,9 @@ __all__ = [
     "CkksPublicContext",
     "CkksSecretKey",
     "CkksZeroPool",
+    "CutLayerEvaluator",
+    "CutLayerSecretKey",
+    "cut_layer_product_bound",
     "require_tenseal",
 ]
 
@@ -257,13 +263,15 @@ def _parse_native(
     scale: float,
     first_parms_id: list[int],
     budget: int,
+    where: str | None = None,
 ) -> Any:
     """Deserialize and validate one chunk into TenSEAL's C++ vector; problems: ``MalformedMessage``.
 
     ``data`` may be a zero-copy view of the wire (:mod:`secureagg.transport.codec`); it is copied
     once, into the short-lived ``bytes`` TenSEAL's loader takes, right before it is parsed.
+    ``where`` names the chunk in error messages (default ``ciphertext chunk <index>``).
     """
-    where = f"ciphertext chunk {index}"
+    where = where or f"ciphertext chunk {index}"
     if not isinstance(data, bytes | memoryview):
         raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
     length = data.nbytes if isinstance(data, memoryview) else len(data)
@@ -278,8 +286,8 @@ def _parse_native(
         parts = native.ciphertext()
     except _TENSEAL_ERRORS:
         raise MalformedMessage(
-            f"{where}: does not deserialize under the round's context (corrupted, truncated, or "
-            "made under other parameters)"
+            f"{where}: does not deserialize under the expected context (corrupted, truncated, or "
+            "made under other parameters: a foreign context)"
         ) from None
     if count != size:
         raise MalformedMessage(f"{where}: carries {count} values, expected {size}")
@@ -311,11 +319,12 @@ def _parse_chunk(
     scale: float,
     first_parms_id: list[int],
     budget: int,
+    where: str | None = None,
 ) -> Any:
     """:func:`_parse_native`, wrapped as a ``tenseal.CKKSVector``."""
     native = _parse_native(
         ts, ctx, data, index=index, size=size, scale=scale, first_parms_id=first_parms_id,
-        budget=budget,
+        budget=budget, where=where,
     )
     return ts.CKKSVector(data=native)
 
@@ -657,9 +666,7 @@ class CkksDecryptor(Decryptor):
 # level, scale, size and component count; anything else is a MalformedMessage, never a TenSEAL
 # exception. A ciphertext made under another key with the *same* parameters cannot be told apart
 # by parsing: secureagg.split.he_cut detects it on decryption with a secret canary slot.
-# Self-contained: it relies only on require_tenseal() and fingerprint() from above.
-
-from secureagg.errors import InvalidInputError, NonFiniteInputError  # noqa: E402
+# Ciphertexts are parsed and checked by the same _parse_chunk as the aggregation's uploads.
 
 #: The cut layer's CKKS parameters: N = 4096 (2048 slots), one 60-bit data prime and a 49-bit
 #: special prime (109 bits: exactly the HE-standard 128-bit budget at N = 4096), scale 2^25 for the
@@ -669,7 +676,6 @@ CUT_LAYER_PARAMETERS = CkksParameters(
     poly_modulus_degree=4096, coeff_mod_bit_sizes=(60, 49), scale=2.0**25
 )
 _CUT_SCHEME = "ckks-cut-layer"
-_CUT_ERRORS = (ValueError, RuntimeError, TypeError, OverflowError, IndexError)
 
 
 def cut_layer_product_bound(params: CkksParameters) -> float:
@@ -683,22 +689,17 @@ def cut_layer_product_bound(params: CkksParameters) -> float:
 
 
 def _cut_params_of(ts: Any, ctx: Any) -> tuple[CkksParameters, list[int]]:
+    """The parameters and first data level of a cut-layer context (:func:`_context_parameters`)."""
     try:
-        seal_ctx = ctx.seal_context().data
-        parms = seal_ctx.key_context_data().parms()
-        if parms.scheme() != ts.SCHEME_TYPE.CKKS.value:
-            raise InvalidKeyError("the cut-layer context is not a CKKS context")
-        n = int(parms.poly_modulus_degree())
-        bits = tuple(int(m.bit_count()) for m in parms.coeff_modulus())
-        first = list(seal_ctx.first_parms_id())
+        n, bits, first = _context_parameters(ts, ctx)
         scale = float(ctx.global_scale)
-    except _CUT_ERRORS:
+    except _TENSEAL_ERRORS:
         raise InvalidKeyError("the cut-layer context carries no readable CKKS parameters") from None
     try:
         params = CkksParameters(poly_modulus_degree=n, coeff_mod_bit_sizes=bits, scale=scale)
     except ConfigurationError as exc:
         raise InvalidKeyError(f"the cut-layer context has unsafe parameters: {exc}") from None
-    return params, first
+    return params, list(first)
 
 
 def _cut_parse(
@@ -711,40 +712,14 @@ def _cut_parse(
     scale: float,
     first_parms_id: list[int],
 ) -> Any:
-    """Deserialize one cut-layer ciphertext and check it; any problem is a MalformedMessage."""
+    """One cut-layer ciphertext, parsed and checked by :func:`_parse_chunk` (full slots, fresh,
+    first level, ``scale``); only ``bytes`` are taken from the other party."""
     if not isinstance(data, bytes):
         raise MalformedMessage(f"{where}: expected bytes, got {type(data).__name__}")
-    budget = 2 * params.ciphertext_bytes() + 4096
-    if not data or len(data) > budget:
-        raise MalformedMessage(
-            f"{where}: {len(data)} bytes, outside the 1..{budget} a ciphertext of the cut-layer "
-            "parameters can take"
-        )
-    try:
-        vec = ts.ckks_vector_from(ctx, data)
-        native = vec.data
-        count = native.size()
-        parts = native.ciphertext()
-    except _CUT_ERRORS:
-        raise MalformedMessage(
-            f"{where}: does not deserialize under the cut layer's context (corrupted, truncated, "
-            "or made under other parameters: a foreign context)"
-        ) from None
-    if count != params.slots:
-        raise MalformedMessage(f"{where}: carries {count} values, expected {params.slots}")
-    if len(parts) != 1:
-        raise MalformedMessage(f"{where}: holds {len(parts)} ciphertexts, expected exactly 1")
-    ct = parts[0]
-    if ct.size() != 2:
-        raise MalformedMessage(f"{where}: a {ct.size()}-component ciphertext, expected 2")
-    if ct.parms_id() != first_parms_id or not ct.is_ntt_form():
-        raise MalformedMessage(f"{where}: not at the first data level of the cut-layer parameters")
-    if ct.scale != scale:
-        raise MalformedMessage(
-            f"{where}: at scale {float(ct.scale)!r}, expected {scale!r} (a product where a fresh "
-            "ciphertext belongs, or the reverse)"
-        )
-    return vec
+    return _parse_chunk(
+        ts, ctx, data, index=0, size=params.slots, scale=scale, first_parms_id=first_parms_id,
+        budget=_byte_budget(params), where=where,
+    )
 
 
 def _new_cut_context(ts: Any, params: CkksParameters) -> Any:
@@ -863,7 +838,7 @@ class CutLayerEvaluator:
         try:
             ctx = ts.context_from(bytes(data), n_threads=1)
             private = bool(ctx.is_private()) or bool(ctx.has_secret_key())
-        except _CUT_ERRORS:
+        except _TENSEAL_ERRORS:
             raise InvalidKeyError(
                 "the cut-layer context does not deserialize (truncated, corrupted or not a "
                 "TenSEAL context)"
@@ -962,11 +937,3 @@ class CutLayerEvaluator:
                 )
             out.append(bytes(total.serialize()))
         return tuple(out)
-
-
-__all__ += [  # extended here so that this section stays self-contained
-    "CUT_LAYER_PARAMETERS",
-    "CutLayerEvaluator",
-    "CutLayerSecretKey",
-    "cut_layer_product_bound",
-]
