@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.fl import schedule
-from secureagg.fl._torch import require_torch
 from secureagg.fl.client import takes_optimizer
 from secureagg.fl.privacy import FederatedDP
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.fl._torch import require_torch
+from secureagg.dp._torch import require_torch
 from secureagg.fl.codec import StateCodec
 from secureagg.fl.schedule import TRAIN_STAGE, Failures, RoundSchedule, earliest, upload_stage
 

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
-from secureagg.fl._torch import require_torch
 
 if TYPE_CHECKING:
     import torch

@@ -61,9 +61,9 @@ from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, Literal
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.fl import schedule
-from secureagg.fl._torch import require_torch
 from secureagg.fl.client import ClientOutcome, train_client
 from secureagg.fl.codec import StateCodec
 from secureagg.fl.privacy import PrivacyController

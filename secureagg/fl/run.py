@@ -53,6 +53,7 @@ import numpy as np
 
 import secureagg
 from secureagg.aggregators import make_aggregator
+from secureagg.dp._torch import require_torch
 from secureagg.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -60,7 +61,6 @@ from secureagg.errors import (
     ProtocolError,
 )
 from secureagg.fl import checks, records, schedule
-from secureagg.fl._torch import require_torch
 from secureagg.fl.client import ClientOutcome, local_phase
 from secureagg.fl.codec import BufferPolicy, StateCodec
 from secureagg.fl.pool import (

@@ -44,8 +44,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
-from secureagg.fl._torch import require_torch
 
 if TYPE_CHECKING:
     import torch

@@ -34,10 +34,10 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError, MalformedMessage
 from secureagg.protocols.base import Message
 from secureagg.split import he_cut
-from secureagg.split._torch import require_torch
 from secureagg.split.model import split_sequential
 from secureagg.split.run import SplitStats, _batches
 from secureagg.transport import TranscriptEntry, decode, encode, message_digest

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError
-from secureagg.split._torch import require_torch
 from secureagg.split.attacks import cosine_attack, inversion_probe, norm_attack
 from secureagg.split.messages import Activations, CutGradients, OutputGradients
 from secureagg.split.protections import ActivationDP, NoPeek

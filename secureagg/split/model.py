@@ -21,8 +21,8 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError
-from secureagg.split._torch import require_torch
 
 __all__ = ["split_sequential"]
 

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from secureagg.dp._torch import require_torch
 from secureagg.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -51,7 +52,6 @@ from secureagg.errors import (
     ProtocolError,
 )
 from secureagg.protocols.base import Message
-from secureagg.split._torch import require_torch
 from secureagg.split.checks import check_example_ids, receive_tensor
 from secureagg.split.messages import (
     Activations,

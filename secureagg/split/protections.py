@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from secureagg.dp._torch import require_torch
 from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.dp.events import GaussianSteps
 from secureagg.dp.noise import CsprngGaussian
 from secureagg.errors import ConfigurationError
-from secureagg.split._torch import require_torch
 
 __all__ = ["ActivationDP", "NoPeek", "distance_correlation"]
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from secureagg.aggregators import make_aggregator
+from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.protocols.base import Message
-from secureagg.split._torch import require_torch
 from secureagg.split.model import split_sequential
 from secureagg.split.parties import GradientProtection, SplitClient, SplitServer
 from secureagg.split.protections import ActivationDP, NoPeek
