@@ -48,7 +48,6 @@ import torch
 import secureagg
 from secureagg.fl.data import load_digits_federated
 from secureagg.split import experiments as ex
-from secureagg.split.encrypted import EncryptedSplitLearning
 from secureagg.split.label_protection import MarvellNoise
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,44 +55,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def unsplit_cost(x: Any, y: Any, xt: Any, yt: Any, *, epochs: int, width: int) -> dict[str, Any]:
-    model = ex.digits_mlp(width=width, seed=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = ex._loaders(x, y, clients=1, batch_size=32, seed=0)[0]
-    steps, t0 = 0, time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in loader:
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xb), yb).backward()
-            opt.step()
-            steps += 1
-    seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        acc = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
-    return {"accuracy": acc, "seconds_per_batch": seconds / steps, "bytes_per_batch": 0.0,
-            "steps": steps}
-
-
-def encrypted_run(x: Any, y: Any, xt: Any, yt: Any, *, epochs: int, width: int
-                  ) -> dict[str, Any]:
-    model = ex.digits_mlp(width=width, seed=0)
-    data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(0))
-    sl = EncryptedSplitLearning(model, cuts=ex.CUTS["u-shaped-linear"], client=loader,
-                                optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-                                server_lr=0.05)
-    t0 = time.perf_counter()
-    sl.fit(epochs=epochs)
-    seconds = time.perf_counter() - t0
-    stats = sl.stats.to_dict()
-    with torch.no_grad():
-        acc = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
-    return {"accuracy": acc, "seconds_per_batch": seconds / stats["steps"],
-            "bytes_per_batch": stats["bytes_per_step"], "cost": stats,
-            "server_received": sorted({e.kind for e in sl.transcript})}
 
 
 def main() -> None:
@@ -122,7 +83,7 @@ def main() -> None:
     # ------------------------------------------------------------------ cost of each protection
     log("cost per batch of each protection ...")
     cost: dict[str, Any] = {}
-    cost["unsplit"] = unsplit_cost(x, y, xt, yt, epochs=epochs, width=64)
+    cost["unsplit"] = ex.train_unsplit(x, y, xt, yt, epochs=epochs, width=64)
     configs: dict[str, dict[str, Any]] = {
         "vanilla": {"topology": "vanilla"},
         "vanilla(binary task)": {"topology": "vanilla", "binary": True},
@@ -161,7 +122,7 @@ def main() -> None:
     for width in widths:
         # the plaintext references over all epochs (a single epoch is dominated by warm-up)
         base = ex.train_split(x, y, xt, yt, topology="u-shaped", epochs=epochs, width=width)
-        run = encrypted_run(x, y, xt, yt, epochs=1 if args.quick else 2, width=width)
+        run = ex.train_encrypted(x, y, xt, yt, epochs=1 if args.quick else 2, width=width)
         breakdown = encrypted_cut_cost(width, 32, 64, 2 if args.quick else 3)
         vanilla_w = ex.train_split(x, y, xt, yt, topology="vanilla", epochs=epochs, width=width)
         enc[str(width)] = {

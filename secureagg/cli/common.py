@@ -54,6 +54,22 @@ def _clip_of(agg: RoundFactory, requested: float | None) -> float | None:
     return None if clip is None else float(clip)
 
 
+def _new_run_dir(name: str) -> Path:
+    """``runs/<UTC time>-<name>`` under the working directory, made unique (not created yet)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = Path.cwd() / "runs" / f"{stamp}-{name.replace(os.sep, '_')}"
+    path, k = base, 0
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def _run_dir(out: str | None, name: str) -> Path:
+    """``--out`` if given, else a fresh :func:`_new_run_dir` (the demos)."""
+    return Path(out) if out is not None else _new_run_dir(name)
+
+
 def _choose_run_dir(args: argparse.Namespace) -> Path:
     """The run directory to write (not created yet); refuses to overwrite without --force."""
     if args.out is not None:
@@ -63,13 +79,7 @@ def _choose_run_dir(args: argparse.Namespace) -> Path:
         if (path / "result.json").exists() and not args.force:
             raise _CliError(f"{path} already holds a run; choose another --out or pass --force")
         return path
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path.cwd() / "runs" / f"{stamp}-{args.protocol.replace(os.sep, '_')}"
-    path, k = base, 0
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
+    return _new_run_dir(args.protocol)
 
 
 def _write_json(path: Path, payload: Any) -> None:

@@ -19,7 +19,6 @@ import datetime as _dt
 import json
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from secureagg.cli.common import (
     EXIT_OK,
     _CliError,
     _error_bound,
+    _run_dir,
     _write_json,
     _write_transcript,
 )
@@ -47,18 +47,6 @@ def _chi_square_top_byte(values: np.ndarray[Any, Any]) -> float:
     counts = np.bincount(top, minlength=256).astype(float)
     expected = counts.sum() / 256
     return float(((counts - expected) ** 2 / expected).sum())
-
-
-def _run_dir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path.cwd() / "runs" / f"{stamp}-demo"
-    path, k = base, 0
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
 
 
 def _secagg_round(args: argparse.Namespace) -> bool:
@@ -120,7 +108,7 @@ def _secagg_round(args: argparse.Namespace) -> bool:
             f"server {row['server_seconds'] * 1e3:8.2f} ms   up {int(row['bytes_up']):>10,} B"
         )
 
-    run_dir = _run_dir(args.out)
+    run_dir = _run_dir(args.out, "demo")
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(
         run_dir / "config.json",
@@ -339,7 +327,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 f"updates clipped to L2 {settings.update_clip}, server step "
                 f"{settings.server_lr})"
             )
-    run_dir = _run_dir(args.out)
+    run_dir = _run_dir(args.out, "demo")
     say(f"\n{settings.protocol} FedAvg, {settings.rounds} rounds:")
     run = run_demo(
         settings, task, run_dir=run_dir, progress=not quiet, round_summary=_round_line

@@ -18,83 +18,15 @@ Everything lands in a run directory (``split.json``). ``--quick`` trains for few
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from secureagg.cli.common import EXIT_OK, _CliError, _write_json
+from secureagg.cli.common import EXIT_OK, _CliError, _run_dir, _write_json
 
 __all__ = ["cmd_demo_split"]
-
-
-def _run_dir(out: str | None) -> Path:
-    if out is not None:
-        return Path(out)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path.cwd() / "runs" / f"{stamp}-split"
-    path, k = base, 0
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
-
-
-def _unsplit(x: Any, y: Any, xt: Any, yt: Any, *, epochs: int, seed: int) -> dict[str, Any]:
-    """The same model and optimizer trained in one piece: the accuracy and cost reference."""
-    import torch
-
-    from secureagg.split.experiments import _loaders, digits_mlp
-
-    model = digits_mlp(seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = _loaders(x, y, clients=1, batch_size=32, seed=seed)[0]
-    steps, t0 = 0, time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            steps += 1
-    seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        acc = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
-    return {"accuracy": acc, "seconds_per_batch": seconds / steps, "bytes_per_batch": 0.0}
-
-
-def _encrypted(x: Any, y: Any, xt: Any, yt: Any, *, epochs: int, seed: int) -> dict[str, Any]:
-    import torch
-
-    from secureagg.split.encrypted import EncryptedSplitLearning
-    from secureagg.split.experiments import CUTS, digits_mlp
-
-    model = digits_mlp(seed=seed)
-    data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=32, shuffle=True, drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    sl = EncryptedSplitLearning(
-        model, cuts=CUTS["u-shaped-linear"], client=loader,
-        optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), server_lr=0.05,
-    )
-    t0 = time.perf_counter()
-    sl.fit(epochs=epochs)
-    seconds = time.perf_counter() - t0
-    stats = sl.stats.to_dict()
-    with torch.no_grad():
-        acc = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
-    return {
-        "accuracy": acc,
-        "seconds_per_batch": seconds / max(stats["steps"], 1),
-        "bytes_per_batch": stats["bytes_per_step"],
-        "server_received": sorted({e.kind for e in sl.transcript}),
-        "noise_multiplier_on_weight_gradient": sl.options["noise_multiplier"],
-    }
 
 
 def cmd_demo_split(args: argparse.Namespace) -> int:
@@ -120,7 +52,7 @@ def cmd_demo_split(args: argparse.Namespace) -> int:
     aggregator = args.protocol or "secagg+"
     if clients < 1 or epochs < 1 or epsilon <= 0:
         raise _CliError("--clients and --rounds must be >= 1 and --epsilon > 0")
-    out = _run_dir(args.out)
+    out = _run_dir(args.out, "split")
     data = load_digits_federated(num_clients=2, alpha=100.0, seed=0)
     x, y, xt, yt = data.x_train, data.y_train, data.x_test, data.y_test
     t_start = time.perf_counter()
@@ -138,7 +70,7 @@ def cmd_demo_split(args: argparse.Namespace) -> int:
             f"{r['bytes_per_batch'] / 1024:>11.1f}{extra}")
 
     runs = results["accuracy"] = {}
-    runs["unsplit"] = _unsplit(x, y, xt, yt, epochs=epochs, seed=0)
+    runs["unsplit"] = ex.train_unsplit(x, y, xt, yt, epochs=epochs, seed=0)
     row("unsplit (reference)", runs["unsplit"])
     splitfed = aggregator if clients > 1 else None
     for topology in ("vanilla", "u-shaped"):
@@ -152,7 +84,7 @@ def cmd_demo_split(args: argparse.Namespace) -> int:
     row(f"u-shaped + ActivationDP (eps={r['epsilon']:.2f})", r,
         f"   noise x{r['noise_multiplier']:.2f} per coordinate")
     enc_epochs = min(epochs, 2 if args.quick else 3)
-    r = _encrypted(x, y, xt, yt, epochs=enc_epochs, seed=0)
+    r = ex.train_encrypted(x, y, xt, yt, epochs=enc_epochs, seed=0)
     runs["u-shaped-encrypted-cut"] = r
     row(f"u-shaped, encrypted cut layer ({enc_epochs} epochs)", r)
     say(f"    the server received only {', '.join(r['server_received'])}")

@@ -5,7 +5,9 @@ numbers the same way. Every function takes plain arrays (``x_train, y_train, x_t
 and returns a JSON-ready dict; nothing here loads data (the callers pass sklearn's digits).
 
 * :func:`train_split` - train a split MLP (vanilla, U-shaped, optionally SplitFed) with the chosen
-  protections and report test accuracy, ε, seconds and bytes per batch.
+  protections and report test accuracy, ε, seconds and bytes per batch; :func:`train_unsplit`
+  (the same model in one piece: the reference) and :func:`train_encrypted` (U-shaped with the
+  encrypted cut layer) report the same keys.
 * :func:`label_leakage` - run the vanilla or U-shaped exchange on a binary task and attack the
   gradients the non-label party received (:func:`~secureagg.split.attacks.norm_attack`,
   :func:`~secureagg.split.attacks.cosine_attack`), per batch, reporting the mean AUC.
@@ -37,7 +39,14 @@ from secureagg.split.messages import Activations, CutGradients, OutputGradients
 from secureagg.split.protections import ActivationDP, NoPeek
 from secureagg.split.run import Exchange, SplitLearning
 
-__all__ = ["digits_mlp", "inversion", "label_leakage", "train_split"]
+__all__ = [
+    "digits_mlp",
+    "inversion",
+    "label_leakage",
+    "train_encrypted",
+    "train_split",
+    "train_unsplit",
+]
 
 Array = npt.NDArray[Any]
 
@@ -128,9 +137,7 @@ def train_split(
     loaders = _loaders(x_train, y_train, clients=clients, batch_size=batch_size, seed=seed)
     sl = SplitLearning(
         model, cuts=CUTS[topology], clients=loaders,
-        optimizer=lambda p: torch.optim.Adam(p, lr=lr)
-        if optimizer == "adam"
-        else torch.optim.SGD(p, lr=lr, momentum=0.9),
+        optimizer=lambda p: torch.optim.Adam(p, lr=lr) if optimizer == "adam" else _sgd(p, lr),
         activation_dp=dp, nopeek=None if nopeek is None else NoPeek(nopeek),
         label_protection=label_protection, aggregator=aggregator,
     )
@@ -158,6 +165,68 @@ def train_split(
         "aggregation_bytes": stats["aggregation_bytes"],
         "cost": stats,
         "history": sl.history,
+    }
+
+
+def _sgd(params: Any, lr: float = 0.05) -> Any:
+    return require_torch().optim.SGD(params, lr=lr, momentum=0.9)
+
+
+def train_unsplit(
+    x_train: Array, y_train: Array, x_test: Array, y_test: Array, *, epochs: int = 6,
+    width: int = 64, seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`digits_mlp` trained in one piece with the same optimizer and batches: the
+    reference for accuracy and for the cost of splitting."""
+    torch = require_torch()
+    model = digits_mlp(width=width, seed=seed)
+    opt = _sgd(model.parameters())
+    loader = _loaders(x_train, y_train, clients=1, batch_size=32, seed=seed)[0]
+    steps, t0 = 0, time.perf_counter()
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            steps += 1
+    seconds = time.perf_counter() - t0
+    return {"accuracy": _accuracy(model, x_test, y_test, clip=None),
+            "seconds_per_batch": seconds / steps, "bytes_per_batch": 0.0, "steps": steps}
+
+
+def train_encrypted(
+    x_train: Array, y_train: Array, x_test: Array, y_test: Array, *, epochs: int = 2,
+    width: int = 64, seed: int = 0,
+) -> dict[str, Any]:
+    """U-shaped training whose server part is the CKKS cut layer
+    (:class:`~secureagg.split.encrypted.EncryptedSplitLearning`; needs the ``he`` extra)."""
+    torch = require_torch()
+    from secureagg.split.encrypted import EncryptedSplitLearning
+
+    model = digits_mlp(width=width, seed=seed)
+    data = torch.utils.data.TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(y_train, dtype=np.int64)),
+    )
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=32, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    sl = EncryptedSplitLearning(model, cuts=CUTS["u-shaped-linear"], client=loader,
+                                optimizer=_sgd, server_lr=0.05)
+    t0 = time.perf_counter()
+    sl.fit(epochs=epochs)
+    seconds = time.perf_counter() - t0
+    stats = sl.stats.to_dict()
+    return {
+        "accuracy": _accuracy(model, x_test, y_test, clip=None),
+        "seconds_per_batch": seconds / max(stats["steps"], 1),
+        "bytes_per_batch": stats["bytes_per_step"],
+        "steps": stats["steps"],
+        "cost": stats,
+        "server_received": sorted({e.kind for e in sl.transcript}),
+        "noise_multiplier_on_weight_gradient": sl.options["noise_multiplier"],
     }
 
 
