@@ -6,10 +6,10 @@ decrypts it; the server never sees an activation, an output or (by default) a gr
 clear, only the client's clipped and noised weight gradient that it needs for its SGD step. What
 each side learns is in :mod:`secureagg.split.he_cut` and ``protocols/split_he_cut/spec.md``.
 
-This module gives the exchange wire messages (codec-registered, strict, no pickle) and
-:class:`EncryptedSplitLearning`, the driver that trains the user's ``(bottom, nn.Linear, head)``
-with the user's optimizer on the client parts, recording the transcript of what the server
-received.
+This module gives :class:`EncryptedSplitLearning`, the driver that trains the user's ``(bottom,
+nn.Linear, head)`` with the user's optimizer on the client parts, moving the
+:mod:`~secureagg.split.he_cut` messages (codec-registered, strict, no pickle) through the codec and
+recording the transcript of what the server received.
 
 >>> import torch
 >>> from torch.utils.data import DataLoader, TensorDataset
@@ -25,172 +25,21 @@ received.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from secureagg.dp._torch import require_torch
-from secureagg.errors import ConfigurationError, InvalidInputError, MalformedMessage
+from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import Message
 from secureagg.split import he_cut
 from secureagg.split.model import split_sequential
 from secureagg.split.run import SplitStats, _batches
 from secureagg.transport import TranscriptEntry, decode, encode, message_digest
 
-__all__ = [
-    "EncryptedSplitLearning",
-    "HeBackward",
-    "HeBackwardReply",
-    "HeForward",
-    "HeForwardReply",
-    "HeSetup",
-    "from_wire",
-    "to_wire",
-]
-
-F64 = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class HeSetup(Message):
-    """Client -> server, once: the key-free evaluation context and the agreed configuration."""
-
-    KIND: ClassVar[str] = "split/he-setup"
-    session_id: bytes
-    evaluation_context: bytes
-    config_json: str
-
-
-@dataclass(frozen=True)
-class HeForward(Message):
-    """Client -> server: ``Enc([A, 1])`` of one batch."""
-
-    KIND: ClassVar[str] = "split/he-forward"
-    session_id: bytes
-    step: int
-    key_fingerprint: bytes
-    ciphertexts: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class HeForwardReply(Message):
-    """Server -> client: ``Enc`` of the partial sums of ``[A, 1] [W; b]``."""
-
-    KIND: ClassVar[str] = "split/he-forward-reply"
-    session_id: bytes
-    step: int
-    request_digest: bytes
-    ciphertexts: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class HeBackward(Message):
-    """Client -> server: ``Enc(G)`` (or G) and the clipped, noised gradient of ``W`` and ``b``."""
-
-    KIND: ClassVar[str] = "split/he-backward"
-    session_id: bytes
-    step: int
-    forward_digest: bytes
-    weight_shape: tuple[int, ...]
-    weight_gradient: F64
-    bias_gradient: F64
-    gradient_ciphertexts: tuple[bytes, ...]
-    plain_shape: tuple[int, ...]
-    plain_gradient: F64 | None
-
-
-@dataclass(frozen=True)
-class HeBackwardReply(Message):
-    """Server -> client: ``Enc(G W^T)`` partial sums (or ``G W^T`` in plaintext)."""
-
-    KIND: ClassVar[str] = "split/he-backward-reply"
-    session_id: bytes
-    step: int
-    request_digest: bytes
-    ciphertexts: tuple[bytes, ...]
-    plain_shape: tuple[int, ...]
-    plain_input_gradient: F64 | None
-
-
-def _matrix(values: F64 | None, shape: Sequence[int], what: str) -> F64 | None:
-    if values is None:
-        return None
-    if len(shape) == 0 or int(np.prod(shape)) != values.size:
-        raise MalformedMessage(f"{what}: {values.size} values do not fill the shape {tuple(shape)}")
-    return np.asarray(values, dtype=np.float64).reshape(tuple(shape))
-
-
-def _flat(values: Any) -> tuple[tuple[int, ...], F64 | None]:
-    if values is None:
-        return (), None
-    array = np.asarray(values, dtype=np.float64)
-    return tuple(int(s) for s in array.shape), np.ascontiguousarray(array).reshape(-1)
-
-
-def to_wire(message: Any) -> Message:
-    """The codec message for one :mod:`~secureagg.split.he_cut` message."""
-    if isinstance(message, he_cut.CutSetup):
-        config = json.dumps(message.config, sort_keys=True, separators=(",", ":"))
-        return HeSetup(message.session_id, message.evaluation_context, config)
-    if isinstance(message, he_cut.ForwardRequest):
-        return HeForward(message.session_id, message.step, message.key_fingerprint,
-                         tuple(message.ciphertexts))
-    if isinstance(message, he_cut.ForwardResponse):
-        return HeForwardReply(message.session_id, message.step, message.request_digest,
-                              tuple(message.ciphertexts))
-    if isinstance(message, he_cut.BackwardRequest):
-        wshape, weight = _flat(message.weight_gradient)
-        _, bias = _flat(message.bias_gradient)
-        pshape, plain = _flat(message.plain_gradient)
-        if weight is None or bias is None:
-            raise InvalidInputError("a backward request needs the weight and bias gradients")
-        return HeBackward(message.session_id, message.step, message.forward_digest, wshape,
-                          weight, bias, tuple(message.gradient_ciphertexts), pshape, plain)
-    if isinstance(message, he_cut.BackwardResponse):
-        pshape, plain = _flat(message.plain_input_gradient)
-        return HeBackwardReply(message.session_id, message.step, message.request_digest,
-                               tuple(message.ciphertexts), pshape, plain)
-    raise InvalidInputError(f"not an encrypted-cut message: {type(message).__name__}")
-
-
-def from_wire(message: Message) -> Any:
-    """The :mod:`~secureagg.split.he_cut` message a decoded codec message stands for."""
-    if isinstance(message, HeSetup):
-        try:
-            config = json.loads(message.config_json)
-        except ValueError:
-            raise MalformedMessage("the setup's configuration is not JSON") from None
-        if not isinstance(config, dict):
-            raise MalformedMessage("the setup's configuration must be a JSON object")
-        return he_cut.CutSetup(message.session_id, message.evaluation_context, config)
-    if isinstance(message, HeForward):
-        return he_cut.ForwardRequest(message.session_id, message.step, message.key_fingerprint,
-                                     message.ciphertexts)
-    if isinstance(message, HeForwardReply):
-        return he_cut.ForwardResponse(message.session_id, message.step, message.request_digest,
-                                      message.ciphertexts)
-    if isinstance(message, HeBackward):
-        weight = _matrix(message.weight_gradient, message.weight_shape, "weight gradient")
-        return he_cut.BackwardRequest(
-            message.session_id, message.step, message.forward_digest, weight,  # type: ignore[arg-type]
-            np.asarray(message.bias_gradient, dtype=np.float64),
-            gradient_ciphertexts=message.gradient_ciphertexts,
-            plain_gradient=_matrix(message.plain_gradient, message.plain_shape, "gradient"),
-        )
-    if isinstance(message, HeBackwardReply):
-        return he_cut.BackwardResponse(
-            message.session_id, message.step, message.request_digest,
-            ciphertexts=message.ciphertexts,
-            plain_input_gradient=_matrix(
-                message.plain_input_gradient, message.plain_shape, "input gradient"
-            ),
-        )
-    raise MalformedMessage(f"not an encrypted-cut message: {type(message).__name__}")
+__all__ = ["EncryptedSplitLearning"]
 
 
 class EncryptedSplitLearning:
@@ -273,19 +122,19 @@ class EncryptedSplitLearning:
         self._batch = batch
         self._server.accept_setup(self._send(self._client.setup(), to_server=True, step=-1))
 
-    def _send(self, message: Any, *, to_server: bool, step: int) -> Any:
+    def _send(self, message: Message, *, to_server: bool, step: int) -> Any:
         t = time.perf_counter()
-        wire = to_wire(message)
-        data = encode(wire)
-        received = from_wire(decode(data))
+        data = encode(message)
+        received = decode(data)
         self.stats.codec_seconds += time.perf_counter() - t
-        self.stats.by_kind[wire.KIND] = self.stats.by_kind.get(wire.KIND, 0) + len(data)
+        kind = message.KIND
+        self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + len(data)
         if to_server:
             if self.raw_uplink is not None:
                 self.raw_uplink.append(data)
             self.stats.bytes_up += len(data)
             self.transcript.append(TranscriptEntry(
-                stage="u-shaped-encrypted", kind=wire.KIND, sender=0, recipient=-1,
+                stage="u-shaped-encrypted", kind=kind, sender=0, recipient=-1,
                 round_id=step, size=len(data), sha256=message_digest(data),
             ))
         else:

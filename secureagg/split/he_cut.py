@@ -65,12 +65,13 @@ prove, before computing, that its sums cannot wrap around the modulus.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -90,6 +91,7 @@ from secureagg.he.ckks import (
     CutLayerEvaluator,
     CutLayerSecretKey,
 )
+from secureagg.protocols.base import Message
 from secureagg.split.he_packing import CutLayout, choose_layout
 
 __all__ = [
@@ -188,6 +190,10 @@ class HeCutConfig:
             "params": self.params.to_dict(),
         }
 
+    def summary_json(self) -> str:
+        """:meth:`summary` as canonical JSON: what :class:`CutSetup` carries."""
+        return json.dumps(self.summary(), sort_keys=True, separators=(",", ":"))
+
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -196,19 +202,26 @@ def _finite_number(value: object) -> bool:
 # ----------------------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True)
-class CutSetup:
-    """Client -> server, once: session id, the key-free evaluation context, the config summary."""
+# Codec-registered messages (secureagg.transport.encode/decode; no pickle): matrices travel flat
+# (row-major) and the receiver reshapes them to the shape the configuration fixes.
 
+
+@dataclass(frozen=True)
+class CutSetup(Message):
+    """Client -> server, once: session id, the key-free evaluation context, and the configuration
+    summary as canonical JSON (:meth:`HeCutConfig.summary`)."""
+
+    KIND: ClassVar[str] = "split/he-setup"
     session_id: bytes
     evaluation_context: bytes
-    config: dict[str, Any]
+    config_json: str
 
 
 @dataclass(frozen=True)
-class ForwardRequest:
+class ForwardRequest(Message):
     """Client -> server: Enc(A') for step ``step``."""
 
+    KIND: ClassVar[str] = "split/he-forward"
     session_id: bytes
     step: int
     key_fingerprint: bytes
@@ -216,9 +229,10 @@ class ForwardRequest:
 
 
 @dataclass(frozen=True)
-class ForwardResponse:
+class ForwardResponse(Message):
     """Server -> client: Enc(partial sums of A' W'), bound to the request's digest."""
 
+    KIND: ClassVar[str] = "split/he-forward-reply"
     session_id: bytes
     step: int
     request_digest: bytes
@@ -226,9 +240,13 @@ class ForwardResponse:
 
 
 @dataclass(frozen=True, eq=False)
-class BackwardRequest:
-    """Client -> server: Enc(G) (or G), and the clipped, noised gradient of W and b."""
+class BackwardRequest(Message):
+    """Client -> server: Enc(G) (or G), and the clipped, noised gradient of W and b.
 
+    ``weight_gradient`` is ``in x out`` and ``plain_gradient`` ``batch x out``, both flat.
+    """
+
+    KIND: ClassVar[str] = "split/he-backward"
     session_id: bytes
     step: int
     forward_digest: bytes
@@ -239,9 +257,11 @@ class BackwardRequest:
 
 
 @dataclass(frozen=True, eq=False)
-class BackwardResponse:
-    """Server -> client: Enc(partial sums of G W^T) (or G W^T in plaintext), W before the step."""
+class BackwardResponse(Message):
+    """Server -> client: Enc(partial sums of G W^T) (or G W^T in plaintext, ``batch x in``,
+    flat), computed with W before the step."""
 
+    KIND: ClassVar[str] = "split/he-backward-reply"
     session_id: bytes
     step: int
     request_digest: bytes
@@ -278,6 +298,20 @@ def _check_matrix(
             "bound, within what the CKKS parameters allow)"
         )
     return arr
+
+
+def _received_matrix(
+    value: object, shape: tuple[int, ...], what: str, *, bound: float | None = None
+) -> FloatArray:
+    """A flat array from a message, checked to fill ``shape`` exactly, then checked as a matrix."""
+    arr = np.asarray(value)
+    size = math.prod(shape)
+    if arr.ndim != 1 or arr.size != size:
+        raise InvalidInputError(
+            f"{what} must carry {size} values (shape {shape}, flattened), got {arr.dtype} "
+            f"{arr.shape}"
+        )
+    return _check_matrix(arr.reshape(shape), shape, what, bound=bound)
 
 
 def _random_canaries(count: int) -> FloatArray:
@@ -337,7 +371,7 @@ class HeCutClient:
     def setup(self) -> CutSetup:
         self._expect("setup")
         self.stage = "ready"
-        return CutSetup(self.session_id, self._key.evaluation_context(), self.config.summary())
+        return CutSetup(self.session_id, self._key.evaluation_context(), self.config.summary_json())
 
     def forward(self, activations: npt.ArrayLike) -> ForwardRequest:
         """Encrypt the batch's activations (``batch_size x in_features``)."""
@@ -405,6 +439,7 @@ class HeCutClient:
         )
         grad = self._weight_gradient(_held(self._inputs, self.stage), g)
         forward_digest = self._pending_digest
+        cts: tuple[bytes, ...] = ()
         if cfg.encrypt_gradient:
             layout = choose_layout(
                 cfg.batch_size, cfg.out_features, cfg.in_features, self._key.slots
@@ -412,23 +447,15 @@ class HeCutClient:
             canaries = _random_canaries(layout.groups)
             cts = self._key.encrypt_rows(layout.pack_inputs(g, canaries))
             self._canaries = canaries
-            request = BackwardRequest(
-                self.session_id,
-                self.step,
-                forward_digest,
-                grad[:-1].copy(),
-                grad[-1].copy(),
-                gradient_ciphertexts=cts,
-            )
-        else:
-            request = BackwardRequest(
-                self.session_id,
-                self.step,
-                forward_digest,
-                grad[:-1].copy(),
-                grad[-1].copy(),
-                plain_gradient=g.copy(),
-            )
+        request = BackwardRequest(
+            self.session_id,
+            self.step,
+            forward_digest,
+            grad[:-1].ravel(),  # a fresh array: grad is this call's own
+            grad[-1].copy(),
+            gradient_ciphertexts=cts if cfg.encrypt_gradient else (),
+            plain_gradient=None if cfg.encrypt_gradient else g.ravel(),
+        )
         self._pending_digest = _backward_digest(request)
         self.stage = "backward_sent"
         if self._sink is not None and cfg.noise_multiplier > 0 and cfg.clip is not None:
@@ -479,7 +506,7 @@ class HeCutClient:
         else:
             if response.ciphertexts:
                 raise MalformedMessage("expected a plaintext input gradient, got ciphertexts")
-            da = _check_matrix(
+            da = _received_matrix(
                 response.plain_input_gradient,
                 (cfg.batch_size, cfg.in_features),
                 "the input gradient",
@@ -559,10 +586,10 @@ class HeCutServer:
         """Validate the client's context (key-free, expected parameters) and configuration."""
         if self.stage != "setup":
             raise ProtocolError("setup was already accepted", stage=self.stage)
-        if setup.config != self.config.summary():
+        if setup.config_json != self.config.summary_json():
             raise ConfigurationError(
-                f"the client's configuration {setup.config} differs from "
-                f"the server's {self.config.summary()}"
+                f"the client's configuration {setup.config_json} differs from "
+                f"the server's {self.config.summary_json()}"
             )
         if not isinstance(setup.session_id, bytes) or len(setup.session_id) != 16:
             raise MalformedMessage("the session id must be 16 bytes")
@@ -621,10 +648,10 @@ class HeCutServer:
                 "the backward request belongs to another forward pass", stage=self.stage
             )
         cfg = self.config
-        dw = _check_matrix(
+        dw = _received_matrix(
             request.weight_gradient, (cfg.in_features, cfg.out_features), "the weight gradient"
         )
-        db = _check_matrix(request.bias_gradient, (cfg.out_features,), "the bias gradient")
+        db = _received_matrix(request.bias_gradient, (cfg.out_features,), "the bias gradient")
         if cfg.encrypt_gradient:
             if request.plain_gradient is not None:
                 raise MalformedMessage("this session encrypts G: a plaintext gradient is refused")
@@ -646,14 +673,14 @@ class HeCutServer:
         else:
             if request.gradient_ciphertexts:
                 raise MalformedMessage("this session sends G in plaintext, got ciphertexts")
-            g = _check_matrix(
+            g = _received_matrix(
                 request.plain_gradient, (cfg.batch_size, cfg.out_features), "the gradient dL/dZ"
             )
             response = BackwardResponse(
                 self.session_id,
                 self.step,
                 _backward_digest(request),
-                plain_input_gradient=g @ self._weight.T,
+                plain_input_gradient=(g @ self._weight.T).ravel(),
             )
         self._weight -= self.learning_rate * dw
         self._bias -= self.learning_rate * db

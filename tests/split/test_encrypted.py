@@ -12,15 +12,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tenseal")
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from secureagg.errors import ConfigurationError, MalformedMessage  # noqa: E402
+from secureagg.errors import ConfigurationError, InvalidInputError, MalformedMessage  # noqa: E402
 from secureagg.split import he_cut  # noqa: E402
-from secureagg.split.encrypted import (  # noqa: E402
-    EncryptedSplitLearning,
-    HeBackward,
-    HeForward,
-    from_wire,
-    to_wire,
-)
+from secureagg.split.encrypted import EncryptedSplitLearning  # noqa: E402
+from secureagg.split.he_cut import BackwardRequest, ForwardRequest  # noqa: E402
 from secureagg.transport import decode, encode  # noqa: E402
 
 
@@ -58,9 +53,9 @@ def test_server_receives_only_ciphertexts_and_the_noised_weight_gradient() -> No
     assert sl.raw_uplink is not None and len(sl.raw_uplink) == len(kinds) == 1 + 2 * 4
     for raw in sl.raw_uplink:
         message = decode(raw)
-        if isinstance(message, HeForward):
+        if isinstance(message, ForwardRequest):
             assert message.ciphertexts  # Enc(A): nothing else travels forward
-        if isinstance(message, HeBackward):
+        if isinstance(message, BackwardRequest):
             assert message.plain_gradient is None and message.gradient_ciphertexts
         for acts in seen:  # no activation appears in any encoding the server could read
             for dtype in (np.float32, np.float64):
@@ -78,22 +73,33 @@ def test_training_through_the_encrypted_layer_reduces_the_loss_and_updates_the_l
     assert not torch.equal(net[2].weight, before)  # the user's nn.Linear got the server's W
 
 
-def test_wire_messages_round_trip_and_reject_bad_shapes() -> None:
+def test_messages_cross_the_codec_and_bad_shapes_are_refused() -> None:
     cfg = he_cut.HeCutConfig(in_features=4, out_features=3, batch_size=2)
     client = he_cut.HeCutClient(cfg)
     server = he_cut.HeCutServer(cfg, weight=np.eye(4, 3), bias=np.zeros(3), learning_rate=0.1)
-    server.accept_setup(from_wire(decode(encode(to_wire(client.setup())))))
-    req = from_wire(decode(encode(to_wire(client.forward(np.ones((2, 4)))))))
-    z = client.finish_forward(from_wire(decode(encode(to_wire(server.forward(req))))))
+
+    def wire(message: Any) -> Any:
+        data = encode(message)
+        assert decode(data) == message or isinstance(message, BackwardRequest)
+        return decode(data)
+
+    server.accept_setup(wire(client.setup()))
+    req = wire(client.forward(np.ones((2, 4))))
+    z = client.finish_forward(wire(server.forward(req)))
     np.testing.assert_allclose(z, np.ones((2, 3)), atol=1e-3)
-    back = to_wire(client.backward(np.full((2, 3), 0.1)))
-    assert isinstance(back, HeBackward)
-    bad = dataclasses.replace(back, weight_shape=(3, 3))
-    with pytest.raises(MalformedMessage):
-        from_wire(decode(encode(bad)))
-    reply = server.backward(from_wire(decode(encode(back))))
-    grad_a = client.finish_backward(from_wire(decode(encode(to_wire(reply)))))
+    back = wire(client.backward(np.full((2, 3), 0.1)))
+    assert back.weight_gradient.shape == (12,)  # matrices travel flat
+    weight = server.weight
+    for bad in (np.zeros(9), np.full(12, np.nan)):  # wrong size, NaN: refused after the codec
+        with pytest.raises(InvalidInputError):
+            server.backward(wire(dataclasses.replace(back, weight_gradient=bad)))
+        np.testing.assert_array_equal(server.weight, weight)  # nothing applied
+    with pytest.raises(InvalidInputError):  # the codec carries 1-D arrays only
+        encode(dataclasses.replace(back, weight_gradient=np.zeros((4, 3))))
+    grad_a = client.finish_backward(wire(server.backward(back)))
     assert grad_a.shape == (2, 4)
+    with pytest.raises(MalformedMessage):
+        decode(encode(back)[:-5])  # truncated bytes: a clean codec error
 
 
 def test_the_server_part_must_be_one_linear_layer() -> None:

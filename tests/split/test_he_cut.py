@@ -140,7 +140,7 @@ def test_server_receives_only_ciphertexts_uncorrelated_with_activations() -> Non
     assert not any(g.tobytes()[i : i + 8] in g_blob for i in range(0, g.nbytes, 8))
     # the only plaintext the server gets is the noised weight gradient: not the exact one
     exact = np.hstack([a, np.ones((BATCH, 1))]).T @ g
-    assert np.abs(back.weight_gradient - exact[:-1]).max() > 1e-3
+    assert np.abs(back.weight_gradient.reshape(IN, OUT) - exact[:-1]).max() > 1e-3
 
 
 # --------------------------------------------------------------------------- (b) accuracy
@@ -252,9 +252,10 @@ def test_bad_weight_gradient_is_refused_and_the_step_not_applied() -> None:
     request = client.backward(np.full(z.shape, 0.01))
     w, b = server.weight, server.bias
     for field_name, value in [
-        ("weight_gradient", np.full((IN, OUT), np.nan)),
+        ("weight_gradient", np.full(IN * OUT, np.nan)),
         ("bias_gradient", np.full(OUT, np.inf)),
-        ("weight_gradient", np.zeros((IN + 1, OUT))),
+        ("weight_gradient", np.zeros((IN + 1) * OUT)),
+        ("weight_gradient", np.zeros((IN, OUT))),  # matrices travel flat: 2-D is refused too
     ]:
         bad = dataclasses.replace(request, **{field_name: value})
         with pytest.raises(InvalidInputError):
@@ -371,17 +372,16 @@ def test_secret_key_context_is_rejected_by_the_server() -> None:
     )
     cfg = _exact_config()
     with pytest.raises(InvalidKeyError, match="secret key"):
-        server.accept_setup(CutSetup(bytes(16), leaked, cfg.summary()))
+        server.accept_setup(CutSetup(bytes(16), leaked, cfg.summary_json()))
     assert server.stage == "setup"
     with pytest.raises(InvalidKeyError, match="deserialize"):
-        server.accept_setup(CutSetup(bytes(16), b"not a context", cfg.summary()))
+        server.accept_setup(CutSetup(bytes(16), b"not a context", cfg.summary_json()))
+    other = _exact_config(out_features=4).summary_json()
     with pytest.raises(ConfigurationError, match="differs"):
-        server.accept_setup(
-            CutSetup(bytes(16), key.evaluation_context(), _exact_config(out_features=4).summary())
-        )
-    server.accept_setup(CutSetup(bytes(16), key.evaluation_context(), cfg.summary()))
+        server.accept_setup(CutSetup(bytes(16), key.evaluation_context(), other))
+    server.accept_setup(CutSetup(bytes(16), key.evaluation_context(), cfg.summary_json()))
     with pytest.raises(ProtocolError):
-        server.accept_setup(CutSetup(bytes(16), key.evaluation_context(), cfg.summary()))
+        server.accept_setup(CutSetup(bytes(16), key.evaluation_context(), cfg.summary_json()))
 
 
 def test_unsafe_configurations_are_refused() -> None:
