@@ -36,7 +36,7 @@ from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.split.attacks import cosine_attack, inversion_probe, norm_attack
 from secureagg.split.messages import Activations, CutGradients, OutputGradients
-from secureagg.split.protections import ActivationDP, NoPeek
+from secureagg.split.protections import ActivationDP, NoPeek, clip_rows
 from secureagg.split.run import Exchange, SplitLearning
 
 __all__ = [
@@ -91,12 +91,7 @@ def _accuracy(model: Any, x: Array, y: Array, *, clip: float | None) -> float:
     torch = require_torch()
     with torch.no_grad():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if clip is None:
-            logits = model(xt)
-        else:
-            a = model[:2](xt)
-            a = a * torch.clamp(clip / (a.norm(dim=1, keepdim=True) + 1e-12), max=1.0)
-            logits = model[2:](a)
+        logits = model(xt) if clip is None else model[2:](clip_rows(model[:2](xt), clip))
         return float((logits.argmax(1).numpy() == y).mean())
 
 

@@ -69,6 +69,17 @@ __all__ = ["GradientProtection", "SplitClient", "SplitServer"]
 GradientProtection = Callable[[Any, Any], Any]
 
 
+def _protected(protect: GradientProtection | None, grad: Any, labels: Any) -> Any:
+    """``grad`` after the label protection, checked (finite, same shape) before it is sent."""
+    if protect is None:
+        return grad
+    torch = require_torch()
+    out = protect(grad, labels)
+    if not bool(torch.isfinite(out).all()) or tuple(out.shape) != tuple(grad.shape):
+        raise InvalidInputError("the label protection returned a bad gradient; nothing was sent")
+    return out
+
+
 _T = TypeVar("_T", bound=CutTensor)
 
 
@@ -216,12 +227,11 @@ class SplitClient:
             loss = self.loss_fn(self.head(outputs), pending.labels)  # type: ignore[misc]
             value = _finite_loss(loss, "client head")
             loss.backward()
-            grad = outputs.grad
-            if self.protect is not None:
-                grad = self.protect(grad, pending.labels)
-                if not bool(torch.isfinite(grad).all()) or tuple(grad.shape) != tuple(z.shape):
-                    self.head_optimizer.zero_grad()
-                    raise InvalidInputError("the label protection returned a bad gradient")
+            try:
+                grad = _protected(self.protect, outputs.grad, pending.labels)
+            except InvalidInputError:
+                self.head_optimizer.zero_grad()
+                raise
             pending.outputs, pending.head_loss = outputs, value
             self.stage = "awaiting-gradients"
             return _tensor_message(OutputGradients, self.session_id, self.step, grad)
@@ -365,12 +375,11 @@ class SplitServer:
             loss = self.loss_fn(self.model(a), labels)
             value = _finite_loss(loss, "server")
             loss.backward()
-            grad = a.grad
-            if self.protect is not None:
-                grad = self.protect(grad, labels)
-                if not bool(torch.isfinite(grad).all()) or tuple(grad.shape) != tuple(a.shape):
-                    self.optimizer.zero_grad()
-                    raise InvalidInputError("the label protection returned a bad gradient")
+            try:
+                grad = _protected(self.protect, a.grad, labels)
+            except InvalidInputError:
+                self.optimizer.zero_grad()
+                raise
             self.optimizer.step()
             self.losses.append(value)
             return self._finish(sender, grad)

@@ -44,7 +44,7 @@ from secureagg.dp.events import GaussianSteps
 from secureagg.dp.noise import CsprngGaussian
 from secureagg.errors import ConfigurationError
 
-__all__ = ["ActivationDP", "NoPeek", "distance_correlation"]
+__all__ = ["ActivationDP", "NoPeek", "clip_rows", "distance_correlation"]
 
 MECHANISM = "split-activations"
 
@@ -169,12 +169,12 @@ class ActivationDP:
                 "ActivationDP.begin_epoch() was not called: every release must be accounted"
             )
         flat = activations.reshape(activations.shape[0], -1)
-        norms = flat.detach().norm(dim=1, keepdim=True)
-        factor = torch.clamp(self.clip / (norms + 1e-12), max=1.0)
-        self.clipped += int((norms > self.clip).sum())
+        self.clipped += int((flat.detach().norm(dim=1) > self.clip).sum())
         self.released += int(flat.shape[0])
         noise = self.noise.sample(flat.numel(), self.noise_multiplier * self.clip, dtype=np.float32)
-        noisy = flat * factor + torch.from_numpy(noise.reshape(flat.shape)).to(flat.dtype)
+        noisy = clip_rows(flat, self.clip) + torch.from_numpy(noise.reshape(flat.shape)).to(
+            flat.dtype
+        )
         return noisy.reshape(activations.shape)
 
     def report(self) -> dict[str, Any]:
@@ -191,6 +191,14 @@ class ActivationDP:
             "released": self.released,
             "seeded": self.noise.seeded,
         }
+
+
+def clip_rows(activations: Any, clip: float) -> Any:
+    """Each row (example) scaled to L2 norm at most ``clip`` (differentiable; the norm is not)."""
+    torch = require_torch()
+    flat = activations.reshape(activations.shape[0], -1)
+    norms = flat.detach().norm(dim=1, keepdim=True)
+    return (flat * torch.clamp(clip / (norms + 1e-12), max=1.0)).reshape(activations.shape)
 
 
 def distance_correlation(x: Any, y: Any) -> Any:
