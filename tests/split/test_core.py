@@ -344,8 +344,8 @@ def test_a_label_protection_that_returns_garbage_is_refused_without_applying() -
     net = make_net()
     bottom, top = split_sequential(net, [2])
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    client = SplitClient(bottom, sgd(bottom.parameters()), session_id=SID)
     for garbage in (lambda g, y: g * float("nan"), lambda g, y: g[:, :-1]):
+        client = SplitClient(bottom, sgd(bottom.parameters()), session_id=SID)
         server = SplitServer(top, sgd(top.parameters()), session_id=SID, labels=labels,
                              protect=garbage)
         before = flat(net)
@@ -353,4 +353,3 @@ def test_a_label_protection_that_returns_garbage_is_refused_without_applying() -
             server.receive(client.forward(torch.randn(8, 6), example_ids=torch.arange(8)))
         check_unchanged(net, before)
         assert server.steps_done == 0
-        client.abandon()
