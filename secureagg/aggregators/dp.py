@@ -26,8 +26,6 @@ Unweighted sums only: a FedAvg weight would multiply a client's sensitivity.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -115,12 +113,8 @@ def _wrap_server(
 def _client_stream(
     seed: bytes | None, session_id: bytes, round_id: int, client: int
 ) -> prg.Keystream | None:
-    if seed is None:
-        return None
-    return prg.Keystream(
-        hashlib.sha256(seed).digest(),
-        label=labels.DP_ROUNDING,
-        context=session_id + struct.pack(">QI", round_id, client),
+    return prg.seeded_party_stream(
+        seed, label=labels.DP_ROUNDING, session_id=session_id, round_id=round_id, party=client
     )
 
 

@@ -276,12 +276,8 @@ class SecAggAggregator(RoundFactory):
     def _party_stream(
         seed: bytes | None, session_id: bytes, round_id: int, party: int
     ) -> prg.Keystream | None:
-        if seed is None:
-            return None
-        return prg.Keystream(
-            hashlib.sha256(seed).digest(),
-            label=labels.SEEDED_PARTY,
-            context=session_id + struct.pack(">QI", round_id, party),
+        return prg.seeded_party_stream(
+            seed, label=labels.SEEDED_PARTY, session_id=session_id, round_id=round_id, party=party
         )
 
     @staticmethod

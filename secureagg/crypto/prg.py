@@ -32,7 +32,9 @@ Outputs:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,7 @@ __all__ = [
     "expand",
     "expand_mod",
     "random_seed",
+    "seeded_party_stream",
 ]
 
 SEED_BYTES = 32
@@ -166,6 +169,30 @@ class Keystream:
             value = int.from_bytes(self.read(nbytes), "little") & mask
             if value < bound:
                 return value
+
+
+def seeded_party_stream(
+    seed: bytes | None,
+    *,
+    label: Label,
+    session_id: bytes,
+    round_id: int,
+    party: int,
+    purpose: bytes = b"",
+) -> Keystream | None:
+    """The keystream one party uses for ``purpose`` in a *seeded* (test/benchmark) run, else None.
+
+    Key: SHA-256 of the run's ``seed``; context ``session_id || round (u64) || party (i32) ||
+    purpose``, so every party, round and purpose gets its own stream. Unseeded runs get ``None``
+    and draw from ``os.urandom`` instead.
+    """
+    if seed is None:
+        return None
+    return Keystream(
+        hashlib.sha256(seed).digest(),
+        label=label,
+        context=session_id + struct.pack(">Qi", round_id, party) + purpose,
+    )
 
 
 def expand(

@@ -11,9 +11,7 @@ stage and the sender.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -65,12 +63,9 @@ def seeded_stream(
 
     Label ``secureagg/v1/he/seeded-party``; context ``session || round || party || purpose``.
     """
-    if seed is None:
-        return None
-    return prg.Keystream(
-        hashlib.sha256(seed).digest(),
-        label=labels.HE_SEEDED_PARTY,
-        context=session_id + struct.pack(">Qi", round_id, party) + purpose,
+    return prg.seeded_party_stream(
+        seed, label=labels.HE_SEEDED_PARTY, session_id=session_id, round_id=round_id,
+        party=party, purpose=purpose,
     )
 
 
