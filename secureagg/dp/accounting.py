@@ -6,13 +6,17 @@ one *stream* per ``(scope, party)`` - sample-level DP of one data holder, or use
 released aggregate - and reports ε at ``delta`` for each:
 
 * a stream of sampled-Gaussian steps only (DP-SGD, central DP) is accounted by **Opacus's own
-  accountant** of the chosen kind (``"rdp"``, ``"prv"`` or ``"gdp"``) on the same history Opacus
-  would keep, so the figures agree exactly with Opacus on the same run;
+  accountant** of the chosen kind (``"rdp"`` or ``"prv"``) on the same history Opacus would keep,
+  so the figures agree exactly with Opacus on the same run. Both are proven **upper bounds**: RDP
+  with the conversion of Balle et al. 2020, and the PRV accountant's ``eps_upper`` (Gopi et al.
+  2021: ε at δ - δ/1000 plus the discretisation error ``eps_error``). Opacus's third accountant,
+  GDP, is a central-limit *approximation* that can under-state ε by 45% (σ=1, q=1/23, 22 steps),
+  so it is refused: every ε this class reports, writes or enforces is an upper bound;
 * a stream with distributed-DP rounds (Skellam, distributed discrete Gaussian) is accounted in
   RDP at integer orders: the theorems are listed in :mod:`secureagg.dp.rdp` (Agarwal et al. 2021
   Thm 3.5; Kairouz et al. 2021 Thm 1; client sampling by Zhu-Wang 2019 Thm 6; Gaussian parts by
   Opacus's ``compute_rdp``; conversion by Balle et al. 2020 Thm 21). The ledger says which method
-  was used; ``"prv"``/``"gdp"`` fall back to RDP for such streams and say so.
+  was used; ``"prv"`` falls back to RDP for such streams and says so.
 
 **Adjacency.** Sample level: add/remove one record (Opacus). User level: one client's whole
 contribution to every round replaced by zero. **Client sampling** amplifies ε only against an
@@ -63,16 +67,42 @@ from secureagg.errors import (
     PrivacyBudgetExceeded,
 )
 
-__all__ = ["ACCOUNTANTS", "LEDGER_FORMAT", "PrivacyAccountant", "read_ledger"]
+__all__ = [
+    "ACCOUNTANTS",
+    "FEDERATED_LEDGER_FORMAT",
+    "LEDGER_FORMAT",
+    "PrivacyAccountant",
+    "read_ledger",
+]
 
-AccountantName = Literal["rdp", "prv", "gdp"]
-ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv", "gdp")
+AccountantName = Literal["rdp", "prv"]
+#: The accountants whose ε is a proven upper bound. GDP (a central-limit approximation) is not.
+ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
+#: Why "gdp" is refused, in the words of the error.
+GDP_REFUSAL = (
+    "accountant='gdp' is refused: Opacus's GDP accountant is a central-limit approximation, not "
+    "an upper bound - against a tight PLD accountant it under-states ε by 45% at σ=1.0, q=1/23, "
+    "22 steps, and a max_epsilon=2 budget under it let DP-SGD run to a true ε of 2.63. Use "
+    "'rdp' (default) or 'prv' (tighter; Opacus's PRV upper bound)"
+)
 LEDGER_FORMAT = "secureagg-privacy-ledger/1"
+#: A federated run's ``privacy_ledger.json``: one :data:`LEDGER_FORMAT` report per level
+#: (``"sample_level"``: DP-SGD per client, ``"user_level"``: the released sums), or ``None``.
+FEDERATED_LEDGER_FORMAT = "secureagg/fl-privacy-ledger/v1"
+_LEVELS = ("sample", "user")
 StreamKey = tuple[Scope, int | None]
 History = tuple[tuple[float, float, int], ...]
 
 _THEOREMS = {
-    "gaussian": "sampled Gaussian mechanism, Opacus {name} accountant (opacus.accountants)",
+    "rdp": (
+        "sampled Gaussian mechanism, Opacus RDP accountant (Mironov-Talwar-Zhang 2019), RDP to "
+        "(eps, delta) by Balle et al. 2020 Thm 21; upper bound"
+    ),
+    "prv": (
+        "sampled Gaussian mechanism, Opacus PRV accountant (Gopi-Lee-Wutschitz 2021), eps_upper "
+        "(eps at delta - delta/1000 plus the discretisation error eps_error={eps_error}); "
+        "upper bound"
+    ),
     "skellam": "Skellam RDP, Agarwal-Kairouz-Liu 2021 (arXiv 2110.04995) Thm 3.5",
     "ddgauss": (
         "distributed discrete Gaussian RDP, Kairouz-Liu-Steinke 2021 (arXiv 2102.06387) Thm 1"
@@ -109,7 +139,8 @@ class _Stream:
 class PrivacyAccountant:
     """Turns privacy events into ε(δ) per stream, enforces ``max_epsilon``, writes the ledger.
 
-    ``accountant`` is the Opacus accountant for Gaussian streams (``"rdp"``, ``"prv"``, ``"gdp"``);
+    ``accountant`` is the Opacus accountant for Gaussian streams (``"rdp"`` or ``"prv"``; both
+    give upper bounds, ``"gdp"`` - an approximation - is refused);
     ``delta`` the δ every ε is reported at; ``max_epsilon`` the hard budget per stream (``None``:
     no budget); ``sink`` receives every event after it is recorded; ``eps_error`` is the PRV
     accountant's ε tolerance (Opacus's default 0.01).
@@ -125,7 +156,10 @@ class PrivacyAccountant:
         eps_error: float = 0.01,
     ) -> None:
         problems = []
-        if accountant not in ACCOUNTANTS:
+        given_name: object = accountant
+        if given_name == "gdp":
+            problems.append(GDP_REFUSAL)
+        elif accountant not in ACCOUNTANTS:
             problems.append(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
         if not (isinstance(delta, float | int) and 0.0 < delta < 1.0):
             problems.append(f"delta must be in (0, 1), got {delta!r}")
@@ -228,7 +262,7 @@ class PrivacyAccountant:
         """Which accountant and theorems produce this stream's ε."""
         stream = self._streams.get(self._key(scope, party), _Stream())
         if not stream.rounds:
-            return _THEOREMS["gaussian"].format(name=self.accountant.upper())
+            return _THEOREMS[self.accountant].format(eps_error=self.eps_error)
         kinds = sorted({r.mechanism for r in stream.rounds})
         parts = [_THEOREMS[k] for k in kinds]
         if stream.gaussian:
@@ -274,16 +308,10 @@ class PrivacyAccountant:
             curve = sum(self._unit_rdp(s, q, orders) * n for s, q, n in history)
             eps, _ = opacus_rdp.get_privacy_spent(orders=orders, rdp=curve, delta=delta)
             return float(eps)
-        if self.accountant == "gdp" and len(history) > 1:
-            raise ConfigurationError(
-                "Opacus's GDP accountant handles only constant noise_multiplier and sample_rate "
-                "(it reads the last pair only); this history changes them - use 'rdp' or 'prv'"
-            )
-        acc = accountants.create_accountant(mechanism=self.accountant)
+        # PRVAccountant.get_epsilon returns eps_upper (the bound), not its estimate.
+        acc = accountants.create_accountant(mechanism="prv")
         acc.history = [tuple(h) for h in history]
-        if self.accountant == "prv":
-            return float(acc.get_epsilon(delta=delta, eps_error=self.eps_error))
-        return float(acc.get_epsilon(delta=delta))
+        return float(acc.get_epsilon(delta=delta, eps_error=self.eps_error))
 
     def _unit_rdp(self, sigma: float, q: float, orders: Sequence[float]) -> Any:
         key = (sigma, q)
@@ -437,10 +465,29 @@ class PrivacyAccountant:
 
     @classmethod
     def from_ledger(
-        cls, ledger: str | os.PathLike[str] | Mapping[str, Any], **overrides: Any
+        cls,
+        ledger: str | os.PathLike[str] | Mapping[str, Any],
+        *,
+        level: Literal["sample", "user"] | None = None,
+        **overrides: Any,
     ) -> PrivacyAccountant:
-        """Rebuild an accountant by replaying a ledger's events (to re-check its figures)."""
+        """Rebuild an accountant by replaying a ledger's events (to re-check its figures).
+
+        Reads a :data:`LEDGER_FORMAT` ledger, or a federated run's ``privacy_ledger.json``
+        (:data:`FEDERATED_LEDGER_FORMAT`), which holds one ledger per ``level``: ``"sample"``
+        (DP-SGD, one stream per client) or ``"user"`` (the released sums). ``level`` may be
+        omitted when the run has only one of them.
+        """
         data = read_ledger(ledger) if not isinstance(ledger, Mapping) else dict(ledger)
+        if data.get("format") == FEDERATED_LEDGER_FORMAT:
+            data = _federated_level(data, level)
+        elif level is not None:
+            raise ConfigurationError(
+                f"level= selects a level of a {FEDERATED_LEDGER_FORMAT} ledger; this one is "
+                f"{data.get('format')!r}"
+            )
+        if data.get("format") != LEDGER_FORMAT:
+            raise InvalidInputError(f"not a {LEDGER_FORMAT} ledger: {data.get('format')!r}")
         kwargs: dict[str, Any] = {
             "accountant": data["accountant"],
             "delta": data["delta"],
@@ -453,11 +500,35 @@ class PrivacyAccountant:
         return acc
 
 
+def _federated_level(data: Mapping[str, Any], level: str | None) -> dict[str, Any]:
+    present = [lv for lv in _LEVELS if isinstance(data.get(f"{lv}_level"), Mapping)]
+    if not present:
+        raise InvalidInputError("this federated ledger holds no privacy accounting (no DP)")
+    if level is None:
+        if len(present) > 1:
+            raise ConfigurationError(
+                "this federated ledger holds two accountants: pass level='sample' (DP-SGD, "
+                "one stream per client) or level='user' (the released sums)"
+            )
+        level = present[0]
+    if level not in _LEVELS:
+        raise ConfigurationError(f"level must be 'sample' or 'user', got {level!r}")
+    if level not in present:
+        raise ConfigurationError(f"this federated ledger has no {level}-level accounting")
+    return dict(data[f"{level}_level"])
+
+
 def read_ledger(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a ledger JSON file written by :meth:`PrivacyAccountant.write_ledger`."""
+    """Load a ledger JSON file written by :meth:`PrivacyAccountant.write_ledger` or by a
+    federated run (``privacy_ledger.json``)."""
     data = json.loads(Path(path).read_text("utf-8"))
-    if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
-        raise InvalidInputError(f"{path}: not a {LEDGER_FORMAT} ledger")
+    if not isinstance(data, dict) or data.get("format") not in (
+        LEDGER_FORMAT,
+        FEDERATED_LEDGER_FORMAT,
+    ):
+        raise InvalidInputError(
+            f"{path}: not a {LEDGER_FORMAT} or {FEDERATED_LEDGER_FORMAT} ledger"
+        )
     return data
 
 
