@@ -13,7 +13,11 @@ Invariants:
   an empty batch is still a step (noise added, step counted);
 * a data loader whose sampler would make ``q`` wrong is refused (:func:`check_data_loader`);
 * the step's :class:`~secureagg.dp.events.GaussianSteps` carries the same ``(σ, q)`` Opacus's
-  own accountant records, so both account the same history.
+  own accountant records, so both account the same history;
+* with ghost clipping, only gradients made by the wrapped criterion's clipped double backward can
+  be stepped (:class:`GhostClippingGuard`): Opacus's ghost-clipping optimizer does not clip, it
+  trusts ``p.grad`` to be clipped already, so the user's own ``loss.backward()`` would otherwise
+  release unclipped gradients as if they were DP.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from secureagg.errors import ConfigurationError
 
 __all__ = [
     "CsprngPoissonSampler",
+    "GhostClippingGuard",
     "SecureAggPrivacyEngine",
     "check_data_loader",
     "ghost_layer_counts",
@@ -145,12 +150,16 @@ class CsprngPoissonSampler(Sampler[list[int]]):
 
 
 def _poisson_loader(
-    loader: DataLoader[Any], *, draw: Callable[[int], npt.NDArray[np.float64]], batch_first: bool
+    loader: DataLoader[Any],
+    *,
+    draw: Callable[[int], npt.NDArray[np.float64]],
+    batch_first: bool,
+    batches: int,
 ) -> DataLoader[Any]:
     dataset = loader.dataset
     size = len(dataset)  # type: ignore[arg-type]
     sampler = CsprngPoissonSampler(
-        num_samples=size, sample_rate=1.0 / len(loader), steps=len(loader), draw=draw
+        num_samples=size, sample_rate=1.0 / batches, steps=batches, draw=draw
     )
     first = dataset[0]
     collate = wrap_collate_with_empty(
@@ -224,9 +233,69 @@ def _add_noise(self: Any) -> None:
         _mark_as_processed(p.summed_grad)
 
 
+class GhostClippingGuard:
+    """Lets a ghost-clipping optimizer step only on gradients from the clipped backward.
+
+    Opacus's ghost clipping clips in the *loss*: the wrapped criterion's ``backward`` runs a first
+    pass for the per-sample norms, then a second pass on the loss re-weighted by the clipping
+    coefficients, between ``module.disable_hooks()`` and ``module.enable_hooks()``. Its optimizer
+    adds noise to ``p.grad`` as it finds it. The guard records, when that second pass ends, which
+    gradient tensor each parameter holds and its version counter; :meth:`check` (before a step)
+    refuses anything else - a backward of the user's own loss, gradients accumulated or edited
+    after the clipped pass, a second step on the same gradients - clears the gradients so that
+    they cannot be stepped later, and raises :class:`~secureagg.errors.ConfigurationError`.
+    """
+
+    def __init__(self, module: Any, optimizer: Any) -> None:
+        self._optimizer = optimizer
+        self._coefficients_taken = False
+        self._clipped: list[tuple[Any, int]] | None = None
+        get_coef, enable = module.get_clipping_coef, module.enable_hooks
+
+        def get_clipping_coef() -> Any:
+            self._coefficients_taken = True
+            return get_coef()
+
+        def enable_hooks() -> None:
+            enable()
+            if self._coefficients_taken:  # the re-weighted (clipped) backward just ended
+                self._coefficients_taken = False
+                self._clipped = [(p.grad, p.grad._version if p.grad is not None else -1)
+                                 for p in optimizer.params]
+
+        # instance attributes: Opacus's DPTensorFastGradientClipping calls module.<name>()
+        object.__setattr__(module, "get_clipping_coef", get_clipping_coef)
+        object.__setattr__(module, "enable_hooks", enable_hooks)
+
+    def check(self) -> None:
+        """Raise (and clear the gradients) unless they are exactly the clipped pass's output."""
+        params = list(self._optimizer.params)
+        clipped, self._clipped = self._clipped, None  # one step per clipped backward
+        ok = clipped is not None and len(clipped) == len(params) and all(
+            p.grad is grad and (grad is None or grad._version == version)
+            for p, (grad, version) in zip(params, clipped, strict=True)
+        )
+        if ok:
+            return
+        for p in params:
+            p.grad = None
+            p.summed_grad = None
+        raise ConfigurationError(
+            "ghost clipping: these gradients did not come from the criterion make_private "
+            "returned (its backward clips each record's gradient; your own loss's backward does "
+            "not, and Opacus's ghost-clipping optimizer would noise and release the unclipped "
+            "sum). Nothing was stepped or accounted and the gradients were cleared. Use "
+            "`model, optimizer, criterion, loader = make_private(..., ghost_clipping=True)` and "
+            "`criterion(output, target).backward()` once before each `optimizer.step()`"
+        )
+
+
 def _pre_step(self: Any, closure: Callable[[], float] | None = None) -> bool | None:
     """Check the budget, run Opacus's pre_step (clip, noise, scale, accountant hook), emit."""
     hooks: _StepHooks = self._secureagg_hooks
+    guard: GhostClippingGuard | None = getattr(self, "_secureagg_ghost_guard", None)
+    if guard is not None:
+        guard.check()  # before anything: unclipped gradients are never noised nor accounted
     event = hooks.event(self)
     hooks.privacy.check(event)  # raises PrivacyBudgetExceeded before anything is changed
     done = super(type(self), self).pre_step(closure)
@@ -263,12 +332,16 @@ class SecureAggPrivacyEngine(PrivacyEngine):  # type: ignore[misc]  # opacus is 
         accountant: str,
         hooks: _StepHooks,
         draw: Callable[[int], npt.NDArray[np.float64]],
+        batches: int,
+        expected_batch_size: int | None = None,
     ) -> None:
         with warnings.catch_warnings():  # "Secure RNG turned off": ours is on, not torchcsprng
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             super().__init__(accountant=accountant, secure_mode=False)
         self._hooks = hooks
         self._draw = draw
+        self._batches = batches  # Poisson batches per epoch: q = 1 / batches
+        self._expected_batch_size = expected_batch_size  # None: Opacus's int(N q)
 
     def _prepare_data_loader(
         self,
@@ -283,7 +356,9 @@ class SecureAggPrivacyEngine(PrivacyEngine):  # type: ignore[misc]  # opacus is 
             raise ConfigurationError("only single-process Poisson sampling is supported")
         if getattr(self, "dataset", None) is None:
             self.dataset = data_loader.dataset
-        return _poisson_loader(data_loader, draw=self._draw, batch_first=batch_first)
+        return _poisson_loader(
+            data_loader, draw=self._draw, batch_first=batch_first, batches=self._batches
+        )
 
     def _prepare_optimizer(self, **kwargs: Any) -> Any:
         optimizer = kwargs.pop("optimizer")
@@ -297,6 +372,8 @@ class SecureAggPrivacyEngine(PrivacyEngine):  # type: ignore[misc]  # opacus is 
         )
         kwargs.pop("clipping", None)
         kwargs.pop("grad_sample_mode", None)
+        if self._expected_batch_size is not None:  # public, instead of int(N q)
+            kwargs["expected_batch_size"] = self._expected_batch_size
         cls = _secure_class(base)
         dp_optimizer = cls(optimizer=optimizer, generator=None, secure_mode=False, **kwargs)
         dp_optimizer._secureagg_hooks = self._hooks
