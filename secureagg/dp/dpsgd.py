@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secureagg.crypto import labels, prg
-from secureagg.dp.accounting import ACCOUNTANTS, PrivacyAccountant
+from secureagg.dp.accounting import ACCOUNTANTS, GDP_REFUSAL, PrivacyAccountant
 from secureagg.dp.events import MechanismConfigured, SeededNoise
 from secureagg.dp.noise import CsprngGaussian
 from secureagg.errors import ConfigurationError, MissingDependencyError
@@ -113,6 +113,8 @@ def make_private(
     ghost_clipping: bool = False,
     criterion: Any = None,
     poisson_sampling: bool = True,
+    batches_per_epoch: int | None = None,
+    expected_batch_size: int | None = None,
     seed: bytes | None = None,
     test_mode: bool = False,
 ) -> PrivateTraining:
@@ -120,7 +122,8 @@ def make_private(
 
     Give ``noise_multiplier`` (σ), or ``target_epsilon`` with ``epochs`` to let Opacus pick σ for
     that many epochs (then ``max_epsilon`` defaults to ``target_epsilon``). ``accountant``:
-    ``"rdp"`` (default), ``"prv"`` or ``"gdp"``; ``delta`` defaults to 1e-5. ``max_epsilon`` is
+    ``"rdp"`` (default) or ``"prv"`` (both upper bounds; ``"gdp"``, an approximation, is refused);
+    ``delta`` defaults to 1e-5. ``max_epsilon`` is
     the hard budget: the optimizer raises
     :class:`~secureagg.errors.PrivacyBudgetExceeded` before a step that would exceed it. Pass an
     existing ``privacy`` accountant (and ``party``, e.g. a client id) to keep accounting across
@@ -128,8 +131,16 @@ def make_private(
     Clipping is flat: one L2 bound ``max_grad_norm`` over all parameters of a record's
     gradient. ``ghost_clipping=True`` uses Opacus's ghost clipping (Linear/Embedding layers;
     other layers fall back to per-sample gradients) and returns a wrapped criterion to call
-    instead of yours.
+    instead of yours: its backward is what clips, so the optimizer refuses to step (and clears
+    the gradients) after any other backward (:class:`~secureagg.dp._opacus.GhostClippingGuard`).
     ``seed`` makes noise and sampling reproducible and is refused unless ``test_mode=True``.
+
+    **Record count.** By default (Opacus's schedule) ``q = 1 / len(data_loader)``, an epoch is
+    ``len(data_loader)`` steps and gradients are averaged over ``int(N q)``: all three are
+    functions of the record count ``N``, which is then treated as public (the standard DP-SGD
+    analysis). ``batches_per_epoch=k`` (public) fixes ``q = 1/k`` and ``k`` steps per epoch, and
+    the average is over ``expected_batch_size`` (public; default the loader's ``batch_size``),
+    so that σ, q, the step count and the scale of the released gradients do not depend on ``N``.
     """
     problems: list[str] = []
     if not _positive(max_grad_norm):
@@ -146,6 +157,20 @@ def make_private(
             problems.append(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             problems.append("target_epsilon needs epochs= (an integer >= 1) to calibrate σ")
+    if batches_per_epoch is not None and (
+        isinstance(batches_per_epoch, bool)
+        or not isinstance(batches_per_epoch, int)
+        or batches_per_epoch < 1
+    ):
+        problems.append(f"batches_per_epoch must be an integer >= 1, got {batches_per_epoch!r}")
+    if expected_batch_size is not None and (
+        isinstance(expected_batch_size, bool)
+        or not isinstance(expected_batch_size, int)
+        or expected_batch_size < 1
+    ):
+        problems.append(
+            f"expected_batch_size must be an integer >= 1, got {expected_batch_size!r}"
+        )
     if not poisson_sampling:
         problems.append(
             "poisson_sampling=False is refused: the accountant analyses Poisson sampling; "
@@ -168,6 +193,8 @@ def make_private(
                     problems.append(f"{name}={value!r} conflicts with privacy.{name}={have!r}")
             if max_epsilon is not _UNSET and max_epsilon != privacy.max_epsilon:
                 problems.append("max_epsilon conflicts with privacy.max_epsilon; set it there")
+    elif accountant == "gdp":
+        problems.append(GDP_REFUSAL)
     elif accountant is not None and accountant not in ACCOUNTANTS:
         problems.append(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
     if problems:
@@ -175,7 +202,16 @@ def make_private(
 
     ad = _adapter()
     ad.check_data_loader(data_loader)
-    sample_rate = 1.0 / len(data_loader)
+    batches = batches_per_epoch if batches_per_epoch is not None else len(data_loader)
+    sample_rate = 1.0 / batches
+    normaliser = expected_batch_size
+    if normaliser is None and batches_per_epoch is not None:
+        normaliser = getattr(data_loader, "batch_size", None)
+        if not isinstance(normaliser, int) or normaliser < 1:
+            raise ConfigurationError(
+                "batches_per_epoch needs expected_batch_size= (the public number of records a "
+                "step's gradient is averaged over): the data loader has no batch_size"
+            )
     if privacy is None:
         budget = None if max_epsilon is _UNSET else max_epsilon
         if budget is None and target_epsilon is not None and max_epsilon is _UNSET:
@@ -198,7 +234,8 @@ def make_private(
         sampling = prg.Keystream(prg.random_seed(), label=labels.DP_SAMPLING)
     hooks = ad._StepHooks(privacy=privacy, party=party, sample_rate=sample_rate, noise=noise)
     engine = ad.SecureAggPrivacyEngine(
-        accountant=privacy.accountant, hooks=hooks, draw=sampling.uniform
+        accountant=privacy.accountant, hooks=hooks, draw=sampling.uniform, batches=batches,
+        expected_batch_size=normaliser,
     )
     if criterion is None:
         import torch
@@ -217,6 +254,7 @@ def make_private(
     )
     if ghost_clipping:
         model, dp_optimizer, dp_criterion, loader = out
+        dp_optimizer._secureagg_ghost_guard = ad.GhostClippingGuard(model, dp_optimizer)
     else:
         (model, dp_optimizer, loader), dp_criterion = out, criterion
     parameters = {
@@ -225,6 +263,11 @@ def make_private(
         "sample_rate": sample_rate,
         "expected_batch_size": dp_optimizer.expected_batch_size,
         "steps_per_epoch": len(loader),
+        "record_count": (
+            "public (q, steps per epoch and the gradient average are functions of it)"
+            if batches_per_epoch is None
+            else "not used (q, steps per epoch and the gradient average are public constants)"
+        ),
         "accountant": privacy.accountant,
         "delta": privacy.delta,
         "max_epsilon": privacy.max_epsilon,

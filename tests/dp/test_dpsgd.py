@@ -320,3 +320,83 @@ def test_missing_opacus_is_a_missing_dependency_error() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "2 True"
+
+
+def _one_record_ghost_run(**kwargs):
+    """One record, q = 1, σ tiny, SGD lr = 1: the parameter change IS that record's contribution
+    (summed clipped gradient + noise, averaged over the expected batch of 1)."""
+    ds = _data(1, scale=300.0)  # raw gradient norm in the hundreds
+    model = _zero_model()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    loader = DataLoader(ds, batch_size=1)
+    run = make_private(model, opt, loader, max_grad_norm=1.0, noise_multiplier=1e-9,
+                       ghost_clipping=True, **kwargs)
+    x, y = ds.tensors
+    return run, x, y
+
+
+def _contribution_norm(run, before) -> float:
+    after = [p.detach().clone() for p in run.module.parameters()]
+    return _flat(a - b for a, b in zip(after, before, strict=True)).norm().item()
+
+
+def test_ghost_clipping_with_the_users_own_loss_cannot_step_unclipped() -> None:
+    """Review: with ghost clipping and the user's own loss, one record contributed norm 221 at a
+    clip of 1, noised and accounted as DP. The real optimizer step must refuse it."""
+    run, x, y = _one_record_ghost_run()
+    model, opt, _criterion, _loader = run
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    nn.CrossEntropyLoss()(model(x), y).backward()  # the user's own loss, not the wrapped one
+    raw = _flat(p.grad for p in model.parameters()).norm().item()
+    assert raw > 50.0
+    with pytest.raises(ConfigurationError, match="criterion"):
+        opt.step()
+    assert _contribution_norm(run, before) == 0.0  # nothing moved
+    assert run.privacy.report()["streams"][0]["steps"] == 0  # nothing accounted
+    # the unclipped gradients cannot be stepped later either
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_ghost_clipping_one_records_contribution_on_the_real_step_is_at_most_the_clip() -> None:
+    run, x, y = _one_record_ghost_run()
+    model, opt, criterion, _loader = run
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    criterion(model(x), y).backward()
+    opt.step()
+    norm = _contribution_norm(run, before)
+    assert 0.5 < norm <= 1.0 + 1e-4  # clipped to max_grad_norm = 1 (the raw norm is > 50)
+    assert run.privacy.report()["streams"][0]["steps"] == 1
+
+
+def test_ghost_clipping_refuses_unclipped_gradients_added_after_the_clipped_backward() -> None:
+    run, x, y = _one_record_ghost_run()
+    model, opt, criterion, _loader = run
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    criterion(model(x), y).backward()
+    nn.CrossEntropyLoss()(model(x), y).backward()  # accumulates an unclipped gradient on top
+    with pytest.raises(ConfigurationError, match="criterion"):
+        opt.step()
+    assert _contribution_norm(run, before) == 0.0
+
+
+def test_public_schedule_makes_q_steps_and_gradient_average_independent_of_record_count() -> None:
+    """By default q = 1/len(loader), the steps per epoch and Opacus's gradient average int(N q)
+    are functions of the record count N; batches_per_epoch (public) removes all three."""
+    def wrap(n: int, **kwargs):
+        loader = DataLoader(_data(n), batch_size=64, shuffle=True)
+        return _wrap(loader=loader, **kwargs)
+
+    default = [wrap(n) for n in (60, 65)]
+    assert [r.sample_rate for r in default] == [1.0, 0.5]
+    assert [r.optimizer.expected_batch_size for r in default] == [60, 32]
+    public = [wrap(n, batches_per_epoch=2) for n in (60, 65)]
+    assert [r.sample_rate for r in public] == [0.5, 0.5]
+    assert [len(r.data_loader) for r in public] == [2, 2]
+    assert [r.optimizer.expected_batch_size for r in public] == [64, 64]
+    params = next(e for e in public[0].privacy.events if hasattr(e, "parameters")).parameters
+    assert params["record_count"].startswith("not used")
+    with pytest.raises(ConfigurationError, match="batches_per_epoch"):
+        wrap(60, batches_per_epoch=0)
