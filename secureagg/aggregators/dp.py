@@ -11,7 +11,12 @@ and has the (trusted) server add Gaussian noise to the result. Both
 * wrap the inner server so that its result is decoded (distributed) or noised (central) before
   anyone sees it,
 * check the privacy budget *before* a round (``PrivacyBudgetExceeded``, nothing runs) and emit
-  the round's privacy event once the survivors are known (``aggregator.privacy``).
+  the round's privacy event once the survivors are known (``aggregator.privacy``),
+* carry out the declared client sampling: with ``client_sampling_rate=q < 1`` each client flips
+  its own coin (probability ``q``, from a CSPRNG keystream) and, unless it comes up, takes part
+  with a zero update - it still runs the protocol (and, for distributed DP, adds its noise
+  share), so the cohort is not visible in the traffic. The sum is then exactly the sum over a
+  Poisson sample of the clients, which is what the accountant's amplification assumes.
 
 Unweighted sums only: a FedAvg weight would multiply a client's sensitivity.
 
@@ -118,6 +123,23 @@ def _client_stream(
     )
 
 
+def _poisson_cohort(
+    rate: float, clients: int, *, seed: bytes | None, session_id: bytes, round_id: int
+) -> list[bool]:
+    """Each client's own coin: ``True`` with probability ``rate`` (CSPRNG; seeded runs derive
+    one keystream per client from the seed, others draw fresh keys from the OS)."""
+    if rate >= 1.0:
+        return [True] * clients
+    out = []
+    for u in range(clients):
+        stream = prg.seeded_party_stream(
+            seed, label=labels.DP_CLIENT_SAMPLING, session_id=session_id, round_id=round_id,
+            party=u,
+        ) or prg.Keystream(prg.random_seed(), label=labels.DP_CLIENT_SAMPLING)
+        out.append(bool(stream.uniform(1)[0] < rate))
+    return out
+
+
 def _unweighted(weights: Sequence[float] | None) -> None:
     if weights is not None and any(float(w) != 1.0 for w in weights):
         raise ConfigurationError(
@@ -186,10 +208,14 @@ class DistributedDPAggregator(RoundFactory):
             self.privacy.check(worst)  # raises before anything is sent
         shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
         rot = rotation_seed(session_id, round_id) if self.plan.config.rotation else None
+        cohort = _poisson_cohort(
+            self.plan.config.client_sampling_rate, len(updates), seed=seed,
+            session_id=session_id, round_id=round_id,
+        )
         prepared = [
             [
                 self.plan.prepare(
-                    _flat(updates[u]),
+                    _flat(updates[u]) if cohort[u] else np.zeros(self.plan.config.dimension),
                     rotation_seed=rot,
                     stream=_client_stream(seed, session_id, round_id, u),
                 )
@@ -320,7 +346,14 @@ class CentralDPAggregator(RoundFactory):
         if isinstance(self.privacy, PrivacyAccountant):
             self.privacy.check(event)
         shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
-        clipped = [_unflat(self.mechanism.clip(_flat(u)), shapes) for u in updates]
+        cohort = _poisson_cohort(
+            self.mechanism.config.client_sampling_rate, len(updates), seed=seed,
+            session_id=session_id, round_id=round_id,
+        )
+        clipped = [
+            _unflat(self.mechanism.clip(_flat(u)) * (1.0 if sampled else 0.0), shapes)
+            for u, sampled in zip(updates, cohort, strict=True)
+        ]
         setup = self.inner.setup_round(
             clipped, weights=None, session_id=session_id, round_id=round_id, seed=seed
         )

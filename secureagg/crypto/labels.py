@@ -88,6 +88,10 @@ DP_ROUNDING = _register(
     "secureagg/v1/dp/conditional-rounding",
     "uniforms for a client's conditional randomized rounding in distributed DP",
 )
+DP_CLIENT_SAMPLING = _register(
+    "secureagg/v1/dp/client-sampling",
+    "a client's Poisson coin: whether its update joins a DP round at the declared sampling rate",
+)
 TEST_VECTOR = _register("secureagg/v1/test/vector", "known-answer vectors and self-tests only")
 
 # --- homomorphic aggregation (CKKS, Paillier) -----------------------------------------------

@@ -263,3 +263,26 @@ def test_plain_secagg_is_unchanged_without_distributed_dp() -> None:
         res = sa.simulate(agg, [[np.full(2, 0.25)] for _ in range(3)], seed=1)
     assert type(agg).__name__ == "SecAggAggregator"
     np.testing.assert_allclose(res.aggregate[0], 0.75, atol=agg.error_bound())
+
+
+def test_declared_client_sampling_is_carried_out_inside_secagg() -> None:
+    """DistributedDP.client_sampling_rate was trusted, not carried out: every client was in
+    every sum. Each client now joins with probability q (CSPRNG); one that is not sampled still
+    runs the protocol (and adds its noise share) with a zero update, so nobody learns the cohort
+    from the traffic."""
+    import secureagg as sa
+
+    n, rounds, q = 6, 40, 0.25
+    cfg = DistributedDP(l2_clip=1.0, noise_multiplier=1e-3, dimension=n,
+                        client_sampling_rate=q)
+    agg = sa.make_aggregator("secagg", num_clients=n, dropout_rate=0.0, corrupt_rate=0.0,
+                             distributed_dp=cfg)
+    updates = [[np.eye(n)[u]] for u in range(n)]
+    total = 0
+    for r in range(rounds):
+        res = sa.simulate(agg, updates, round_id=r)
+        assert res.survivors == tuple(range(n))  # everyone took part in the protocol
+        included = np.round(res.aggregate[0]).astype(int)
+        assert set(included.tolist()) <= {0, 1}
+        total += int(included.sum())
+    assert 25 <= total <= 95  # Binomial(240, 0.25): mean 60, sd 6.7
