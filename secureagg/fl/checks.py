@@ -137,6 +137,12 @@ def argument_problems(
             "user-level DP sums unweighted updates (a FedAvg weight multiplies a client's "
             "sensitivity): use weighting='uniform' (or the default 'auto')"
         )
+    if dp is not None and dp.public_schedule and weighting == "examples":
+        problems.append(
+            "weighting='examples' releases each client's record count (the FedAvg weights and "
+            "their total), which FederatedDP(batches_per_epoch=...) keeps private: use "
+            "weighting='uniform' (or the default 'auto')"
+        )
     if user_level and not isinstance(aggregator, str):
         problems.append("with user-level DP, aggregator must be a name such as 'secagg+'")
     if given["optimizer"] is not None and not callable(given["optimizer"]):
@@ -224,3 +230,35 @@ def server_steps(
             [f"server_lr_schedule must return a finite number > 0 for every round; got {bad[:5]}"]
         )
     return steps
+
+
+def buffer_policy(model: Any, buffers: Any, dp: Any) -> Any:
+    """Resolve ``buffers`` (``"auto"``, ``"aggregate"``, ``"exclude"``) for ``model`` under ``dp``.
+
+    DP-SGD noises gradients, not floating-point buffers (BatchNorm statistics, a custom running
+    mean): released, they would carry the clients' raw data outside the accounting. So under
+    DP-SGD ``"auto"`` keeps them on the clients (``"exclude"``) and ``"aggregate"`` is refused.
+    With only user-level DP they are part of the update that is L2-clipped and noised, so
+    ``"auto"`` aggregates them, as without DP.
+    """
+    if buffers not in ("auto", "aggregate", "exclude"):
+        raise ConfigurationError(
+            f"buffers must be 'auto', 'aggregate' or 'exclude', got {buffers!r}"
+        )
+    dp_sgd = dp is not None and bool(getattr(dp, "dp_sgd", False))
+    if buffers == "auto":
+        return "exclude" if dp_sgd else "aggregate"
+    if buffers == "aggregate" and dp_sgd and isinstance(model, torch.nn.Module):
+        params = {name for name, _ in model.named_parameters()}
+        floating = [
+            name for name, t in model.state_dict().items()
+            if name not in params and isinstance(t, torch.Tensor) and t.is_floating_point()
+        ]
+        if floating:
+            raise ConfigurationError(
+                f"buffers='aggregate' under DP-SGD would release the floating-point buffers "
+                f"{floating[:10]} without noise (DP-SGD noises gradients only, so they would "
+                "carry the clients' data outside the accounting): use buffers='exclude' (the "
+                "default under DP: each client trains with the server's value and sends none)"
+            )
+    return buffers

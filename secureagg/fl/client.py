@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.dp._torch import require_torch
+from secureagg.errors import PrivacyBudgetExceeded
 from secureagg.fl.codec import StateCodec
 from secureagg.fl.schedule import TRAIN_STAGE, Failures, RoundSchedule, earliest, upload_stage
 
@@ -63,8 +64,9 @@ class ClientOutcome:
     weight: int
     seconds: float
     error: str | None = None
-    #: where it failed: "data" (nothing to train on), "train" (the function raised), "update"
-    #: (wrong architecture, NaN/Inf)
+    #: where it failed: "data" (nothing to train on), "train" (the function raised), "budget"
+    #: (DP-SGD refused a step: the client's privacy budget), "update" (wrong architecture,
+    #: NaN/Inf)
     stage: str = "train"
     privacy: Mapping[str, Any] | None = None
 
@@ -148,6 +150,15 @@ def train_client(
             else:
                 train(model, loader)
                 trained = model
+    except PrivacyBudgetExceeded as exc:  # DP-SGD stopped before a step: the budget, not a bug
+        return ClientOutcome(
+            client=client,
+            update=None,
+            weight=0,
+            seconds=time.perf_counter() - t0,
+            error=_describe(exc),
+            stage="budget",
+        )
     except Exception as exc:  # the user's code failed: a recorded client failure, not a crash
         return ClientOutcome(
             client=client,

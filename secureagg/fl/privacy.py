@@ -21,6 +21,21 @@ they protect different things against different observers:
 Sampling: the run samples a fixed number of clients per round, uniformly; the accountants are given
 client sampling rate 1 (no amplification by client sampling is claimed), which over-states ε.
 
+**Record counts.** With ``batches_per_epoch=k`` (public) every client Poisson-samples at
+``q = 1/k``, runs ``k`` steps per local epoch, averages gradients over ``expected_batch_size``
+(public; default the loader's ``batch_size``) and gets the same σ: nothing released depends on a
+client's record count ``N_i``, and FedAvg weights are uniform. Without it (the default), ``q_i =
+1/len(loader_i)``, σ_i and the step count are functions of ``N_i``: the ledger then states that
+record counts are **public** - the ε bounds what the noised updates reveal about one record
+(add/remove), but ``N_i`` itself is released exactly.
+
+**Buffers.** Under DP-SGD, floating-point buffers (BatchNorm statistics, a custom running mean)
+are not noised by DP-SGD, so they are never released: ``buffers="auto"`` keeps them out of the
+update (each client trains with the server's value), and ``buffers="aggregate"`` is refused.
+With user-level DP only, aggregated buffers are part of the update that is L2-clipped and noised,
+so they are covered. Under any DP the FedAvg weights are uniform by default (example counts would
+be released unnoised).
+
 Durability: every event is appended to ``privacy_events.jsonl`` in the run directory as it is
 emitted; a resumed run replays all of them, including those of a round interrupted before its
 commit (which is then run again). A crash can make the ledger over-count, never under-count.
@@ -48,15 +63,17 @@ from secureagg.dp import (
     PrivacyEvent,
     make_private,
 )
-from secureagg.dp.events import event_from_dict
+from secureagg.dp.accounting import ACCOUNTANTS, FEDERATED_LEDGER_FORMAT, GDP_REFUSAL
+from secureagg.dp.events import BudgetStop, event_from_dict
 from secureagg.errors import ConfigurationError, InvalidInputError, PrivacyBudgetExceeded
 from secureagg.fl.calibration import calibrate_noise
 from secureagg.protocols.base import RoundFactory
 from secureagg.transport import derive_sim_seed
 
-__all__ = ["EVENTS_FILE", "FederatedDP", "PrivacyController"]
+__all__ = ["EVENTS_FILE", "FL_LEDGER_FORMAT", "FederatedDP", "PrivacyController"]
 
 EVENTS_FILE = "privacy_events.jsonl"
+FL_LEDGER_FORMAT = FEDERATED_LEDGER_FORMAT
 _LEVELS = ("sample", "user")
 
 
@@ -82,9 +99,11 @@ class FederatedDP:
     update_clip: float = 1.0
     mechanism: Literal["skellam", "ddgauss"] = "skellam"
     delta: float = 1e-5
-    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    accountant: Literal["rdp", "prv"] = "rdp"
     max_epsilon: float | None = None
     max_user_epsilon: float | None = None
+    batches_per_epoch: int | None = None
+    expected_batch_size: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,6 +128,22 @@ class FederatedDP:
             problems.append("choose distributed or central noise on the sum, not both")
         if not (isinstance(self.delta, float) and 0.0 < self.delta < 1.0):
             problems.append(f"delta must be in (0, 1), got {self.delta!r}")
+        accountant: object = self.accountant
+        if accountant == "gdp":
+            problems.append(GDP_REFUSAL)
+        elif self.accountant not in ACCOUNTANTS:
+            problems.append(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
+        for name in ("batches_per_epoch", "expected_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                problems.append(f"{name} must be None or an integer >= 1, got {value!r}")
+        if self.expected_batch_size is not None and self.batches_per_epoch is None:
+            problems.append(
+                "expected_batch_size is the public gradient average of a public schedule: "
+                "give batches_per_epoch too"
+            )
         if not (self.dp_sgd or self.user_level):
             problems.append(
                 "FederatedDP needs epsilon or noise_multiplier (DP-SGD on the clients), or "
@@ -120,6 +155,11 @@ class FederatedDP:
     @property
     def dp_sgd(self) -> bool:
         return self.epsilon is not None or self.noise_multiplier is not None
+
+    @property
+    def public_schedule(self) -> bool:
+        """DP-SGD's q, step count and gradient average are public constants (not from N_i)."""
+        return self.dp_sgd and self.batches_per_epoch is not None
 
     @property
     def user_level(self) -> bool:
@@ -141,6 +181,9 @@ class FederatedDP:
                 "max_grad_norm": self.max_grad_norm,
                 "local_epochs": self.local_epochs,
                 "max_epsilon": self.sample_budget,
+                "batches_per_epoch": self.batches_per_epoch,
+                "expected_batch_size": self.expected_batch_size,
+                "record_counts": "not released" if self.public_schedule else "public",
             },
             "user_level": None
             if not self.user_level
@@ -230,6 +273,9 @@ class PrivacyController:
         )
         self.sigmas: dict[int, float] = {}
         self.rates: dict[int, float] = {}
+        #: state entries that never leave a client (set by the run from its codec)
+        self.not_released: list[str] = []
+        self._budget_stopped: set[int] = set()
         self._sinks: list[_TaggedJsonLines] = []
 
     # ---------------------------------------------------------------------------- durability
@@ -305,7 +351,10 @@ class PrivacyController:
                 if acc is not None]
 
     def _learn(self, event: PrivacyEvent) -> None:
-        """Recover each client's calibrated noise multiplier from its DP-SGD steps."""
+        """Recover each client's calibrated noise multiplier from its DP-SGD steps, and who has
+        spent its budget."""
+        if isinstance(event, BudgetStop):
+            self.budget_stopped(event)
         if isinstance(event, GaussianSteps) and event.party is not None:
             self.sigmas[event.party] = event.noise_multiplier
             self.rates[event.party] = event.sample_rate
@@ -375,24 +424,69 @@ class PrivacyController:
             return False, f"user-level privacy budget reached ({' '.join(str(exc).split())})"
         return True, ""
 
+    def client_plan(self, client: int, loader: Any) -> tuple[float, float, int]:
+        """``(σ, q, steps per round)`` of ``client``'s DP-SGD, known before it trains.
+
+        ``q = 1/batches_per_epoch`` (public) or ``1/len(loader)``; σ is the multiplier the client
+        already used (resume), ``noise_multiplier``, or calibrated so that ``rounds *
+        local_epochs`` epochs spend at most ``epsilon``.
+        """
+        dp = self.dp
+        batches = dp.batches_per_epoch if dp.batches_per_epoch is not None else len(loader)
+        rate = self.rates.get(client, 1.0 / batches)
+        if client in self.sigmas:
+            sigma = self.sigmas[client]
+        elif dp.noise_multiplier is not None:
+            sigma = float(dp.noise_multiplier)
+        else:
+            sigma = calibrate_noise(
+                float(dp.epsilon or 0.0),
+                sample_rate=1.0 / batches,
+                steps=self.rounds * dp.local_epochs * batches,
+                delta=dp.delta,
+            )
+        return sigma, rate, dp.local_epochs * batches
+
     def client_allowed(self, client: int, loader: Any) -> tuple[bool, str]:
-        """Whether ``client`` can run one more round of DP-SGD within its budget."""
-        if self.sample is None or self.sample.max_epsilon is None or client not in self.sigmas:
+        """Whether ``client`` can run one more round of DP-SGD within its budget.
+
+        The first time a client cannot, its :class:`~secureagg.dp.events.BudgetStop` is emitted
+        (to the ledger and the events file); from then on it is skipped.
+        """
+        if self.sample is None or self.sample.max_epsilon is None:
             return True, ""
-        steps = self.dp.local_epochs * len(loader)
+        spent = self.sample.epsilon(scope="sample", party=client)
+        why = (
+            f"privacy budget of client {client} spent (ε = {spent:.3f} of "
+            f"{self.sample.max_epsilon}): one more round of DP-SGD would exceed it"
+        )
+        if client in self._budget_stopped:
+            return False, why
+        sigma, rate, steps = self.client_plan(client, loader)
         left = self.sample.steps_remaining(
-            scope="sample",
-            party=client,
-            noise_multiplier=self.sigmas[client],
-            sample_rate=self.rates[client],
+            scope="sample", party=client, noise_multiplier=sigma, sample_rate=rate
         )
         if left is not None and left < steps:
-            return False, (
-                f"privacy budget: {left} DP-SGD steps left, a round needs {steps} "
-                f"(ε = {self.sample.epsilon(scope='sample', party=client):.3f} of "
-                f"{self.sample.max_epsilon})"
+            event = GaussianSteps(
+                scope="sample", party=client, noise_multiplier=sigma, sample_rate=rate,
+                clip=self.dp.max_grad_norm, steps=steps, mechanism="dp-sgd",
             )
+            self._budget_stopped.add(client)
+            try:
+                self.sample.check(event)  # emits the BudgetStop, then raises
+            except PrivacyBudgetExceeded as exc:
+                why = (
+                    f"privacy budget of client {client}: {left} DP-SGD steps left, a round "
+                    f"needs {steps} (ε = {spent:.3f} of {self.sample.max_epsilon}; "
+                    f"{exc.would_be:.3f} after the round)"
+                )
+            return False, why
         return True, ""
+
+    def budget_stopped(self, event: BudgetStop) -> None:
+        """Note a stop raised inside training (a worker's events replayed here)."""
+        if event.scope == "sample" and event.party is not None:
+            self._budget_stopped.add(event.party)
 
     # ----------------------------------------------------------------------------- DP-SGD
 
@@ -414,21 +508,11 @@ class PrivacyController:
                     ),
                     "test_mode": True,
                 }
-            if client in self.sigmas:
-                kwargs["noise_multiplier"] = self.sigmas[client]
-            elif dp.noise_multiplier is not None:
-                kwargs["noise_multiplier"] = dp.noise_multiplier
-            else:
-                batches = len(loader)  # Poisson rate q = 1 / batches, batches steps per epoch
-                kwargs["noise_multiplier"] = calibrate_noise(
-                    float(dp.epsilon or 0.0),
-                    sample_rate=1.0 / batches,
-                    steps=self.rounds * dp.local_epochs * batches,
-                    delta=dp.delta,
-                )
+            sigma, _, _ = self.client_plan(client, loader)
             run = make_private(
                 model, optimizer, loader, max_grad_norm=dp.max_grad_norm, privacy=accountant,
-                party=client, **kwargs,
+                party=client, noise_multiplier=sigma, batches_per_epoch=dp.batches_per_epoch,
+                expected_batch_size=dp.expected_batch_size, **kwargs,
             )
             self.sigmas[client] = run.noise_multiplier
             self.rates[client] = run.sample_rate
@@ -471,14 +555,83 @@ class PrivacyController:
                 out["epsilon"] = eps if math.isfinite(eps) else None
         return out
 
-    def ledger(self) -> dict[str, Any]:
-        """``privacy_ledger.json``: both accountants' reports and the settings."""
+    def sample_scope(self) -> dict[str, Any] | None:
+        """What the sample-level ε covers, in words an auditor reads (``None`` without DP-SGD)."""
+        if self.sample is None:
+            return None
+        dp = self.dp
+        if dp.public_schedule:
+            counts = (
+                "not released: every client samples at the public q = 1/batches_per_epoch, runs "
+                "local_epochs * batches_per_epoch steps, averages its gradients over the public "
+                "expected_batch_size and uses the same σ; FedAvg weights are uniform"
+            )
+            record_counts = "not released"
+        else:
+            counts = (
+                "public: client i's sampling rate q_i = 1/len(loader_i), its noise multiplier "
+                "σ_i, its number of steps (and, with weighting='examples', its FedAvg weight) "
+                "are functions of its record count N_i and are released without noise. The ε "
+                "bounds what the noised updates reveal about one record, but N_i itself - "
+                "whether a client holds one record more or fewer - is not hidden. Set "
+                "FederatedDP(batches_per_epoch=...) to hide it"
+            )
+            record_counts = "public"
         return {
-            "format": "secureagg/fl-privacy-ledger/v1",
+            "mechanism": "DP-SGD on each client: per-record gradient clipping to max_grad_norm, "
+            "Gaussian noise σ * max_grad_norm per step, Poisson-sampled batches (CSPRNG)",
+            "adjacency": "add/remove one record of one client's data set",
+            "protects": "each record of a client against anyone who sees that client's update "
+            "or anything computed from it: the server (with 'plain'), the global model's users",
+            "record_counts": record_counts,
+            "record_counts_detail": counts,
+            "public": ["max_grad_norm", "σ and q of every client (this ledger)", "the number "
+                       "of DP-SGD steps", "which clients were sampled, dropped and survived in "
+                       "each round", "rounds, local_epochs, δ"],
+            "not_released": list(self.not_released),
+            "assumes": "the train function changes the model only through the optimizer it is "
+            "given (the DP optimizer); anything it writes to the model otherwise is not covered",
+            "accountant": self.sample.method(scope="sample", party=next(
+                (party for scope, party in self.sample.streams() if scope == "sample"), None
+            )),
+        }
+
+    def user_scope(self) -> dict[str, Any] | None:
+        """What the user-level ε covers (``None`` without noise on the sum)."""
+        if self.user is None:
+            return None
+        distributed = self.dp.distributed_noise_multiplier is not None
+        return {
+            "mechanism": self.dp.describe()["user_level"]["mechanism"],
+            "adjacency": "one client's whole contribution to every round replaced by zero "
+            "(zero-out), its update L2-clipped to update_clip",
+            "protects": (
+                "every client against the server and everyone who sees the released sums: the "
+                "clients add the noise inside SecAgg, no party sees a noiseless sum"
+                if distributed
+                else "every client against those who see only the server's output; the server "
+                "is trusted: it sees the exact sum before adding the noise"
+            ),
+            "client_sampling": "no amplification claimed (sampling rate 1): the run samples a "
+            "fixed number of clients per round and the server knows who they are",
+            "public": ["update_clip", "the noise multiplier", "which clients were sampled, "
+                       "dropped and survived in each round (the number of survivors sets the "
+                       "distributed noise)"],
+        }
+
+    def ledger(self) -> dict[str, Any]:
+        """``privacy_ledger.json``: both accountants' reports, the settings, and what each ε
+        covers (``sample_level_scope``, ``user_level_scope``, ``not_released``)."""
+        return {
+            "format": FL_LEDGER_FORMAT,
             "differential_privacy": True,
             "settings": self.dp.describe(),
             "note": "sample_level: one ledger stream per client (party = client id), DP-SGD; "
-            "user_level: the released sums. Client sampling is not used for amplification.",
+            "user_level: the released sums. Client sampling is not used for amplification. "
+            "Replay either with PrivacyAccountant.from_ledger(path, level='sample'|'user').",
+            "sample_level_scope": self.sample_scope(),
+            "user_level_scope": self.user_scope(),
+            "not_released": list(self.not_released),
             "sample_level": None if self.sample is None else self.sample.report(),
             "user_level": None if self.user is None else self.user.report(),
         }

@@ -33,6 +33,11 @@ import numpy.typing as npt
 from secureagg.fl.schedule import RoundSchedule
 from secureagg.transport import SimulationResult, TranscriptEntry
 
+WITHHELD_CLIPS = (
+    "not recorded under user-level DP: how many values the encoder clipped is a function of the "
+    "clients' un-noised updates, which the privacy accounting does not cover"
+)
+
 __all__ = [
     "RoundDraft",
     "RoundRecord",
@@ -166,6 +171,20 @@ class RoundDraft:
     started: float  # perf_counter at the start of the round
     seeded: bool
     dimension: int  # aggregated values per update
+    #: user-level DP: the encoder's clip counts are functions of the clients' un-noised (clipped)
+    #: updates, which the user-level accounting does not cover - they are not recorded
+    withhold_clip_counts: bool = False
+
+    def clip_record(self, clipped: Mapping[str, Any], slots: Sequence[int]) -> dict[str, Any]:
+        """The ``clipped`` entry: total and per client, or a statement that they are withheld."""
+        if self.withhold_clip_counts:
+            return {"withheld": WITHHELD_CLIPS}
+        per_client = {
+            str(slots[int(k)]): int(v)
+            for k, v in (clipped.get("per_client") or {}).items()
+            if int(v)
+        }
+        return {"total": int(clipped.get("total", 0)), "per_client": per_client}
 
     def base(self) -> dict[str, Any]:
         plan, seconds = self.plan, self.train_seconds
@@ -219,7 +238,11 @@ def aborted_entry(
         evaluation_error=None,
         privacy=privacy,
         bytes=draft.traffic(metrics, 0),
-        clipped={"total": int((metrics.get("clipped") or {}).get("total", 0))},
+        clipped={
+            k: v
+            for k, v in draft.clip_record(metrics.get("clipped") or {}, draft.plan.sampled).items()
+            if k != "per_client"
+        },
     )
     entry["seconds"].update(
         stages=stage_seconds(metrics),
@@ -247,10 +270,6 @@ def completed_entry(
     entry = draft.base()
     m = res.metrics
     slots = draft.plan.sampled
-    clipped = m.get("clipped") or {}
-    per_client = {
-        str(slots[int(k)]): int(v) for k, v in (clipped.get("per_client") or {}).items() if int(v)
-    }
     critical = aggregation_critical_path(m)
     entry.update(
         status="completed",
@@ -261,7 +280,7 @@ def completed_entry(
         evaluation_error=eval_error,
         privacy=privacy,
         bytes=draft.traffic(m, len(participants)),
-        clipped={"total": int(clipped.get("total", 0)), "per_client": per_client},
+        clipped=draft.clip_record(m.get("clipped") or {}, slots),
         client_aborts=[
             {**a, "client": slots[int(a["client"])]} for a in m.get("client_aborts", [])
         ],
