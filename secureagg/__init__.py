@@ -18,7 +18,7 @@ from importlib import metadata as _metadata
 
 from secureagg import errors
 from secureagg.aggregators import available, make_aggregator
-from secureagg.transport import SeededRunWarning, SimulationResult, simulate
+from secureagg.transport import ClippingWarning, SeededRunWarning, SimulationResult, simulate
 
 try:
     __version__ = _metadata.version("secureagg")
@@ -26,6 +26,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
     __version__ = "0+unknown"
 
 __all__ = [
+    "ClippingWarning",
     "SeededRunWarning",
     "SimulationResult",
     "__version__",

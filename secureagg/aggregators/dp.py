@@ -31,8 +31,9 @@ Unweighted sums only: a FedAvg weight would multiply a client's sensitivity.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -66,14 +67,14 @@ _RESERVED = ("bits", "scale", "noise_headroom", "client_noise", "max_weight")
 
 
 class _PostProcessedServer(ServerParty):
-    """Delegates the protocol to ``inner``; transforms the outcome once, on first ``result()``."""
-
-    stages: ClassVar[Sequence[str]] = ()
+    """Delegates the protocol to ``inner``; transforms the outcome once, on first ``result()``.
+    Its ``stages`` are the inner server's (so faults can be injected at any of them)."""
 
     def __init__(
         self, inner: ServerParty, finish: Callable[[AggregateOutcome], AggregateOutcome]
     ) -> None:
         self.party_id = SERVER
+        self.stages = tuple(inner.stages)
         self._inner = inner
         self._finish = finish
         self._outcome: AggregateOutcome | None = None
@@ -101,18 +102,10 @@ class _PostProcessedServer(ServerParty):
         return self._outcome
 
 
-_WRAPPERS: dict[type[ServerParty], type[_PostProcessedServer]] = {}
-
-
 def _wrap_server(
     inner: ServerParty, finish: Callable[[AggregateOutcome], AggregateOutcome]
 ) -> ServerParty:
-    cls = type(inner)
-    if cls not in _WRAPPERS:  # keep the inner class's stage names (drivers validate faults)
-        _WRAPPERS[cls] = type(
-            f"DP{cls.__name__}", (_PostProcessedServer,), {"stages": tuple(cls.stages)}
-        )
-    return _WRAPPERS[cls](inner, finish)
+    return _PostProcessedServer(inner, finish)
 
 
 def _client_stream(
@@ -156,7 +149,7 @@ def _flat(arrays: Sequence[npt.ArrayLike]) -> FloatArray:
 def _unflat(flat: FloatArray, shapes: Sequence[tuple[int, ...]]) -> list[FloatArray]:
     out, start = [], 0
     for shape in shapes:
-        size = int(np.prod(shape)) if shape else 1
+        size = math.prod(shape)
         out.append(flat[start : start + size].reshape(shape).copy())
         start += size
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,15 @@ from secureagg.protocols.he_round import (
     seeded_stream,
 )
 from secureagg.protocols.paillier import PaillierScheme
+from secureagg.protocols.paillier.scheme import QUANT_BITS
 
 __all__ = ["PaillierAggregator"]
+
+
+def _is_positive_real(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    return math.isfinite(float(value)) and float(value) > 0
 
 
 class PaillierAggregator(RoundFactory):
@@ -81,6 +89,22 @@ class PaillierAggregator(RoundFactory):
             problems.append(
                 "clip is required: Paillier quantises every value to [-clip, clip], e.g. "
                 "make_aggregator('paillier', num_clients=n, clip=1.0)"
+            )
+        elif not _is_positive_real(clip):
+            problems.append(
+                f"clip must be a finite real number > 0 (the bound on |value|), got {clip!r}"
+            )
+        bits_given: object = quant_bits
+        if isinstance(bits_given, bool) or not isinstance(bits_given, int) or (
+            bits_given not in QUANT_BITS
+        ):
+            problems.append(f"quant_bits must be one of {QUANT_BITS}, got {quant_bits!r}")
+        if isinstance(max_weight, bool) or not isinstance(max_weight, int) or max_weight < 1:
+            problems.append(f"max_weight must be an integer >= 1, got {max_weight!r}")
+        blinding_flag: object = precompute_blinding
+        if not isinstance(blinding_flag, bool):
+            problems.append(
+                f"precompute_blinding must be True or False, got {precompute_blinding!r}"
             )
         if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 2:
             problems.append(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -53,10 +54,11 @@ class PlainAggregator(RoundFactory):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             problems.append(f"num_clients must be a positive integer, got {n!r}")
         clip = self.clip
-        if clip is not None and (
-            isinstance(clip, bool)
-            or not isinstance(clip, int | float)
-            or not (math.isfinite(clip) and clip > 0)
+        given_clip: object = clip
+        if given_clip is not None and (
+            isinstance(given_clip, bool)
+            or not isinstance(given_clip, Real)
+            or not (math.isfinite(float(given_clip)) and float(given_clip) > 0)
         ):
             problems.append(f"clip must be None or a positive finite number, got {clip!r}")
         m = self.min_clients
@@ -66,6 +68,8 @@ class PlainAggregator(RoundFactory):
             problems.append(f"min_clients={m} exceeds num_clients={n}")
         if problems:
             raise ConfigurationError(problems)
+        if clip is not None:
+            object.__setattr__(self, "clip", float(clip))  # a numpy scalar becomes a float
 
     def setup_round(
         self,

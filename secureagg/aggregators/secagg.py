@@ -28,6 +28,10 @@ encoder's no-overflow proof). The DP layer builds both from a mechanism:
 returns the composition in :mod:`secureagg.aggregators.dp` (it passes ``scale=1.0``: the clients'
 values are already integers). ``scale`` otherwise defaults to the largest that fits.
 
+In the default ``threat="curious"`` mode the server is trusted to follow the protocol: one that
+deviates can recover a single client's input exactly (docs/secagg.md, "What curious mode gives
+up"); ``parameters()["threat_model_note"]`` says so in every run record.
+
 In ``threat="malicious"`` mode, key advertisements are signed with Ed25519 identity keys from a
 client registry (``identity_keys``: id -> :class:`~secureagg.crypto.signing.SigningKey`, the
 simulation holding every client's key; generated if omitted), clients run a consistency round
@@ -37,9 +41,11 @@ over the survivor list, and the model digest of the round is bound into the sign
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import struct
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any, Literal
 
 import numpy as np
@@ -51,11 +57,29 @@ from secureagg.crypto.encoding import FixedPointEncoder
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import RoundFactory, RoundSetup
 from secureagg.protocols.secagg.client import IntegerNoise, SecAggClient
-from secureagg.protocols.secagg.context import Randomness, RoundContext
+from secureagg.protocols.secagg.context import Randomness, RoundContext, stages_for
 from secureagg.protocols.secagg.params import SecAggParams, choose_parameters, validate_parameters
 from secureagg.protocols.secagg.server import SecAggServer
 
-__all__ = ["SecAggAggregator"]
+__all__ = ["CURIOUS_MODE_NOTE", "SecAggAggregator"]
+
+#: What the default curious mode gives up, in one sentence: carried by ``parameters()`` (and so by
+#: every run record) whenever ``threat="curious"``.
+CURIOUS_MODE_NOTE = (
+    "curious mode trusts the server to follow the protocol: a server that deviates can recover "
+    "one client's input exactly (it delivers the victim only some peers' shares, then declares "
+    "those peers dropped); threat='malicious' (signed keys and a consistency round) stops this"
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_real(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    return math.isfinite(float(value)) and float(value) > 0
 
 
 class SecAggAggregator(RoundFactory):
@@ -81,73 +105,64 @@ class SecAggAggregator(RoundFactory):
         model_digest: bytes = b"",
         client_noise: IntegerNoise | None = None,
     ) -> None:
-        problems = []
+        problems: list[str] = []
         if clip is None:
             problems.append(
                 "clip is required: the bound on |value| each client's update is "
                 "clipped to, e.g. make_aggregator('secagg+', num_clients=n, clip=1.0)"
             )
-        if isinstance(max_weight, bool) or not isinstance(max_weight, int) or max_weight < 1:
+        elif not _is_positive_real(clip):
+            problems.append(
+                f"clip must be a finite real number > 0 (the bound on |value|), got {clip!r}"
+            )
+        if not _is_int(max_weight) or max_weight < 1:
             problems.append(f"max_weight must be an integer >= 1, got {max_weight!r}")
-        if problems:
+        given: dict[str, object] = {  # checked as what a caller may really pass
+            "complete_graph": complete_graph,
+            "model_digest": model_digest,
+            "client_noise": client_noise,
+            "identity_keys": identity_keys,
+        }
+        if not isinstance(given["complete_graph"], bool):
+            problems.append(f"complete_graph must be True or False, got {complete_graph!r}")
+        if not isinstance(given["model_digest"], bytes):
+            problems.append(f"model_digest must be bytes, got {model_digest!r}")
+        if given["client_noise"] is not None and not callable(given["client_noise"]):
+            problems.append("client_noise must be None or a callable (count, keystream) -> array")
+        keys = given["identity_keys"]
+        if keys is not None and not isinstance(keys, Mapping):
+            problems.append(f"identity_keys must map client ids to SigningKey, got {type(keys)}")
+        if not _is_int(noise_headroom) or noise_headroom < 0:
+            problems.append(f"noise_headroom must be an integer >= 0, got {noise_headroom!r}")
+        params = self._choose(
+            num_clients=num_clients,
+            complete_graph=complete_graph is True,
+            dropout_rate=dropout_rate,
+            corrupt_rate=corrupt_rate,
+            threat=threat,
+            degree=degree,
+            threshold=threshold,
+            min_survivors=min_survivors,
+            problems=problems,
+        )
+        if params is not None and threat == "malicious" and isinstance(identity_keys, Mapping):
+            missing = sorted(set(range(num_clients)) - set(identity_keys))
+            if missing:
+                problems.append(f"identity_keys lacks clients {missing[:10]}")
+        if problems or params is None:
             raise ConfigurationError(problems)
+        self.params = params
         self.name = "secagg" if complete_graph else "secagg+"
         self.num_clients = num_clients
-        self.params: SecAggParams
-        if degree is None and threshold is None:
-            self.params = choose_parameters(
-                num_clients=num_clients,
-                dropout_rate=dropout_rate,
-                corrupt_rate=corrupt_rate,
-                threat=threat,
-                complete_graph=complete_graph,
-            )
-            if min_survivors is not None:
-                self.params = validate_parameters(
-                    num_clients=num_clients,
-                    degree=self.params.degree,
-                    threshold=self.params.threshold,
-                    corrupt_rate=corrupt_rate,
-                    dropout_rate=dropout_rate,
-                    threat=threat,
-                    min_survivors=min_survivors,
-                )
-        else:
-            k = (
-                degree
-                if degree is not None
-                else (
-                    num_clients - 1
-                    if complete_graph
-                    else choose_parameters(
-                        num_clients=num_clients,
-                        dropout_rate=dropout_rate,
-                        corrupt_rate=corrupt_rate,
-                        threat=threat,
-                    ).degree
-                )
-            )
-            if complete_graph and k != num_clients - 1:
-                raise ConfigurationError(
-                    f"'secagg' uses the complete graph: degree must be {num_clients - 1}, got {k}"
-                )
-            t = threshold if threshold is not None else max(2, k // 2 + 1)
-            self.params = validate_parameters(
-                num_clients=num_clients,
-                degree=k,
-                threshold=t,
-                corrupt_rate=corrupt_rate,
-                dropout_rate=dropout_rate,
-                threat=threat,
-                min_survivors=min_survivors,
-            )
-        self.dropout_rate = dropout_rate
-        self.corrupt_rate = corrupt_rate
+        self.dropout_rate = float(dropout_rate)
+        self.corrupt_rate = float(corrupt_rate)
         if bits is None:
             levels = (2**31 - 1 - noise_headroom) / (num_clients * max_weight)
             bits = 32 if levels >= 2**16 else 64
+        # The encoder's own problems (bits, scale, headroom) raise here, with HeadroomError's
+        # max_safe_summands / max_safe_clip intact.
         self.encoder = FixedPointEncoder(
-            clip=float(clip or 0.0),
+            clip=float(clip),  # type: ignore[arg-type]  # validated above
             num_summands=num_clients,
             bits=bits,
             max_weight=max_weight,
@@ -158,15 +173,76 @@ class SecAggAggregator(RoundFactory):
         self.model_digest = model_digest
         self.client_noise = client_noise
         self._identity_keys = dict(identity_keys) if identity_keys is not None else None
-        if threat == "malicious" and self._identity_keys is not None:
-            missing = sorted(set(range(num_clients)) - set(self._identity_keys))
-            if missing:
-                raise ConfigurationError(f"identity_keys lacks clients {missing[:10]}")
-        self.dropout_stages = (
-            ("advertise", "share", "masked", "consistency", "unmask")
-            if threat == "malicious"
-            else ("advertise", "share", "masked", "unmask")
-        )
+        #: The stages a client may drop at: this round's stage list (one declaration, in
+        #: :data:`secureagg.protocols.secagg.context.STAGES`).
+        self.dropout_stages = stages_for(self.params.threat)
+
+    @staticmethod
+    def _choose(
+        *,
+        num_clients: int,
+        complete_graph: bool,
+        dropout_rate: float,
+        corrupt_rate: float,
+        threat: Literal["curious", "malicious"],
+        degree: int | None,
+        threshold: int | None,
+        min_survivors: int | None,
+        problems: list[str],
+    ) -> SecAggParams | None:
+        """The protocol parameters, or None with the problems appended (what the user passed)."""
+        try:
+            if degree is None and threshold is None:
+                chosen = choose_parameters(
+                    num_clients=num_clients,
+                    complete_graph=complete_graph,
+                    dropout_rate=dropout_rate,
+                    corrupt_rate=corrupt_rate,
+                    threat=threat,
+                )
+                if min_survivors is None:
+                    return chosen
+                degree, threshold = chosen.degree, chosen.threshold
+            elif degree is None:
+                degree = (
+                    num_clients - 1
+                    if complete_graph
+                    else choose_parameters(
+                        num_clients=num_clients,
+                        dropout_rate=dropout_rate,
+                        corrupt_rate=corrupt_rate,
+                        threat=threat,
+                    ).degree
+                )
+            if complete_graph and degree != num_clients - 1:
+                problems.append(
+                    f"'secagg' uses the complete graph: degree must be {num_clients - 1}, got "
+                    f"{degree!r} (use 'secagg+' for a sparse graph)"
+                )
+                return None
+            derived = threshold is None
+            if derived:
+                threshold = max(2, degree // 2 + 1) if _is_int(degree) else 2
+            try:
+                return validate_parameters(
+                    num_clients=num_clients,
+                    degree=degree,
+                    threshold=threshold,  # type: ignore[arg-type]  # set just above
+                    min_survivors=min_survivors,
+                    dropout_rate=dropout_rate,
+                    corrupt_rate=corrupt_rate,
+                    threat=threat,
+                )
+            except ConfigurationError as exc:
+                note = " (the threshold was derived from the degree; pass threshold= to choose it)"
+                problems.extend(
+                    p + note if derived and p.startswith("threshold t=") else p
+                    for p in exc.problems
+                )
+                return None
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+            return None
 
     @property
     def registry(self) -> dict[int, bytes] | None:
@@ -201,6 +277,7 @@ class SecAggAggregator(RoundFactory):
             "scale": self.encoder.effective_scale,
             "max_weight": self.max_weight,
             "error_bound": self.error_bound(),
+            **({"threat_model_note": CURIOUS_MODE_NOTE} if p.threat == "curious" else {}),
         }
 
     def setup_round(
@@ -309,6 +386,29 @@ def _secagg(**kwargs: Any) -> RoundFactory:
 def _secagg_plus(**kwargs: Any) -> RoundFactory:
     return _build(complete_graph=False, **kwargs)
 
+
+def _factory_signature() -> inspect.Signature:
+    """What ``make_aggregator("secagg"/"secagg+", ...)`` accepts, for its keyword check.
+
+    The factories take ``**kwargs`` (they forward to SecAggAggregator or to the distributed-DP
+    composition), which would let any misspelt name through to a raw TypeError; this signature -
+    SecAggAggregator's parameters without ``complete_graph`` (fixed by the name), plus
+    ``distributed_dp`` and ``privacy`` - is what :func:`make_aggregator` binds against.
+    """
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for name, p in inspect.signature(SecAggAggregator.__init__).parameters.items()
+        if name not in ("self", "complete_graph")
+    ]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+        for name in ("distributed_dp", "privacy")
+    ]
+    return inspect.Signature([*own, *extra])
+
+
+_secagg.__signature__ = _factory_signature()  # type: ignore[attr-defined]
+_secagg_plus.__signature__ = _factory_signature()  # type: ignore[attr-defined]
 
 register("secagg", _secagg)
 register("secagg+", _secagg_plus)

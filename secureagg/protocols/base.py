@@ -118,8 +118,10 @@ class ServerParty(Party):
     """The aggregating server: explicit collection stages, streaming aggregation."""
 
     party_id = SERVER
-    #: Names of the collection stages in order, e.g. ("advertise", "share", "masked", "unmask").
-    stages: ClassVar[Sequence[str]] = ()
+    #: Names of this round's collection stages in order, e.g. ("advertise", "share", "masked",
+    #: "unmask"). Drivers read it from the *instance*: it may depend on the round (SecAgg's
+    #: threat mode adds "consistency"). A wrapper around a server forwards its inner ``stages``.
+    stages: Sequence[str] = ()
 
     @property
     @abc.abstractmethod

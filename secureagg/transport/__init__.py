@@ -15,6 +15,7 @@ sha256 digests of the real bytes.
 from secureagg.transport.codec import decode, encode, message_digest
 from secureagg.transport.faults import Delay, Drop, Reorder, Replay, Tamper
 from secureagg.transport.simulator import (
+    ClippingWarning,
     SeededRunWarning,
     SimulationResult,
     TranscriptEntry,
@@ -24,6 +25,7 @@ from secureagg.transport.simulator import (
 from secureagg.transport.updates import normalize_updates, normalize_weights
 
 __all__ = [
+    "ClippingWarning",
     "Delay",
     "Drop",
     "Reorder",

@@ -72,12 +72,23 @@ from secureagg.transport.results import SeededRunWarning, SimulationResult, Tran
 from secureagg.transport.updates import normalize_updates, normalize_weights
 
 __all__ = [
+    "ClippingWarning",
     "SeededRunWarning",
     "SimulationResult",
     "TranscriptEntry",
     "derive_sim_seed",
     "simulate",
 ]
+
+class ClippingWarning(UserWarning):
+    """Values of some updates exceeded the aggregator's clip bound and were clipped this round.
+
+    Clipping is correct behaviour (the bound is what makes the sum safe), but a clipped update is
+    not the update the user trained: :func:`simulate` warns once per call with the count, the
+    bound and how to raise it. Silence it with ``warnings.simplefilter("ignore", ClippingWarning)``
+    once the bound is chosen on purpose; the counts stay in ``metrics["clipped"]``.
+    """
+
 
 SESSION_ID_BYTES = 16
 _MAX_WAVES = 10_000  # replies-to-replies within one stage; a protocol looping forever is a bug
@@ -498,6 +509,31 @@ def _precompute(setup: RoundSetup) -> dict[str, float | int]:
     }
 
 
+def _warn_if_clipped(driver: _Driver, agg: RoundFactory, *, values_per_client: int) -> None:
+    """One :class:`ClippingWarning` for the round when any client clipped a value."""
+    counts = [int(getattr(c, "clipped", 0)) for c in driver.clients.values()]
+    total = sum(counts)
+    if total <= 0:
+        return
+    params = agg.parameters()
+    clip = params.get("clip")
+    bound = f"[-{clip:g}, {clip:g}]" if isinstance(clip, int | float) else "the clip bound"
+    if "distributed_dp" in params:
+        advice = (
+            "the per-value bound follows from distributed_dp (its l2_clip); raise "
+            "DistributedDP(l2_clip=...) to clip less"
+        )
+    else:
+        advice = "raise it with make_aggregator(..., clip=...) if such values are legitimate"
+    warnings.warn(
+        f"{total} values (of {values_per_client * len(counts)} in the {len(counts)} updates) "
+        f"were clipped to {bound} this round, by {sum(1 for c in counts if c)} of "
+        f"{len(counts)} clients (counts in metrics['clipped']); {advice}",
+        ClippingWarning,
+        stacklevel=3,
+    )
+
+
 # ------------------------------------------------------------------------------------ public
 
 
@@ -610,7 +646,9 @@ def simulate(
             f"the aggregator built clients {sorted(setup.clients)}, expected 0..{num_clients - 1}",
             stage="setup",
         )
-    _validate_fault_stages(faults, stages=type(setup.server).stages, problems=problems)
+    # The instance's stages: they may depend on the round (SecAgg's malicious mode adds
+    # "consistency"); a server wrapper forwards its inner server's list.
+    _validate_fault_stages(faults, stages=tuple(setup.server.stages), problems=problems)
     if problems:
         raise ConfigurationError(problems)
 
@@ -632,6 +670,7 @@ def simulate(
             metrics={**driver.metrics(setup_seconds=setup_seconds), "offline": offline},
         )
         raise
+    _warn_if_clipped(driver, agg, values_per_client=sum(a.size for a in normalized[0]))
     shapes = [a.shape for a in normalized[0]]
     result_arrays = [np.array(a, dtype=np.float64, copy=True) for a in aggregate]
     if [a.shape for a in result_arrays] != shapes:

@@ -191,6 +191,7 @@ def test_paillier_packed_known_answers(vector) -> None:
     ]
 
 
+@pytest.mark.filterwarnings("ignore::secureagg.transport.simulator.ClippingWarning")
 @pytest.mark.parametrize("vector", PAILLIER_ROUNDS)
 def test_paillier_round_known_answers(vector) -> None:
     res = _paillier_round(vector)
@@ -201,6 +202,7 @@ def test_paillier_round_known_answers(vector) -> None:
     assert [int(np.rint(v * scale)) for v in res.aggregate[0]] == vector["released_sums"]
 
 
+@pytest.mark.filterwarnings("ignore::secureagg.transport.simulator.ClippingWarning")
 @pytest.mark.parametrize("vector", CKKS_ROUNDS)
 def test_ckks_round_known_answers(vector) -> None:
     plain = np.array(vector["plaintext_sum"])

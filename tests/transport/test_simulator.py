@@ -45,6 +45,7 @@ from secureagg.transport import (
     decode,
     simulate,
 )
+from secureagg.transport.simulator import ClippingWarning
 
 
 def make_updates(n: int, *, seed: int = 0) -> list[list[npt.NDArray[np.float64]]]:
@@ -343,9 +344,35 @@ def test_raw_uplink_is_off_by_default_and_round_id_is_recorded() -> None:
 
 def test_clipping_is_counted_per_client() -> None:
     ups = [[np.array([0.5, 2.0, -3.0])], [np.array([0.1, 0.2, 0.3])]]
-    res = simulate(PlainAggregator(2, clip=1.0), ups)
+    with pytest.warns(ClippingWarning):
+        res = simulate(PlainAggregator(2, clip=1.0), ups)
     assert res.metrics["clipped"] == {"per_client": {"0": 2, "1": 0}, "total": 2}
     assert res.aggregate[0].tolist() == pytest.approx([0.6, 1.2, -0.7])
+
+
+@pytest.mark.parametrize("name", ["plain", "secagg"])
+def test_clipping_warns_once_per_round_with_count_bound_and_how_to_raise_it(name: str) -> None:
+    ups = [[np.array([0.5, 2.0, -3.0, 0.0])], [np.array([0.1, 0.9, 0.3, 1.5])], [np.zeros(4)]]
+    agg = sa.make_aggregator(name, num_clients=3, clip=0.75, dropout_rate=0.0,
+                             corrupt_rate=0.0) if name != "plain" else PlainAggregator(3, clip=0.75)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = simulate(agg, ups)
+    clipping = [w for w in caught if issubclass(w.category, ClippingWarning)]
+    assert len(clipping) == 1 and issubclass(ClippingWarning, UserWarning)
+    text = str(clipping[0].message)
+    assert res.metrics["clipped"]["total"] == 4
+    assert "4 values (of 12 in the 3 updates)" in text and "by 2 of 3 clients" in text
+    assert "[-0.75, 0.75]" in text and "make_aggregator(..., clip=...)" in text
+    assert clipping[0].filename == __file__  # attributed to the caller of simulate
+
+
+def test_no_clipping_no_clipping_warning() -> None:
+    ups = [[np.array([0.5, -0.25])], [np.array([0.1, 0.2])]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = simulate(PlainAggregator(2, clip=1.0), ups)
+    assert res.metrics["clipped"]["total"] == 0
 
 
 def test_seeded_runs_warn_and_are_reproducible() -> None:

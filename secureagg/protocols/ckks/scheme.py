@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
+from numbers import Real
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -64,7 +65,7 @@ logger = logging.getLogger("secureagg.he")
 
 
 def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 class CkksScheme(HEScheme):
@@ -123,6 +124,11 @@ class CkksScheme(HEScheme):
                 problems.append("encoding='fixed' needs a clip (the fixed-point range)")
             if _is_real(max_weight) and not float(max_weight).is_integer():
                 problems.append("encoding='fixed' needs an integer max_weight")
+        unsafe_flag: object = allow_unsafe_release
+        if not isinstance(unsafe_flag, bool):
+            problems.append(
+                f"allow_unsafe_release must be True or False, got {allow_unsafe_release!r}"
+            )
         if precision_bits is not None and encoding != "fixed":
             problems.append("precision_bits applies to encoding='fixed' only")
         if problems:
@@ -282,10 +288,11 @@ class CkksScheme(HEScheme):
         self, decrypted: npt.NDArray[Any], *, contributors: int, rng: Any
     ) -> tuple[npt.NDArray[Any], float]:
         s = int(contributors)
-        count = float(decrypted[-1])
-        if not abs(count - s) < 0.5:
+        if not abs(float(decrypted[-1]) - s) < 0.5:
+            # Never echo the decrypted count: nothing decrypted leaves the key holder but the
+            # released aggregate (the text reaches the server and, in simulation, the caller).
             raise self._refuse(
-                f"the decrypted count slot says {count:.3f} contributions, the server named {s}"
+                f"the decrypted count slot does not match the {s} contributors the server named"
             )
         values = decrypted[: self.released_length]
         d = self.dimension

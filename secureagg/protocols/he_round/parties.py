@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -231,7 +231,7 @@ class HEClient(ClientParty):
 class HEServer(ServerParty):
     """Adds uploads into running ciphertexts; asks the key holder for the release."""
 
-    stages: ClassVar[Sequence[str]] = STAGES
+    stages: Sequence[str] = STAGES
 
     def __init__(
         self,

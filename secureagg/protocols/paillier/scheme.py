@@ -142,9 +142,11 @@ class PaillierScheme(HEScheme):
     ) -> tuple[npt.NDArray[Any], float]:
         s = int(contributors)
         if int(decrypted[-1]) != s:
+            # Never echo the decrypted count: nothing decrypted leaves the key holder but the
+            # released aggregate (the text reaches the server and, in simulation, the caller).
             raise ProtocolError(
-                f"release refused: the decrypted count slot says {int(decrypted[-1])} "
-                f"contributions, the server named {s}",
+                "release refused: the decrypted count slot does not match the "
+                f"{s} contributors the server named",
                 stage=RELEASE,
             )
         d = self.dimension

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from numbers import Real
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -74,7 +75,7 @@ class PlainServer(ServerParty):
     ``shapes`` are the shapes of one client's tensors (all clients share them).
     """
 
-    stages: ClassVar[Sequence[str]] = (UPLOAD,)
+    stages: Sequence[str] = (UPLOAD,)
 
     def __init__(
         self,
@@ -252,10 +253,11 @@ class PlainClient(ClientParty):
             math.isfinite(weight) and weight > 0
         ):
             problems.append(f"weight must be a positive finite number, got {weight!r}")
-        if clip is not None and (
-            isinstance(clip, bool)
-            or not isinstance(clip, int | float)
-            or not (math.isfinite(clip) and clip > 0)
+        given_clip: object = clip
+        if given_clip is not None and (
+            isinstance(given_clip, bool)
+            or not isinstance(given_clip, Real)
+            or not (math.isfinite(float(given_clip)) and float(given_clip) > 0)
         ):
             problems.append(f"clip must be None or a positive finite number, got {clip!r}")
         if problems:

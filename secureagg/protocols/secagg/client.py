@@ -8,10 +8,11 @@ sends nothing more.
 
 Invariant (what the server can learn): the masked input is ``x_u + PRG(b_u) + sum_v
 +-PRG(s_uv)``; a client reveals, for each neighbour, either the share of its self-mask seed b_v
-(v survived) or the share of its mask key (v dropped), never both. Before revealing anything the
-client checks that the request names no peer as both survivor and dropped, does not name itself as
-dropped, uses only known ids once each, and (malicious mode) carries valid signatures of at least
-``t`` clients over the very survivor list this client signed.
+(v survived) or the share of its mask key (v dropped), never both; of its own secrets it keeps one
+share of each (x = its id + 1) and reveals only its own b_u share, only as a survivor. Before
+revealing anything the client checks that the request names no peer as both survivor and dropped,
+does not name itself as dropped, uses only known ids once each, and (malicious mode) carries valid
+signatures of at least ``t`` clients over the very survivor list this client signed.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class SecAggClient(ClientParty):
         self._identity = identity
         self._rand = randomness or Randomness()
         self.clipped = 0
-        self.stage = "advertise"
+        self.stage = context.stages[0]
         self.aborted = False
         self._model_digest = b""
         self._cipher_keys: keyagree.KeyPair | None = None
@@ -169,7 +170,7 @@ class SecAggClient(ClientParty):
                     model_digest=msg.model_digest,
                 )
             )
-        self.stage = "share"
+        self.stage = self.ctx.stage_after("advertise")
         return self._reply(
             m.KeyAdvertisement(
                 session_id=self.ctx.session_id,
@@ -200,21 +201,32 @@ class SecAggClient(ClientParty):
             if parts is None:
                 raise self._error("malformed key advertisement", [v])
             c_pk, s_pk, sig = parts
+            try:
+                keyagree.check_public_key(c_pk)
+                keyagree.check_public_key(s_pk)
+            except InvalidKeyError:
+                raise self._error("low-order or malformed public key", [v]) from None
             if c_pk in seen or s_pk in seen or c_pk == s_pk:
                 raise self._error("duplicate public key in the key broadcast", [v])
             seen.update((c_pk, s_pk))
             if self.ctx.malicious:
                 self._verify_advertisement(v, c_pk, s_pk, sig)
             peers[v] = _PeerKeys(c_pk, s_pk)
-        if len(peers) < t:
+        if len(peers) + 1 < t:
             raise self._error(
-                f"only {len(peers)} live neighbours, fewer than t={t}", cls=ProtocolError
+                f"only {len(peers)} live neighbours: with this client, fewer than t={t} "
+                "shareholders",
+                cls=ProtocolError,
             )
-        # Shamir-share b_u and the mask private key among the live neighbours (x = id + 1).
+        # Shamir-share b_u and the mask private key among the live neighbours and this client
+        # itself (x = id + 1; Bonawitz et al. 2017 share among all of U1, the sharer included):
+        # t surviving clients then hold t shares of every surviving client's b_u. The own share
+        # of b_u is revealed only while this client is a survivor (when b_u is meant to be
+        # reconstructed); the own share of the mask key is discarded, never revealed.
         self_mask_seed = self._rand.bytes(prg.SEED_BYTES)
         self._self_mask_seed = self_mask_seed
         order = sorted(peers)
-        indices = [v + 1 for v in order]
+        indices = [v + 1 for v in order] + [self.party_id + 1]
         b_shares = shamir.split(
             self_mask_seed,
             threshold=t,
@@ -227,8 +239,9 @@ class SecAggClient(ClientParty):
             indices=indices,
             rng=self._rand.keystream(labels.SHAMIR_COEFFICIENTS),
         )
+        self._held_self_mask[self.party_id] = b_shares[-1].to_bytes()
         ciphertexts: dict[int, bytes] = {}
-        for v, b_share, k_share in zip(order, b_shares, k_shares, strict=True):
+        for v, b_share, k_share in zip(order, b_shares[:-1], k_shares[:-1], strict=True):
             try:
                 key = self.ctx.share_key(
                     self._cipher_keys, self.party_id, peers[v].cipher_public_key, v
@@ -257,7 +270,7 @@ class SecAggClient(ClientParty):
                 ),
             )
         self._peers = peers
-        self.stage = "masked"
+        self.stage = self.ctx.stage_after("share")
         return self._reply(
             m.EncryptedShares(
                 session_id=self.ctx.session_id, round_id=self.ctx.round_id, ciphertexts=ciphertexts
@@ -305,13 +318,15 @@ class SecAggClient(ClientParty):
                 "shares from clients that were not live neighbours",
                 sorted(senders - set(self._peers)),
             )
-        if len(senders) < t:
-            raise self._error(f"only {len(senders)} neighbours sent shares, fewer than t={t}")
+        if len(senders) + 1 < t:
+            raise self._error(
+                f"only {len(senders)} neighbours sent shares: with this client, fewer than t={t}"
+            )
         for u in sorted(senders):
             self._open_share(u, msg.ciphertexts[u])
         self._share_view = frozenset(senders)
         values = self._masked_input()
-        self.stage = "consistency" if self.ctx.malicious else "unmask"
+        self.stage = self.ctx.stage_after("masked")
         return self._reply(
             m.MaskedInput(session_id=self.ctx.session_id, round_id=self.ctx.round_id, values=values)
         )
@@ -402,7 +417,7 @@ class SecAggClient(ClientParty):
             raise self._error("this client is missing from the survivor list", cls=ConsistencyError)
         survivors = tuple(sorted(msg.survivors))
         self._signed_survivors = survivors
-        self.stage = "unmask"
+        self.stage = self.ctx.stage_after("consistency")
         sig = self._identity.sign(
             m.consistency_signed_bytes(
                 session_id=self.ctx.session_id, round_id=self.ctx.round_id, survivors=survivors
@@ -446,15 +461,15 @@ class SecAggClient(ClientParty):
             )
         if self.ctx.malicious:
             self._verify_consistency(msg)
-        b_out = {
+        b_out = {  # this client's own share of its b_u included: it is a survivor
             u: self._held_self_mask[u]
-            for u in sorted(survivors & view)
+            for u in sorted((survivors & view) | {self.party_id})
             if u in self._held_self_mask
         }
         k_out = {
             u: self._held_mask_key[u] for u in sorted(dropped & view) if u in self._held_mask_key
         }
-        self.stage = "done"
+        self.stage = self.ctx.stage_after("unmask")
         self._held_self_mask.clear()
         self._held_mask_key.clear()
         return self._reply(

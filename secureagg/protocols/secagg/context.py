@@ -11,6 +11,7 @@ import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -20,10 +21,31 @@ from secureagg.crypto.encoding import FixedPointEncoder
 from secureagg.protocols.secagg.graph import harary_graph
 from secureagg.protocols.secagg.params import SecAggParams
 
-__all__ = ["STAGES_CURIOUS", "STAGES_MALICIOUS", "Randomness", "RoundContext"]
+__all__ = [
+    "STAGES",
+    "STAGES_CURIOUS",
+    "STAGES_MALICIOUS",
+    "Randomness",
+    "RoundContext",
+    "stages_for",
+]
 
-STAGES_CURIOUS = ("advertise", "share", "masked", "unmask")
-STAGES_MALICIOUS = ("advertise", "share", "masked", "consistency", "unmask")
+#: The collection stages of a SecAgg round per threat mode: the one declaration that the server
+#: (``SecAggServer.stages``), the client's transitions, the aggregator's ``dropout_stages`` and the
+#: simulator's fault validation all read.
+STAGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "curious": ("advertise", "share", "masked", "unmask"),
+        "malicious": ("advertise", "share", "masked", "consistency", "unmask"),
+    }
+)
+STAGES_CURIOUS = STAGES["curious"]
+STAGES_MALICIOUS = STAGES["malicious"]
+
+
+def stages_for(threat: str) -> tuple[str, ...]:
+    """The collection stages of a round under ``threat`` ("curious" or "malicious")."""
+    return STAGES[threat]
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,13 @@ class RoundContext:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return STAGES_MALICIOUS if self.malicious else STAGES_CURIOUS
+        return stages_for(self.params.threat)
+
+    def stage_after(self, stage: str) -> str:
+        """The stage that follows ``stage`` in this round ("done" after the last)."""
+        order = self.stages
+        index = order.index(stage) + 1
+        return order[index] if index < len(order) else "done"
 
     @property
     def dimension(self) -> int:

@@ -16,7 +16,10 @@ for a Harary graph whose ring order is a pseudorandom permutation fixed by the s
   sums: a Harary graph H(k, n) loses connectivity only if ``k/2`` consecutive ring positions are
   all dropped or corrupted, so we require ``n * (dropout_rate + corrupt_rate)^(k/2) <= 2^-40``.
 * **Correctness (2^-20).** A client's secrets are recoverable when at least ``t`` of its ``k``
-  neighbours survive: ``n * P[Bin(k, 1 - dropout_rate) < t] <= 2^-20``.
+  neighbours survive: ``n * P[Bin(k, 1 - dropout_rate) < t] <= 2^-20``. (A client also keeps one
+  share of its own secrets, so a *surviving* client's self-mask needs only ``t - 1`` surviving
+  neighbours; the bound counts neighbours only and is conservative. A round with exactly ``t``
+  survivors completes: ``t`` survivors hold ``t`` shares.)
 
 The smallest even ``k`` meeting all conditions is chosen, with the smallest secure ``t``. When no
 ``k < n - 1`` does, the complete graph (plain SecAgg, ``k = n - 1``) is used. For the complete
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Literal
 
 from secureagg.errors import ConfigurationError
@@ -63,7 +67,7 @@ class SecAggParams:
     corrupted_neighbours: int  #: c_k, the assumed bound on corrupted neighbours
     failure_probability: float  #: bound on P[some client's secrets are unrecoverable]
     security_failure: float  #: bound on P[a security condition fails] (0 when worst-case)
-    min_survivors: int  #: fewer clients in the sum than this aborts the round
+    min_survivors: int  #: fewer clients in the sum than this aborts the round (t <= it <= n)
 
     @property
     def complete(self) -> bool:
@@ -113,17 +117,32 @@ def _failure(n: int, k: int, t: int, dropout_rate: float) -> float:
     return min(1.0, n * binomial_cdf(k, 1.0 - dropout_rate, t - 1))
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_rate(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    return math.isfinite(float(value)) and 0.0 <= float(value) < 1.0
+
+
 def _validate_rates(n: int, dropout_rate: float, corrupt_rate: float, threat: str) -> list[str]:
     problems = []
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+    if not _is_int(n) or n < 2:
         problems.append(f"num_clients must be an integer >= 2, got {n!r}")
-    if not (isinstance(dropout_rate, int | float) and 0.0 <= dropout_rate < 1.0):
-        problems.append(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
-    if not (isinstance(corrupt_rate, int | float) and 0.0 <= corrupt_rate < 1.0):
-        problems.append(f"corrupt_rate must be in [0, 1), got {corrupt_rate!r}")
+    if not _is_rate(dropout_rate):
+        problems.append(f"dropout_rate must be a real number in [0, 1), got {dropout_rate!r}")
+    if not _is_rate(corrupt_rate):
+        problems.append(f"corrupt_rate must be a real number in [0, 1), got {corrupt_rate!r}")
     if threat not in ("curious", "malicious"):
         problems.append(f"threat must be 'curious' or 'malicious', got {threat!r}")
     return problems
+
+
+def _probability_text(bound: float) -> str:
+    """A union bound as a probability: never printed above 1."""
+    return f"probability up to {bound:.2e}" if bound < 1.0 else "a probability bound of 1 (certain)"
 
 
 def validate_parameters(
@@ -136,52 +155,80 @@ def validate_parameters(
     threat: Threat,
     min_survivors: int | None = None,
 ) -> SecAggParams:
-    """Check explicit ``k`` and ``t``; collect every problem and raise one ConfigurationError."""
+    """Check explicit ``k`` and ``t``; collect every problem and raise one ConfigurationError.
+
+    Only what the caller passed is judged: a quantity derived from an invalid parameter (the
+    graph's disconnection bound for an invalid degree, a default ``min_survivors`` from an
+    invalid threshold) is not reported on top of the invalid parameter itself.
+    ``min_survivors`` (default ``t``) must lie in ``[t, n]``: fewer than ``t`` survivors can never
+    reconstruct a self-mask seed, so a smaller value would promise rounds that always abort.
+    """
     n, k, t = num_clients, degree, threshold
     problems = _validate_rates(n, dropout_rate, corrupt_rate, threat)
     if problems:
         raise ConfigurationError(problems)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n - 1:
+    dropout_rate, corrupt_rate = float(dropout_rate), float(corrupt_rate)
+    k_ok = _is_int(k) and 1 <= k <= n - 1
+    if not k_ok:
         problems.append(f"degree k must be an integer in [1, {n - 1}] for {n} clients, got {k!r}")
-        k = n - 1
-    complete = k == n - 1
-    if not complete and k % 2:
+    complete = k_ok and k == n - 1
+    if k_ok and not complete and k % 2:
         problems.append(f"degree k={k} must be even for the sparse Harary graph (or n - 1)")
-    c, sec_fail = _corrupted_bound(n, k, corrupt_rate, complete=complete)
-    if isinstance(t, bool) or not isinstance(t, int):
+        k_ok = False
+    t_ok = _is_int(t)
+    if not t_ok:
         problems.append(f"threshold t must be an integer, got {t!r}")
-        t = 2
-    if t < 2:
+    elif t < 2:
         problems.append(f"threshold t={t} is below 2: a single share would reveal a secret")
-    if t > n:
+        t_ok = False
+    elif t > n:
         problems.append(f"threshold t={t} exceeds the number of clients n={n}")
-    elif t > k:
+        t_ok = False
+    elif k_ok and t > k:
         problems.append(
-            f"threshold t={t} exceeds the degree k={k}: a client's shares go to its k neighbours"
+            f"threshold t={t} exceeds the degree k={k}: a client's shares go to its k neighbours "
+            "and itself, and a dropped client's to its k neighbours"
         )
-    group = n if complete else k + 1
-    if threat == "curious" and t <= c:
-        problems.append(
-            f"threshold t={t} is unsafe against a curious server with up to {c} corrupted "
-            f"clients in a neighbourhood: t must exceed {c} (use t >= {c + 1})"
-        )
-    if threat == "malicious" and 2 * t <= group + c:
-        need = (group + c) // 2 + 1
-        problems.append(
-            f"threshold t={t} is unsafe against a malicious server: t must exceed "
-            f"(group + corrupted)/2 = ({group} + {c})/2 (use t >= {need})"
-        )
-    if not complete and dropout_rate + corrupt_rate > 0:
-        disc = n * (dropout_rate + corrupt_rate) ** (k / 2)
+        t_ok = False
+    c, sec_fail = (0, 0.0)
+    if k_ok:
+        c, sec_fail = _corrupted_bound(n, k, corrupt_rate, complete=complete)
+    if k_ok and t_ok:
+        group = n if complete else k + 1
+        if threat == "curious" and t <= c:
+            problems.append(
+                f"threshold t={t} is unsafe against a curious server with up to {c} corrupted "
+                f"clients in a neighbourhood: t must exceed {c} (use t >= {c + 1})"
+            )
+        if threat == "malicious" and 2 * t <= group + c:
+            need = (group + c) // 2 + 1
+            problems.append(
+                f"threshold t={t} is unsafe against a malicious server: t must exceed "
+                f"(group + corrupted)/2 = ({group} + {c})/2 (use t >= {need})"
+            )
+    if k_ok and not complete and dropout_rate + corrupt_rate > 0:
+        disc = min(1.0, n * (dropout_rate + corrupt_rate) ** (k / 2))
         sec_fail = max(sec_fail, disc)
         if disc > 2.0**-SECURITY_BITS:
             problems.append(
-                f"degree k={k} is too small: the honest survivors' graph may disconnect with "
-                f"probability {disc:.2e} > 2^-{SECURITY_BITS}; raise k or use the complete graph"
+                f"degree k={k} is too small: the honest survivors' graph may disconnect (union "
+                f"bound: {_probability_text(disc)}, target 2^-{SECURITY_BITS}); raise k or use "
+                "the complete graph"
             )
-    ms = t if min_survivors is None else min_survivors
-    if isinstance(ms, bool) or not isinstance(ms, int) or not 1 <= ms <= n:
-        problems.append(f"min_survivors must be an integer in [1, {n}], got {min_survivors!r}")
+    ms = min_survivors
+    if ms is not None:
+        if not _is_int(ms):
+            problems.append(f"min_survivors must be an integer, got {ms!r}")
+        elif ms > n:
+            problems.append(f"min_survivors={ms} exceeds the number of clients n={n}")
+        elif ms < 1:
+            problems.append(f"min_survivors={ms} is below 1")
+        elif t_ok and ms < t:
+            problems.append(
+                f"min_survivors={ms} is below the threshold t={t}: fewer than t survivors never "
+                "hold t shares of a self-mask, so such a round always aborts (use "
+                f"min_survivors >= {t})"
+            )
     if problems:
         raise ConfigurationError(problems)
     return SecAggParams(
@@ -192,7 +239,7 @@ def validate_parameters(
         corrupted_neighbours=c,
         failure_probability=_failure(n, k, t, dropout_rate),
         security_failure=sec_fail,
-        min_survivors=ms,
+        min_survivors=t if ms is None else ms,
     )
 
 

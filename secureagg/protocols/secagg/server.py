@@ -13,8 +13,7 @@ driver records it and the sender is simply not counted for that stage (treated a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +29,7 @@ from secureagg.errors import (
 )
 from secureagg.protocols.base import AggregateOutcome, Envelope, Message, ServerParty
 from secureagg.protocols.secagg import messages as m
-from secureagg.protocols.secagg.context import STAGES_CURIOUS, RoundContext
+from secureagg.protocols.secagg.context import RoundContext
 
 __all__ = ["SecAggServer"]
 
@@ -44,12 +43,14 @@ _EXPECTED: dict[str, type[Message]] = {
 
 
 class SecAggServer(ServerParty):
-    """The server's side of one round. ``model_digest`` is sent to every client in stage 1."""
+    """The server's side of one round. ``model_digest`` is sent to every client in stage 1.
 
-    stages: ClassVar[Sequence[str]] = STAGES_CURIOUS
+    ``stages`` is this round's stage list, read from the context (it depends on the threat mode).
+    """
 
     def __init__(self, context: RoundContext, *, model_digest: bytes = b"") -> None:
         self.ctx = context
+        self.stages: tuple[str, ...] = context.stages
         self.model_digest = model_digest
         self._stage_index = 0
         self._expected: set[int] = set(range(context.params.num_clients))
@@ -71,7 +72,7 @@ class SecAggServer(ServerParty):
 
     @property
     def stage(self) -> str:
-        stages = self.ctx.stages
+        stages = self.stages
         return stages[self._stage_index] if self._stage_index < len(stages) else "done"
 
     @property
@@ -140,6 +141,13 @@ class SecAggServer(ServerParty):
         c_pk, s_pk, sig = msg.cipher_public_key, msg.mask_public_key, msg.signature
         if len(c_pk) != 32 or len(s_pk) != 32 or c_pk == s_pk:
             raise self._bad(sender, "public keys must be two distinct 32-byte X25519 keys")
+        # Refused here, as this sender's fault: relayed, a low-order key would make every honest
+        # neighbour abort and the round would die for one bad client.
+        for what, key in (("cipher", c_pk), ("mask", s_pk)):
+            try:
+                keyagree.check_public_key(key)
+            except InvalidKeyError as exc:
+                raise self._bad(sender, f"{what} public key refused: {exc}") from None
         if self.ctx.malicious:
             registry = self.ctx.registry or {}
             if sender not in registry or len(sig) != signing.SIGNATURE_BYTES:
@@ -169,10 +177,13 @@ class SecAggServer(ServerParty):
     def _end_advertise(self) -> list[Envelope]:
         t = self.ctx.params.threshold
         live = set(self._received)
-        # A client with fewer than t live neighbours cannot have its secrets recovered: exclude it.
+        if len(live) < self.ctx.params.min_survivors:  # report the advertisers, before pruning
+            self._advance(live, self.ctx.params.min_survivors)
+        # A client shares its secrets among its live neighbours and itself: with fewer than t
+        # such shareholders its secrets could never be recovered, so it is excluded.
         changed = True
         while changed:
-            weak = {u for u in live if len(self.ctx.neighbours[u] & live) < t}
+            weak = {u for u in live if len(self.ctx.neighbours[u] & live) + 1 < t}
             changed = bool(weak)
             live -= weak
         self.u1 = frozenset(live)
@@ -285,7 +296,7 @@ class SecAggServer(ServerParty):
     def _on_unmask(self, sender: int, msg: m.UnmaskShares) -> None:
         nbrs = self.ctx.neighbours[sender]
         dropped = self.u2 - self.u3
-        if not set(msg.self_mask_shares) <= (self.u3 & nbrs):
+        if not set(msg.self_mask_shares) <= (self.u3 & (nbrs | {sender})):
             raise self._bad(
                 sender, "self-mask shares for clients that are not surviving neighbours"
             )
@@ -321,6 +332,15 @@ class SecAggServer(ServerParty):
     def _end_unmask(self) -> list[Envelope]:
         if self._sum is None:  # pragma: no cover - min_survivors >= 1 guarantees a sum
             raise ProtocolError("no masked input", stage="unmask")
+        responders = frozenset(self._received)
+        if len(responders) < self.ctx.params.threshold:
+            # Every secret needs t shares and each responder holds at most one of each.
+            raise InsufficientSurvivors(
+                stage="unmask",
+                survivors=len(responders),
+                threshold=self.ctx.params.threshold,
+                node_ids=sorted(responders),
+            )
         total = self._sum
         for u in sorted(self.u3):
             b_seed = self._recover(u, self._b_shares.get(u, []), f"client {u}'s self-mask")
@@ -358,7 +378,7 @@ class SecAggServer(ServerParty):
         self._b_shares.clear()
         self._k_shares.clear()
         self._finish(total)
-        self._stage_index = len(self.ctx.stages)
+        self._stage_index = len(self.stages)
         return []
 
     def _finish(self, total: npt.NDArray[np.unsignedinteger[npt.NBitBase]]) -> None:

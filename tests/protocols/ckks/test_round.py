@@ -34,6 +34,7 @@ def _max_error(res, ref):
     return max(float(np.max(np.abs(a - b))) for a, b in zip(res.aggregate, ref, strict=True))
 
 
+@pytest.mark.filterwarnings("ignore::secureagg.transport.simulator.ClippingWarning")
 @pytest.mark.parametrize("encoding", ["float", "fixed"])
 def test_sum_within_bound_with_dropouts(encoding) -> None:
     n = 6

@@ -43,6 +43,7 @@ def _rejected(run, recipient, fragment):
     return [e for _, _, r, e in run.rejections if r == recipient and fragment in str(e)]
 
 
+@pytest.mark.filterwarnings("ignore::secureagg.transport.simulator.ClippingWarning")
 def test_sum_within_bound_with_dropouts() -> None:
     ups = _updates(5, scale=1.2)
     agg = _agg(n=5)
@@ -225,7 +226,7 @@ def test_a_single_upload_passed_off_as_the_aggregate_is_not_released() -> None:
 
     with pytest.raises(ProtocolError, match="released no aggregate") as info:
         drive(setup, hook=hook)
-    assert _rejected(info.value.run, KEY_HOLDER, "count slot says 1 contributions")
+    assert _rejected(info.value.run, KEY_HOLDER, "count slot does not match the 4 contributors")
 
 
 def test_slot_values_beyond_the_encoding_are_not_released() -> None:

@@ -106,6 +106,7 @@ def test_survivor_set_semantics():
         np.testing.assert_allclose(got, want, atol=agg.error_bound())
 
 
+@pytest.mark.filterwarnings("ignore::secureagg.transport.simulator.ClippingWarning")
 @pytest.mark.parametrize("protocol", ["secagg", "secagg+"])
 def test_random_larger_cases(protocol):
     n, d = 24, 50
@@ -124,6 +125,7 @@ def test_random_larger_cases(protocol):
         }
 
 
+@pytest.mark.filterwarnings("ignore::secureagg.transport.simulator.ClippingWarning")
 def test_weighted_aggregation_masks_the_weight():
     n = 5
     agg = sa.make_aggregator(

@@ -143,3 +143,55 @@ def test_client_silent_at_advertise_cannot_join_later_stages():
     assert server.stage == "share"
     with pytest.raises(ProtocolError, match="not a live participant"):
         server.receive(4, CLIENT_MESSAGES["encrypted-shares"])
+
+
+# ------------------------------------------------------- one declaration of the stage list
+
+
+@pytest.mark.parametrize("threat", ["curious", "malicious"])
+def test_stage_list_is_declared_once_and_read_everywhere(threat):
+    from secureagg.protocols.secagg.context import STAGES
+
+    agg = sa.make_aggregator(
+        "secagg", num_clients=5, clip=1.0, threat=threat, dropout_rate=0.0, corrupt_rate=0.0
+    )
+    setup = make_setup(agg, [[np.zeros(3)] for _ in range(5)])
+    declared = STAGES[threat]
+    assert tuple(agg.dropout_stages) == declared
+    assert tuple(setup.server.stages) == declared
+    assert setup.server.ctx.stages == declared
+    # The client walks through exactly the declared stages, in order.
+    server, client = setup.server, setup.clients[0]
+    walked, out = [client.stage], server.start()
+    while not server.finished:
+        for env in out:
+            for reply in setup.clients[env.recipient].receive(SERVER, env.message):
+                server.receive(env.recipient, reply.message)
+        walked.append(client.stage)
+        out = server.end_stage()
+    assert tuple(walked) == (*declared, "done")
+
+
+def test_tamper_at_consistency_is_accepted_in_malicious_mode():
+    from secureagg.transport import faults
+
+    agg = sa.make_aggregator(
+        "secagg", num_clients=5, clip=1.0, threat="malicious", dropout_rate=0.0, corrupt_rate=0.0
+    )
+    ups = [[np.full(3, 0.1 * u)] for u in range(5)]
+    res = sa.simulate(agg, ups, faults=[faults.Tamper(client=1, stage="consistency")], seed=3)
+    assert [(r["sender"], r["stage"]) for r in res.metrics["rejected"]] == [(1, "consistency")]
+    assert res.survivors == (0, 1, 2, 3, 4)  # its masked input is in the sum; it did not sign
+    assert res.details["signers"] == [0, 2, 3, 4]
+
+
+def test_consistency_fault_in_curious_mode_names_the_rounds_stages():
+    from secureagg.errors import ConfigurationError
+    from secureagg.transport import faults
+
+    agg = sa.make_aggregator(
+        "secagg", num_clients=5, clip=1.0, dropout_rate=0.0, corrupt_rate=0.0
+    )
+    with pytest.raises(ConfigurationError, match="'advertise', 'share', 'masked', 'unmask'"):
+        sa.simulate(agg, [[np.zeros(3)] for _ in range(5)],
+                    faults=[faults.Tamper(client=1, stage="consistency")], seed=3)
