@@ -100,7 +100,8 @@ _THEOREMS = {
     ),
     "prv": (
         "sampled Gaussian mechanism, Opacus PRV accountant (Gopi-Lee-Wutschitz 2021), eps_upper "
-        "(eps at delta - delta/1000 plus the discretisation error eps_error={eps_error}); "
+        "(eps at delta - delta/1000 plus the discretisation error eps_error={eps_error}), "
+        "the RDP bound where PRV cannot evaluate (e.g. delta below its float resolution); "
         "upper bound"
     ),
     "skellam": "Skellam RDP, Agarwal-Kairouz-Liu 2021 (arXiv 2110.04995) Thm 3.5",
@@ -301,17 +302,36 @@ class PrivacyAccountant:
         return rdp_math.rdp_to_epsilon(orders, total, delta)[0]
 
     def _gaussian_epsilon(self, history: History, delta: float) -> float:
+        if self.accountant == "prv":
+            prv = self._prv_epsilon(history, delta)
+            if prv is not None:
+                return prv
+            # The PRV accountant could not evaluate (δ below its float resolution, a loss
+            # distribution out of its domain): the RDP bound still holds.
+        return self._rdp_epsilon(history, delta)
+
+    def _rdp_epsilon(self, history: History, delta: float) -> float:
         accountants, opacus_rdp = _opacus()
-        if self.accountant == "rdp":
-            # Opacus's RDPAccountant.get_privacy_spent, with each (sigma, q) curve computed once.
-            orders = accountants.RDPAccountant.DEFAULT_ALPHAS
-            curve = sum(self._unit_rdp(s, q, orders) * n for s, q, n in history)
-            eps, _ = opacus_rdp.get_privacy_spent(orders=orders, rdp=curve, delta=delta)
-            return float(eps)
-        # PRVAccountant.get_epsilon returns eps_upper (the bound), not its estimate.
+        # Opacus's RDPAccountant.get_privacy_spent, with each (sigma, q) curve computed once.
+        orders = accountants.RDPAccountant.DEFAULT_ALPHAS
+        curve = sum(self._unit_rdp(s, q, orders) * n for s, q, n in history)
+        eps, _ = opacus_rdp.get_privacy_spent(orders=orders, rdp=curve, delta=delta)
+        return max(0.0, float(eps))
+
+    def _prv_epsilon(self, history: History, delta: float) -> float | None:
+        """Opacus's PRV ``eps_upper`` (its bound, not its estimate), or ``None`` where it cannot
+        give a finite one. A negative bound means (0, δ)-DP, so it is reported as 0."""
+        accountants, _ = _opacus()
         acc = accountants.create_accountant(mechanism="prv")
         acc.history = [tuple(h) for h in history]
-        return float(acc.get_epsilon(delta=delta, eps_error=self.eps_error))
+        try:
+            with np.errstate(all="ignore"):
+                eps = float(acc.get_epsilon(delta=delta, eps_error=self.eps_error))
+        except (ValueError, RuntimeError, ArithmeticError):
+            return None
+        if not math.isfinite(eps):
+            return None
+        return max(0.0, eps)
 
     def _unit_rdp(self, sigma: float, q: float, orders: Sequence[float]) -> Any:
         key = (sigma, q)

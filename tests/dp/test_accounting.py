@@ -283,3 +283,38 @@ def test_accountant_validates_its_parameters() -> None:
     with pytest.raises(ConfigurationError) as info:
         PrivacyAccountant(accountant="moments", delta=2.0, max_epsilon=-1.0)  # type: ignore[arg-type]
     assert len(info.value.problems) == 3
+
+
+@pytest.mark.parametrize(("delta", "sigma", "q", "steps"),
+                         [(1e-15, 1.0, 0.01, 100), (0.5, 1.0, 0.1, 10)])
+def test_prv_gives_a_finite_nonnegative_bound_where_opacus_raises_or_returns_nonsense(
+    delta: float, sigma: float, q: float, steps: int
+) -> None:
+    """Opacus's PRV raised a bare ValueError at δ=1e-15 and returned a negative ε at δ=0.5; the
+    RDP bound (or 0 for a negative bound) is reported instead."""
+    acc = PrivacyAccountant(accountant="prv", delta=delta)
+    acc.emit(_steps(sigma, q, steps))
+    rdp_acc = PrivacyAccountant(accountant="rdp", delta=delta)
+    rdp_acc.emit(_steps(sigma, q, steps))
+    eps = acc.epsilon()
+    assert math.isfinite(eps) and 0.0 <= eps <= rdp_acc.epsilon()
+
+
+def test_prv_that_returns_infinity_falls_back_to_the_rdp_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opacus's PRV returns inf at σ=0.3, q=0.5, 1000 steps (a minute to compute): stubbed."""
+
+    class Infinite:
+        def __init__(self) -> None:
+            self.history: list[tuple[float, float, int]] = []
+
+        def get_epsilon(self, **kwargs: object) -> float:
+            return math.inf
+
+    monkeypatch.setattr(accountants, "create_accountant", lambda mechanism: Infinite())
+    acc = PrivacyAccountant(accountant="prv")
+    acc.emit(_steps(1.0, 0.1, 10))
+    reference = PrivacyAccountant(accountant="rdp")
+    reference.emit(_steps(1.0, 0.1, 10))
+    assert acc.epsilon() == reference.epsilon()
