@@ -212,11 +212,7 @@ class StateCodec:
         """A new ``state_dict``: aggregated entries from ``flat``, the others copied from
         ``reference``; every entry keeps its shape and dtype."""
         self.check(reference, who="the reference state")
-        values = np.asarray(flat)
-        if values.ndim != 1 or values.shape[0] != self.size:
-            raise InvalidInputError(
-                f"expected a flat vector of {self.size} values, got shape {values.shape}"
-            )
+        values = self._flat_vector(flat, "flat vector")
         out: dict[str, torch.Tensor] = {}
         for spec in self.specs:
             ref = reference[spec.name]
@@ -233,18 +229,35 @@ class StateCodec:
     ) -> dict[str, torch.Tensor]:
         """A new ``state_dict``: ``reference + scale * delta`` on the aggregated entries (computed
         in float64, then cast to each entry's dtype); other entries copied from ``reference``."""
-        step = np.asarray(delta, dtype=np.float64)
-        if step.ndim != 1 or step.shape[0] != self.size:
-            raise InvalidInputError(
-                f"expected a flat update of {self.size} values, got shape {step.shape}"
-            )
+        step = self._flat_vector(delta, "flat update").astype(np.float64, copy=False)
         if not np.all(np.isfinite(step)):
             raise InvalidInputError("the update holds NaN or Inf; nothing was applied")
-        if not math.isfinite(scale):
-            raise InvalidInputError(f"scale must be finite, got {scale!r}")
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float | np.integer | np.floating)
+            or not math.isfinite(scale)
+        ):
+            raise InvalidInputError(f"scale must be a finite number, got {scale!r}")
         base = self.flatten(reference).astype(np.float64)
         base += scale * step
         return self.unflatten(base, reference=reference)
+
+    def _flat_vector(self, value: object, what: str) -> npt.NDArray[Any]:
+        """``value`` as a 1-D real array of :attr:`size` elements, else InvalidInputError (never
+        numpy's own ValueError for a ragged or non-numeric input)."""
+        try:
+            values = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"the {what} is not a numeric array ({exc})") from None
+        if values.dtype.kind not in "iuf":
+            raise InvalidInputError(
+                f"the {what} must hold real numbers, got dtype {values.dtype}"
+            )
+        if values.ndim != 1 or values.shape[0] != self.size:
+            raise InvalidInputError(
+                f"expected a {what} of {self.size} values, got shape {values.shape}"
+            )
+        return values
 
     # ---------------------------------------------------------------------------- description
 

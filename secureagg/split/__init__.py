@@ -7,7 +7,8 @@ drives it over the in-memory transport with the versioned codec. Protections, ea
 :class:`ActivationDP` (accounted), :class:`NoPeek`, label protection for the vanilla topology
 (:mod:`~secureagg.split.label_protection`) and an encrypted cut layer
 (:mod:`~secureagg.split.encrypted`, :mod:`~secureagg.split.he_cut`; they need the ``he`` extra and
-are imported from there). :mod:`~secureagg.split.attacks` measures what each protection buys.
+are imported from there). :mod:`~secureagg.split.attacks` measures what each protection buys;
+:mod:`~secureagg.split.scope` states what each ε covers and what it does not.
 Importing this package does not import torch or tenseal; using it does.
 """
 
@@ -32,6 +33,7 @@ from secureagg.split.model import split_sequential
 from secureagg.split.parties import SplitClient, SplitServer
 from secureagg.split.protections import ActivationDP, NoPeek, distance_correlation
 from secureagg.split.run import SplitLearning, SplitStats
+from secureagg.split.scope import SplitSetting, privacy_scope
 
 __all__ = [
     "ActivationDP",
@@ -48,11 +50,13 @@ __all__ = [
     "SplitClient",
     "SplitLearning",
     "SplitServer",
+    "SplitSetting",
     "SplitStats",
     "cosine_attack",
     "distance_correlation",
     "inversion_probe",
     "norm_attack",
+    "privacy_scope",
     "roc_auc",
     "split_sequential",
 ]

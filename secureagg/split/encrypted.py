@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from secureagg.dp._torch import require_torch
+from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import Message
 from secureagg.split import he_cut
@@ -54,6 +55,15 @@ class EncryptedSplitLearning:
     HeCutConfig`); ``encrypt_gradient=False`` sends G in plaintext (cheaper, leaks labels). After
     :meth:`fit`, the user's ``nn.Linear`` holds the server's trained weights. ``keep_raw`` keeps
     the bytes of every message the server received in :attr:`raw_uplink` (for audits and tests).
+
+    Privacy: with noise, every epoch is accounted *before* its first release as one Gaussian
+    mechanism per record (replace-one, sensitivity ``2 * clip``; a loader that draws a record
+    twice in an epoch is refused) by ``accountant`` (default: RDP at ``delta``; its
+    ``max_epsilon`` stops training before an epoch that would exceed it). :meth:`privacy` gives ε
+    and, in words, what it covers - the noised weight gradient - and what it does not (the
+    client's bottom and head, trained on every record; G in the clear with
+    ``encrypt_gradient=False``); see :func:`~secureagg.split.he_cut.weight_gradient_scope`.
+    ``noise_multiplier=0`` needs ``allow_exact_weight_gradient=True`` and claims no ε.
     """
 
     def __init__(
@@ -70,6 +80,9 @@ class EncryptedSplitLearning:
         clip: float = 1.0,
         encrypt_gradient: bool = True,
         activation_bound: float = 16.0,
+        allow_exact_weight_gradient: bool = False,
+        delta: float = 1e-5,
+        accountant: PrivacyAccountant | None = None,
         keep_raw: bool = False,
     ) -> None:
         torch = require_torch()
@@ -99,7 +112,12 @@ class EncryptedSplitLearning:
         self.options = {
             "noise_multiplier": noise_multiplier, "clip": clip,
             "encrypt_gradient": encrypt_gradient, "activation_bound": activation_bound,
+            "allow_exact_weight_gradient": allow_exact_weight_gradient,
         }
+        if accountant is not None and not isinstance(accountant, PrivacyAccountant):
+            raise ConfigurationError("accountant must be a secureagg.dp.PrivacyAccountant")
+        self.accountant = accountant or PrivacyAccountant(delta=delta)
+        self.epochs_released = 0
         self.transcript: list[TranscriptEntry] = []
         self.stats = SplitStats()
         self.history: list[dict[str, Any]] = []
@@ -178,6 +196,65 @@ class EncryptedSplitLearning:
         self.stats.steps += 1
         return float(loss.detach())
 
+    def _config(self) -> he_cut.HeCutConfig | None:
+        return None if self._client is None else self._client.config
+
+    def _account_epoch(self) -> None:
+        """Charge one release per record for the coming epoch (budget checked first)."""
+        cfg = self._config()
+        if cfg is None or cfg.noise_multiplier <= 0 or cfg.clip is None:
+            return
+        event = he_cut.weight_gradient_event(cfg, party=0, steps=1)
+        self.accountant.check(event)
+        self.accountant.emit(event)
+        self.epochs_released += 1
+
+    @property
+    def epsilon(self) -> float | None:
+        """ε spent on the weight gradient so far (``None``: no noise, no ε claimed)."""
+        if float(self.options["noise_multiplier"]) <= 0:
+            return None
+        if self.epochs_released == 0:
+            return 0.0
+        return self.accountant.epsilon(scope="sample", party=0)
+
+    def privacy(self) -> dict[str, Any]:
+        """ε of the weight-gradient release and, in words, what it covers and what not."""
+        cfg = self._config() or he_cut.HeCutConfig(
+            in_features=self.linear.in_features, out_features=self.linear.out_features,
+            batch_size=max(self._batch, self.linear.out_features + 1),
+            **self.options,  # type: ignore[arg-type]
+        )
+        epsilon = self.epsilon
+        method = (
+            f"{self.accountant.accountant}: {self.accountant.method(scope='sample', party=0)}; "
+            "one Gaussian mechanism per record per epoch"
+            if epsilon is not None
+            else None
+        )
+        scope = he_cut.weight_gradient_scope(
+            cfg, epsilon=epsilon, delta=None if epsilon is None else self.accountant.delta,
+            accountant=method,
+        )
+        return {
+            "epsilon": epsilon,
+            "delta": None if epsilon is None else self.accountant.delta,
+            "epochs_accounted": self.epochs_released,
+            "scope": scope,
+            "summary": scope["summary"],
+        }
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready summary: privacy (with its scope), cost, history."""
+        return {
+            "topology": "u-shaped-encrypted",
+            "privacy": self.privacy(),
+            "options": dict(self.options),
+            "cost": self.stats.to_dict(),
+            "skipped_batches": self.skipped_batches,
+            "history": list(self.history),
+        }
+
     def _sync(self) -> None:
         """Copy the server's trained weights into the user's ``nn.Linear``."""
         torch = require_torch()
@@ -195,13 +272,25 @@ class EncryptedSplitLearning:
         for _ in range(epochs):
             t0, up, down = time.perf_counter(), self.stats.bytes_up, self.stats.bytes_down
             losses: list[float] = []
-            for _ids, x, y in _batches(self.loader):
+            seen: set[int] = set()
+            accounted = False
+            for ids, x, y in _batches(self.loader):
                 batch = int(x.shape[0])
                 if self._client is None:
                     self._setup(batch)
                 if batch != self._batch:
                     self.skipped_batches += 1
                     continue
+                if not accounted:
+                    self._account_epoch()  # before the epoch's first release
+                    accounted = True
+                if seen.intersection(ids) or len(set(ids)) != len(ids):
+                    raise ConfigurationError(
+                        "the loader drew a record twice in one epoch (a sampler with replacement "
+                        "or weighting): each epoch is accounted as one release per record; use "
+                        "shuffle=True or a SequentialSampler"
+                    )
+                seen.update(ids)
                 losses.append(self._step(x, y))
             self._sync()
             entry = {

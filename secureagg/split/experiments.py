@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -122,7 +123,7 @@ def train_split(
     if topology not in CUTS:
         raise ConfigurationError(f"topology must be one of {sorted(CUTS)}, got {topology!r}")
     classes = int(max(y_train.max(), y_test.max())) + 1
-    model = digits_mlp(inputs=int(np.prod(x_train.shape[1:])), hidden=cut_width, width=width,
+    model = digits_mlp(inputs=math.prod(x_train.shape[1:]), hidden=cut_width, width=width,
                        classes=classes, seed=seed)
     dp: Callable[[int], ActivationDP] | None = None
     if epsilon is not None:
@@ -160,6 +161,7 @@ def train_split(
         "aggregation_bytes": stats["aggregation_bytes"],
         "cost": stats,
         "history": sl.history,
+        "privacy": report["privacy"],
     }
 
 
@@ -222,6 +224,8 @@ def train_encrypted(
         "cost": stats,
         "server_received": sorted({e.kind for e in sl.transcript}),
         "noise_multiplier_on_weight_gradient": sl.options["noise_multiplier"],
+        "epsilon": sl.privacy()["epsilon"],
+        "privacy": sl.privacy(),
     }
 
 
@@ -264,7 +268,7 @@ def label_leakage(
             grads.append(np.asarray(ex.message.values).reshape(ex.message.shape[0], -1))
             labels.append(np.asarray(ex.labels, dtype=np.int64))
 
-    model = digits_mlp(inputs=int(np.prod(x.shape[1:])), classes=2, seed=seed)
+    model = digits_mlp(inputs=math.prod(x.shape[1:]), classes=2, seed=seed)
     loaders = _loaders(x, y_binary, clients=1, batch_size=batch_size, seed=seed)
     sl = SplitLearning(
         model, cuts=CUTS[topology], clients=loaders,
@@ -288,6 +292,7 @@ def label_leakage(
         "examples": everything["examples"],
         "per_epoch": per_epoch,
         "final_loss": sl.history[-1]["loss"],
+        "privacy": sl.privacy(),
     }
 
 
@@ -316,7 +321,7 @@ def inversion(
             values = np.asarray(ex.message.values).reshape(ex.message.shape)
             released.append((values, ex.example_ids))
 
-    model = digits_mlp(inputs=int(np.prod(x.shape[1:])), classes=int(y.max()) + 1, seed=seed)
+    model = digits_mlp(inputs=math.prod(x.shape[1:]), classes=int(y.max()) + 1, seed=seed)
     dp = None
     if epsilon is not None:
         dp = ActivationDP(clip=activation_clip, epsilon=epsilon, epochs=epochs)
@@ -338,5 +343,6 @@ def inversion(
     return {
         "epsilon": None if dp is None else dp.epsilon,
         "nopeek": nopeek,
+        "privacy": sl.privacy(),
         **result.to_dict(),
     }

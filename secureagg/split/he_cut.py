@@ -19,7 +19,11 @@ Threat model and what the server learns (honest-but-curious server). The server 
 ciphertexts Enc(A') and Enc(G) - IND-CPA under RLWE at 128 bits (N = 4096, 109-bit modulus: the
 HE-standard budget) - and the **noised weight gradient**: with per-example L2 clipping to ``clip``
 and Gaussian noise of std ``noise_multiplier * clip`` (CSPRNG, :class:`secureagg.dp.noise.
-CsprngGaussian`) it is a DP-SGD release, emitted as a ``GaussianSteps`` event for the accountant.
+CsprngGaussian`) it is a Gaussian-mechanism release, emitted as a ``GaussianSteps`` event for the
+accountant (:func:`weight_gradient_event`: replace-one adjacency, sensitivity ``2 * clip``, no
+sampling). That ε covers this release only - not the ciphertexts (protected by encryption), not
+the client's bottom and head (trained on every record with exact gradients), not G in the clear
+with ``encrypt_gradient=False``: :func:`weight_gradient_scope` says so in the record.
 It does not see Z, G or dL/dA. The noise is the default because the exact gradient
 ``A'^T G`` lets the server solve for the activations: with a batch of ``B <= out`` rows and
 ``G`` of full row rank, ``A'^T = dW' G^T (G G^T)^-1``; with ``B > out`` it still reveals the
@@ -93,6 +97,8 @@ from secureagg.he.ckks import (
 )
 from secureagg.protocols.base import Message
 from secureagg.split.he_packing import CutLayout, choose_layout
+from secureagg.split.messages import int_text
+from secureagg.split.scope import SplitSetting, privacy_scope
 
 __all__ = [
     "BackwardRequest",
@@ -105,6 +111,8 @@ __all__ = [
     "HeCutConfig",
     "HeCutServer",
     "choose_layout",
+    "weight_gradient_event",
+    "weight_gradient_scope",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -123,7 +131,9 @@ class HeCutConfig:
     ``allow_exact_weight_gradient=True`` and ``batch_size > out_features``).
     ``loss_reduction``: ``"mean"`` (torch's default: G is the gradient of the batch mean) or
     ``"sum"``. ``activation_bound``: every activation and gradient entry must lie within it.
-    ``sample_rate``: the record sampling rate reported to the accountant (1.0 = no amplification).
+    ``sample_rate``: must be 1.0 - the layer does not sample records (its batch size is fixed,
+    which Poisson sampling cannot give), so it claims no amplification by sampling; kept so that
+    a configuration that asked for amplification is refused rather than silently believed.
     """
 
     in_features: int
@@ -176,6 +186,12 @@ class HeCutConfig:
         rate = self.sample_rate
         if not _finite_number(rate) or not 0 < rate <= 1:
             problems.append(f"sample_rate must be in (0, 1], got {rate!r}")
+        elif rate != 1:
+            problems.append(
+                f"sample_rate={rate!r} would claim amplification by sampling, but the encrypted "
+                "cut layer does not sample records (fixed batches from your loader); only 1.0 is "
+                "accepted, and every step is accounted as touching every record"
+            )
         if problems:
             raise ConfigurationError(problems)
 
@@ -203,7 +219,35 @@ def _finite_number(value: object) -> bool:
 
 
 # Codec-registered messages (secureagg.transport.encode/decode; no pickle): matrices travel flat
-# (row-major) and the receiver reshapes them to the shape the configuration fixes.
+# (row-major) and the receiver reshapes them to the shape the configuration fixes. Each message's
+# constructor checks the field *types* (so decode refuses a malformed one with MalformedMessage
+# and a driver cannot build one); sizes, values and order are the receiving party's to check.
+
+_BLOB_TYPES = (bytes, bytearray, memoryview)
+
+
+def _check_fields(message: Message, *, blobs: Sequence[str] = (), arrays: Sequence[str] = (),
+                  optional_arrays: Sequence[str] = (), blob_tuples: Sequence[str] = ()) -> None:
+    what = type(message).__name__
+    problems: list[str] = []
+    step = getattr(message, "step", 0)
+    if isinstance(step, bool) or not isinstance(step, int):
+        problems.append(f"step must be an int, got {type(step).__name__}")
+    for name in ("session_id", *blobs):
+        if not isinstance(getattr(message, name), _BLOB_TYPES):
+            problems.append(f"{name} must be bytes, got {type(getattr(message, name)).__name__}")
+    for name in blob_tuples:
+        value = getattr(message, name)
+        if not isinstance(value, tuple) or not all(isinstance(b, _BLOB_TYPES) for b in value):
+            problems.append(f"{name} must be a tuple of bytes")
+    for name in (*arrays, *optional_arrays):
+        value = getattr(message, name)
+        if value is None and name in optional_arrays:
+            continue
+        if not isinstance(value, np.ndarray) or value.ndim != 1:
+            problems.append(f"{name} must be a 1-D numpy array (a flattened matrix)")
+    if problems:
+        raise InvalidInputError(f"{what}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -216,6 +260,11 @@ class CutSetup(Message):
     evaluation_context: bytes
     config_json: str
 
+    def __post_init__(self) -> None:
+        _check_fields(self, blobs=("evaluation_context",))
+        if not isinstance(self.config_json, str):
+            raise InvalidInputError("CutSetup: config_json must be a str")
+
 
 @dataclass(frozen=True)
 class ForwardRequest(Message):
@@ -227,6 +276,9 @@ class ForwardRequest(Message):
     key_fingerprint: bytes
     ciphertexts: tuple[bytes, ...]
 
+    def __post_init__(self) -> None:
+        _check_fields(self, blobs=("key_fingerprint",), blob_tuples=("ciphertexts",))
+
 
 @dataclass(frozen=True)
 class ForwardResponse(Message):
@@ -237,6 +289,9 @@ class ForwardResponse(Message):
     step: int
     request_digest: bytes
     ciphertexts: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_fields(self, blobs=("request_digest",), blob_tuples=("ciphertexts",))
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,6 +310,15 @@ class BackwardRequest(Message):
     gradient_ciphertexts: tuple[bytes, ...] = ()
     plain_gradient: FloatArray | None = None
 
+    def __post_init__(self) -> None:
+        _check_fields(
+            self,
+            blobs=("forward_digest",),
+            arrays=("weight_gradient", "bias_gradient"),
+            optional_arrays=("plain_gradient",),
+            blob_tuples=("gradient_ciphertexts",),
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class BackwardResponse(Message):
@@ -267,6 +331,14 @@ class BackwardResponse(Message):
     request_digest: bytes
     ciphertexts: tuple[bytes, ...] = ()
     plain_input_gradient: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        _check_fields(
+            self,
+            blobs=("request_digest",),
+            optional_arrays=("plain_input_gradient",),
+            blob_tuples=("ciphertexts",),
+        )
 
 
 def _digest(kind: bytes, session_id: bytes, step: int, parts: Sequence[bytes]) -> bytes:
@@ -303,15 +375,54 @@ def _check_matrix(
 def _received_matrix(
     value: object, shape: tuple[int, ...], what: str, *, bound: float | None = None
 ) -> FloatArray:
-    """A flat array from a message, checked to fill ``shape`` exactly, then checked as a matrix."""
-    arr = np.asarray(value)
+    """A flat array from a message, checked to fill ``shape`` exactly, then checked as a matrix.
+
+    ``shape`` comes from the configuration (Python ints), so ``math.prod`` is exact.
+    """
     size = math.prod(shape)
-    if arr.ndim != 1 or arr.size != size:
-        raise InvalidInputError(
-            f"{what} must carry {size} values (shape {shape}, flattened), got {arr.dtype} "
-            f"{arr.shape}"
+    if not isinstance(value, np.ndarray) or value.ndim != 1 or value.size != size:
+        got = (
+            f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray)
+            else type(value).__name__
         )
+        raise InvalidInputError(
+            f"{what} must carry a 1-D array of {size} values (shape {shape}, flattened), "
+            f"got {got}"
+        )
+    arr = value
     return _check_matrix(arr.reshape(shape), shape, what, bound=bound)
+
+
+def _same_step(session_id: object, step: object, own_session: bytes, own_step: int) -> bool:
+    return (
+        isinstance(session_id, bytes | bytearray | memoryview)
+        and bytes(session_id) == own_session
+        and isinstance(step, int)
+        and not isinstance(step, bool)
+        and step == own_step
+    )
+
+
+def _session_text(session_id: object) -> str:
+    if isinstance(session_id, bytes | bytearray | memoryview):
+        return bytes(session_id[:4]).hex()
+    return type(session_id).__name__
+
+
+def _step_text(step: object) -> str:
+    """A peer's step for an error message: never ``str()`` of a 4300-digit integer."""
+    if isinstance(step, int) and not isinstance(step, bool):
+        return int_text(step)
+    return type(step).__name__
+
+
+def _ciphertexts(value: object, what: str) -> tuple[bytes, ...]:
+    """A message's ciphertext tuple, or MalformedMessage (a driver may skip the constructor)."""
+    if not isinstance(value, tuple | list) or not all(
+        isinstance(b, bytes | bytearray | memoryview) for b in value
+    ):
+        raise MalformedMessage(f"{what} must be a tuple of ciphertext bytes")
+    return tuple(value)
 
 
 def _random_canaries(count: int) -> FloatArray:
@@ -396,10 +507,11 @@ class HeCutClient:
 
     def _check_response(self, session_id: bytes, step: int, digest: bytes, stage: str) -> None:
         self._expect(stage)
-        if session_id != self.session_id or step != self.step:
+        if not _same_step(session_id, step, self.session_id, self.step):
             raise ProtocolError(
-                f"a response for session {session_id.hex()[:8]} step {step}, expected session "
-                f"{self.session_id.hex()[:8]} step {self.step}: wrong batch or order",
+                f"a response for session {_session_text(session_id)} step {_step_text(step)}, "
+                f"expected session {self.session_id.hex()[:8]} step {self.step}: wrong batch or "
+                "order",
                 stage=self.stage,
             )
         if digest != self._pending_digest:
@@ -417,12 +529,11 @@ class HeCutClient:
             cfg.batch_size, cfg.in_features + 1, cfg.out_features, self._key.slots
         )
         expected = layout.groups * layout.outputs_per_group
-        if len(response.ciphertexts) != expected:
-            raise MalformedMessage(
-                f"expected {expected} result ciphertexts, got {len(response.ciphertexts)}"
-            )
+        results = _ciphertexts(response.ciphertexts, "the forward results")
+        if len(results) != expected:
+            raise MalformedMessage(f"expected {expected} result ciphertexts, got {len(results)}")
         z = layout.unpack_outputs(
-            self._key.decrypt_products(response.ciphertexts), _held(self._canaries, self.stage)
+            self._key.decrypt_products(results), _held(self._canaries, self.stage)
         )
         self.stage = "forward_done"
         return z
@@ -459,17 +570,16 @@ class HeCutClient:
         self._pending_digest = _backward_digest(request)
         self.stage = "backward_sent"
         if self._sink is not None and cfg.noise_multiplier > 0 and cfg.clip is not None:
-            self._sink.emit(
-                GaussianSteps(
-                    scope="sample",
-                    party=self._party,
-                    noise_multiplier=float(cfg.noise_multiplier),
-                    sample_rate=float(cfg.sample_rate),
-                    clip=float(cfg.clip),
-                    mechanism="dp-sgd",
-                )
-            )
+            self._sink.emit(weight_gradient_event(cfg, party=self._party, steps=1))
         return request
+
+    def privacy_scope(self, *, epsilon: float | None = None, delta: float | None = None,
+                      accountant: str | None = None) -> dict[str, Any]:
+        """What the ε of the weight-gradient release covers and what it does not (see
+        :func:`weight_gradient_scope`)."""
+        return weight_gradient_scope(
+            self.config, epsilon=epsilon, delta=delta, accountant=accountant
+        )
 
     def _weight_gradient(self, a: FloatArray, g: FloatArray) -> FloatArray:
         """Gradient of [W; b] ((in+1) x out) in loss units: per-example clipped, noised."""
@@ -498,13 +608,14 @@ class HeCutClient:
                 cfg.batch_size, cfg.out_features, cfg.in_features, self._key.slots
             )
             expected = layout.groups * layout.outputs_per_group
-            if response.plain_input_gradient is not None or len(response.ciphertexts) != expected:
+            results = _ciphertexts(response.ciphertexts, "the input-gradient results")
+            if response.plain_input_gradient is not None or len(results) != expected:
                 raise MalformedMessage(f"expected {expected} encrypted input-gradient ciphertexts")
             da = layout.unpack_outputs(
-                self._key.decrypt_products(response.ciphertexts), _held(self._canaries, self.stage)
+                self._key.decrypt_products(results), _held(self._canaries, self.stage)
             )
         else:
-            if response.ciphertexts:
+            if _ciphertexts(response.ciphertexts, "the input-gradient results"):
                 raise MalformedMessage("expected a plaintext input gradient, got ciphertexts")
             da = _received_matrix(
                 response.plain_input_gradient,
@@ -515,6 +626,72 @@ class HeCutClient:
         self.step += 1
         self._inputs = self._canaries = None
         return da
+
+
+WEIGHT_GRADIENT_MECHANISM = "split-he-cut-weight-gradient"
+
+
+def weight_gradient_event(config: HeCutConfig, *, party: int | None, steps: int) -> GaussianSteps:
+    """``steps`` releases of the noised weight gradient, as one accountant event.
+
+    Replace-one adjacency (like :class:`~secureagg.split.ActivationDP`): one record's clipped
+    contribution moves the batch sum by at most ``2 * clip``, so each release is a Gaussian
+    mechanism of multiplier ``noise_multiplier / 2`` relative to that sensitivity. The layer does
+    not sample, so ``sample_rate`` is 1: each event charges every record, whether or not it was in
+    the batch (an upper bound). Needs ``noise_multiplier > 0`` and a ``clip``.
+    """
+    if config.clip is None or config.noise_multiplier <= 0:
+        raise ConfigurationError("no DP release: the weight gradient is exact (no noise)")
+    return GaussianSteps(
+        scope="sample",
+        party=party,
+        noise_multiplier=float(config.noise_multiplier) / 2.0,
+        sample_rate=1.0,
+        clip=2.0 * float(config.clip),
+        steps=steps,
+        mechanism=WEIGHT_GRADIENT_MECHANISM,
+    )
+
+
+def weight_gradient_scope(
+    config: HeCutConfig,
+    *,
+    epsilon: float | None = None,
+    delta: float | None = None,
+    accountant: str | None = None,
+) -> dict[str, Any]:
+    """The scope record (:func:`secureagg.split.scope.privacy_scope`) of the cut layer's ε.
+
+    Covered: the noised weight gradient the server receives. Protected otherwise (encryption,
+    not ε): Enc(A') and Enc(G). Not covered: the client's bottom and head, trained on every record
+    with exact gradients; G in the clear with ``encrypt_gradient=False``; and, without noise, the
+    weight gradient itself (then no ε is claimed).
+    """
+    noised = config.noise_multiplier > 0 and config.clip is not None
+    setting = SplitSetting(
+        topology="u-shaped-encrypted", sharing="none", clients=1,
+        encrypt_gradient=config.encrypt_gradient,
+    )
+    clip = config.clip
+    return privacy_scope(
+        setting,
+        covered="weight_gradient" if noised else None,
+        unit="one training record of the client",
+        mechanism=(
+            f"Gaussian mechanism on the batch sum of per-record gradients of [W; b], each clipped "
+            f"to L2 norm {clip:g} (sensitivity {2 * clip:g} under replace-one), noise std "
+            f"{config.noise_multiplier * clip:.4g} per entry"
+            if noised and clip is not None
+            else None
+        ),
+        accountant=accountant,
+        epsilon=epsilon,
+        delta=delta,
+        public=[
+            f"the layer's shape ({config.in_features} x {config.out_features}), the batch size "
+            f"{config.batch_size}, clip and noise multiplier, the CKKS parameters"
+        ],
+    )
 
 
 def _held(value: FloatArray | None, stage: str) -> FloatArray:
@@ -575,10 +752,11 @@ class HeCutServer:
             raise ProtocolError(
                 f"the server is in stage {self.stage!r}, not {stage!r}", stage=self.stage
             )
-        if session_id != self.session_id or step != self.step:
+        if not _same_step(session_id, step, self.session_id, self.step):
             raise ProtocolError(
-                f"a message for session {session_id.hex()[:8]} step {step}, expected session "
-                f"{self.session_id.hex()[:8]} step {self.step}: wrong batch or order",
+                f"a message for session {_session_text(session_id)} step {_step_text(step)}, "
+                f"expected session {self.session_id.hex()[:8]} step {self.step}: wrong batch or "
+                "order",
                 stage=self.stage,
             )
 
@@ -586,9 +764,13 @@ class HeCutServer:
         """Validate the client's context (key-free, expected parameters) and configuration."""
         if self.stage != "setup":
             raise ProtocolError("setup was already accepted", stage=self.stage)
-        if setup.config_json != self.config.summary_json():
+        config: object = setup.config_json
+        if not isinstance(config, str) or config != self.config.summary_json():
+            shown = config if isinstance(config, str) else "(not a str)"
+            if len(shown) > 400:
+                shown = shown[:400] + f"... ({len(shown)} characters)"
             raise ConfigurationError(
-                f"the client's configuration {setup.config_json} differs from "
+                f"the client's configuration {shown} differs from "
                 f"the server's {self.config.summary_json()}"
             )
         if not isinstance(setup.session_id, bytes) or len(setup.session_id) != 16:
@@ -627,7 +809,7 @@ class HeCutServer:
         layout = choose_layout(
             cfg.batch_size, cfg.in_features + 1, cfg.out_features, evaluator.slots
         )
-        cts = tuple(request.ciphertexts)
+        cts = _ciphertexts(request.ciphertexts, "the activation ciphertexts")
         expected = layout.groups * layout.inputs_per_group
         if len(cts) != expected:
             raise MalformedMessage(
@@ -658,7 +840,7 @@ class HeCutServer:
             layout = choose_layout(
                 cfg.batch_size, cfg.out_features, cfg.in_features, self._require_evaluator().slots
             )
-            cts = tuple(request.gradient_ciphertexts)
+            cts = _ciphertexts(request.gradient_ciphertexts, "the gradient ciphertexts")
             expected = layout.groups * layout.inputs_per_group
             if len(cts) != expected:
                 raise MalformedMessage(
@@ -671,7 +853,7 @@ class HeCutServer:
                 ciphertexts=tuple(self._products(cts, self._weight.T, layout)),
             )
         else:
-            if request.gradient_ciphertexts:
+            if _ciphertexts(request.gradient_ciphertexts, "the gradient ciphertexts"):
                 raise MalformedMessage("this session sends G in plaintext, got ciphertexts")
             g = _received_matrix(
                 request.plain_gradient, (cfg.batch_size, cfg.out_features), "the gradient dL/dZ"

@@ -52,7 +52,7 @@ from secureagg.errors import (
     ProtocolError,
 )
 from secureagg.protocols.base import Message
-from secureagg.split.checks import check_example_ids, receive_tensor
+from secureagg.split.checks import check_class_labels, check_example_ids, receive_tensor
 from secureagg.split.messages import (
     Activations,
     CutGradients,
@@ -61,6 +61,7 @@ from secureagg.split.messages import (
     ServerOutputs,
 )
 from secureagg.split.protections import ActivationDP, NoPeek
+from secureagg.split.scope import SplitSetting
 
 __all__ = ["GradientProtection", "SplitClient", "SplitServer"]
 
@@ -100,6 +101,19 @@ def _finite_loss(loss: Any, who: str) -> float:
             f"the {who}'s loss is {value}: its model or inputs diverged; nothing was applied"
         )
     return value
+
+
+#: What a torch module raises when a tensor does not fit it (wrong width, rank or class index).
+_MISFIT = (RuntimeError, ValueError, IndexError, TypeError)
+
+
+def _misfit(what: str, exc: BaseException) -> InvalidInputError:
+    """The refusal of a tensor from the other party that the receiving model cannot take."""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return InvalidInputError(
+        f"{what} from the other party does not fit this party's model ({detail}); refused, "
+        "nothing applied"
+    )
 
 
 def _labels_array(labels: Any) -> Any:
@@ -168,6 +182,16 @@ class SplitClient:
         self.stage = "ready"
         self.losses: list[float] = []
         self._pending: _Pending | None = None
+        if activation_dp is not None and activation_dp.setting is None:
+            # What this client knows of the set-up; a driver (SplitLearning) says more.
+            activation_dp.setting = SplitSetting(
+                topology="u-shaped" if head is not None else "vanilla",
+                sharing="unknown",
+                label_protection=None
+                if protect is None
+                else str(getattr(protect, "method", type(protect).__name__)),
+                nopeek=nopeek is not None,
+            )
 
     def forward(self, inputs: Any, *, labels: Any = None, example_ids: Any = None) -> Activations:
         """Run the bottom on a batch and return the activations to send."""
@@ -224,7 +248,10 @@ class SplitClient:
             )
             outputs = torch.from_numpy(z.copy()).requires_grad_(True)
             self.head_optimizer.zero_grad()
-            loss = self.loss_fn(self.head(outputs), pending.labels)  # type: ignore[misc]
+            try:
+                loss = self.loss_fn(self.head(outputs), pending.labels)  # type: ignore[misc]
+            except _MISFIT as exc:
+                raise _misfit("the server outputs", exc) from exc
             value = _finite_loss(loss, "client head")
             loss.backward()
             try:
@@ -324,15 +351,28 @@ class SplitServer:
         self._feature_shape: tuple[int, ...] | None = None
 
     def _activations(self, message: Activations, sender: int) -> Any:
+        """The checked activations as a leaf tensor. The feature shape of the first batch is
+        remembered only once a step with it has succeeded (:meth:`_fix_features`), so that a
+        refused first message cannot lock out the genuine ones."""
         torch = require_torch()
         step = self._expected.get(sender, 0)
-        features = self._feature_shape or (None,) * max(len(message.shape) - 1, 1)
+        declared = message.shape if isinstance(message.shape, tuple | list) else ()
+        features = self._feature_shape or (None,) * max(len(declared) - 1, 1)
         shape: tuple[int | None, ...] = (None, *features)
         a = receive_tensor(
             message, session_id=self.session_id, step=step, shape=shape, what="activations"
         )
-        self._feature_shape = tuple(a.shape[1:])
         return torch.from_numpy(a.copy()).requires_grad_(True)
+
+    def _fix_features(self, a: Any) -> None:
+        if self._feature_shape is None:
+            self._feature_shape = tuple(int(d) for d in a.shape[1:])
+
+    def _forward(self, a: Any) -> Any:
+        try:
+            return self.model(a)
+        except _MISFIT as exc:
+            raise _misfit("the activations", exc) from exc
 
     def receive(self, message: Message, *, sender: int = 0) -> Message:
         """Take one client message; return the reply to that client."""
@@ -350,12 +390,14 @@ class SplitServer:
                     raise InvalidInputError("U-shaped: the server takes no labels or example ids")
                 a = self._activations(message, sender)
                 with torch.enable_grad():
-                    out = self.model(a)
+                    out = self._forward(a)
                 if not bool(torch.isfinite(out).all()):
                     raise NonFiniteInputError("the server's middle produced NaN/Inf; refused")
+                self._fix_features(a)
                 self._pending[sender] = _ServerPending(inputs=a, outputs=out)
                 return _tensor_message(ServerOutputs, self.session_id, message.step, out)
-            batch = int(message.shape[0]) if message.shape else 0
+            a = self._activations(message, sender)
+            batch = int(a.shape[0])
             if self.labels is not None:
                 if message.labels is not None:
                     raise InvalidInputError("the server holds the labels; the client sent some")
@@ -365,14 +407,14 @@ class SplitServer:
                 )
                 labels = self.labels[torch.from_numpy(ids.copy())]
             else:
-                if message.labels is None or message.labels.size != batch:
-                    raise InvalidInputError(
-                        "the server has no label table: the batch must carry one label per row"
-                    )
-                labels = torch.from_numpy(np.asarray(message.labels, dtype=np.int64))
-            a = self._activations(message, sender)
+                sent = check_class_labels(message.labels, batch=batch, what="activations")
+                labels = torch.from_numpy(sent.copy())
             self.optimizer.zero_grad()
-            loss = self.loss_fn(self.model(a), labels)
+            try:
+                loss = self.loss_fn(self._forward(a), labels)
+            except _MISFIT as exc:
+                self.optimizer.zero_grad()
+                raise _misfit("the activations or the labels", exc) from exc
             value = _finite_loss(loss, "server")
             loss.backward()
             try:
@@ -382,6 +424,7 @@ class SplitServer:
                 raise
             self.optimizer.step()
             self.losses.append(value)
+            self._fix_features(a)
             return self._finish(sender, grad)
         if isinstance(message, OutputGradients) and sender in self._pending:
             pending = self._pending[sender]

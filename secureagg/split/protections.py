@@ -10,12 +10,16 @@ mechanisms of noise multiplier ``noise_multiplier / 2`` relative to the sensitiv
 :class:`~secureagg.dp.PrivacyAccountant` composes them (``GaussianSteps`` with ``sample_rate=1``,
 ``mechanism="split-activations"``) and gives ε at δ.
 
-*What the ε covers.* It bounds what the activations channel reveals about each record *given the
-client's model parameters at the time of release*. The client model is itself trained on every
-record (the server's gradients flow back into it), so later activations of *other* records carry
-some information about a record through the parameters. To cover that channel too, train the
-client's part with DP-SGD (:func:`secureagg.dp.make_private`) and add both ε's, or freeze it.
-``docs/split.md`` states this, and the demo prints it.
+*What the ε covers* - and what it does not - is part of :meth:`ActivationDP.report`
+(``"privacy_scope"``, see :mod:`secureagg.split.scope`). It bounds what the activations channel
+reveals about each record *given the client's model parameters at the time of release*; it does
+**not** cover: the labels (the vanilla server holds them), the output gradients (U-shaped: sent to
+the server in the clear), the client model itself (trained on every record with exact gradients,
+so later activations of *other* records carry information about a record), and the client parts
+that SplitFed averages (or sequential split learning hands on). :class:`~secureagg.split.
+SplitLearning` tells the object which of these exist in the run (:attr:`ActivationDP.setting`); a
+bare ``ActivationDP`` lists every one that may. To cover the client model too, train it with
+DP-SGD (:func:`secureagg.dp.make_private`) and add both ε's, or freeze it.
 
 **NoPeek** (:class:`NoPeek`, Vepakomma et al. 2020, arXiv 2008.09161). Adds ``weight * dCor(x,
 a)``, the distance correlation between the raw inputs and the activations of the batch, to the
@@ -43,6 +47,7 @@ from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.dp.events import GaussianSteps
 from secureagg.dp.noise import CsprngGaussian
 from secureagg.errors import ConfigurationError
+from secureagg.split.scope import SplitSetting, privacy_scope
 
 __all__ = ["ActivationDP", "NoPeek", "clip_rows", "distance_correlation"]
 
@@ -107,6 +112,9 @@ class ActivationDP:
         self.epochs_released = 0
         self.clipped = 0
         self.released = 0
+        #: The set-up this object's releases happen in (set by SplitLearning / SplitClient);
+        #: ``None`` = unknown, and the report then lists every channel that may exist.
+        self.setting: SplitSetting | None = None
 
     # ----------------------------------------------------------------------------- accounting
 
@@ -177,7 +185,33 @@ class ActivationDP:
         )
         return noisy.reshape(activations.shape)
 
+    def privacy_scope(self, setting: SplitSetting | None = None) -> dict[str, Any]:
+        """What this ε covers and what it does not, in ``setting`` (default :attr:`setting`)."""
+        epsilon = self.epsilon
+        return privacy_scope(
+            setting if setting is not None else self.setting,
+            covered="activations",
+            unit=f"one training record of client {self.party}",
+            mechanism=(
+                f"Gaussian mechanism on each record's cut-layer activation, clipped to L2 norm "
+                f"{self.clip:g} (sensitivity {2 * self.clip:g} under replace-one), noise std "
+                f"{self.noise_multiplier * self.clip:.4g} per coordinate; one release per record "
+                f"per epoch, {self.epochs_released} epoch(s) so far"
+            ),
+            accountant=(
+                f"{self.accountant.accountant}: "
+                f"{self.accountant.method(scope='sample', party=self.party)}"
+            ),
+            epsilon=epsilon,
+            delta=self.delta,
+            public=[
+                f"clip {self.clip:g}, noise multiplier {self.noise_multiplier:.4g}, "
+                f"δ {self.delta:g}"
+            ],
+        )
+
     def report(self) -> dict[str, Any]:
+        """JSON-ready: the mechanism's parameters, ε so far and its scope (``privacy_scope``)."""
         return {
             "mechanism": MECHANISM,
             "clip": self.clip,
@@ -190,6 +224,7 @@ class ActivationDP:
             "clipped": self.clipped,
             "released": self.released,
             "seeded": self.noise.seeded,
+            "privacy_scope": self.privacy_scope(),
         }
 
 

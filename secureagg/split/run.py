@@ -41,6 +41,7 @@ from secureagg.protocols.base import Message
 from secureagg.split.model import split_sequential
 from secureagg.split.parties import GradientProtection, SplitClient, SplitServer
 from secureagg.split.protections import ActivationDP, NoPeek
+from secureagg.split.scope import Sharing, SplitSetting, privacy_scope
 from secureagg.transport import TranscriptEntry, decode, encode, message_digest, simulate
 
 __all__ = ["Exchange", "Observer", "SplitLearning", "SplitStats"]
@@ -188,7 +189,12 @@ class SplitLearning:
         self.history: list[dict[str, Any]] = []
         self._loss_log: list[float] = []
         self.last_aggregation: dict[str, Any] = {}
+        self.label_protection = label_protection
+        self.setting = self._setting()
         self._dp = [self._client_dp(activation_dp, c) for c in range(len(self.loaders))]
+        for dp in self._dp:
+            if dp is not None:
+                dp.setting = self.setting  # what its ε does and does not cover in this run
         labels, self._offsets = self._label_table() if self.topology == "vanilla" else (None, [])
         server_part = parts[1]
         self.server = SplitServer(
@@ -197,12 +203,32 @@ class SplitLearning:
             loss_fn=self.loss_fn if self.topology == "vanilla" else None,
             protect=label_protection if self.topology == "vanilla" else None,
         )
-        self.label_protection = label_protection
         self.observe = observe
         self._client_parts = [parts[0]] + ([parts[2]] if self.topology == "u-shaped" else [])
         self.clients = [self._make_client(c, self._client_parts) for c in range(len(self.loaders))]
 
     # ---------------------------------------------------------------------------------- set-up
+
+    def _setting(self) -> SplitSetting:
+        """The channels this run opens (for the privacy scope of every ε it reports)."""
+        if len(self.loaders) == 1:
+            sharing: Sharing = "none"
+        else:
+            sharing = "splitfed" if self.aggregator is not None else "sequential"
+        dp_options = ("distributed_dp", "central_dp")
+        protection = self.label_protection
+        return SplitSetting(
+            topology="u-shaped" if self.topology == "u-shaped" else "vanilla",
+            sharing=sharing,
+            clients=len(self.loaders),
+            aggregator=self.aggregator,
+            aggregator_dp=sharing == "splitfed"
+            and any(self.aggregator_options.get(k) is not None for k in dp_options),
+            label_protection=None
+            if protection is None
+            else str(getattr(protection, "method", type(protection).__name__)),
+            nopeek=self.nopeek is not None,
+        )
 
     @staticmethod
     def _client_dp(
@@ -379,13 +405,37 @@ class SplitLearning:
                 progress(entry)
         return entries
 
+    def privacy(self) -> dict[str, Any]:
+        """The run's privacy claim: ε per client and, in words, what it covers and what not.
+
+        Without ActivationDP no ε is claimed, and ``scope`` lists every channel through which
+        the clients' records reach the server or each other (:mod:`secureagg.split.scope`).
+        """
+        dps = [dp for dp in self._dp if dp is not None]
+        if not dps:
+            scope = privacy_scope(self.setting, covered=None)
+            return {"epsilon": None, "delta": None, "per_client": [], "scope": scope,
+                    "summary": scope["summary"]}
+        worst = max(dps, key=lambda dp: dp.epsilon)
+        scope = worst.privacy_scope()
+        return {
+            "epsilon": worst.epsilon,
+            "delta": worst.delta,
+            "per_client": [
+                {"client": dp.party, "epsilon": dp.epsilon, "delta": dp.delta} for dp in dps
+            ],
+            "scope": scope,
+            "summary": scope["summary"],
+        }
+
     def report(self) -> dict[str, Any]:
-        """JSON-ready summary: topology, protections, cost, privacy, history."""
+        """JSON-ready summary: topology, protections, cost, privacy (with its scope), history."""
         return {
             "topology": self.topology,
             "splitfed": self.aggregator is not None,
             "aggregator": self.aggregator,
             "clients": len(self.loaders),
+            "privacy": self.privacy(),
             "protections": {
                 "activation_dp": [dp.report() for dp in self._dp if dp is not None] or None,
                 "nopeek": None if self.nopeek is None else {"weight": self.nopeek.weight},

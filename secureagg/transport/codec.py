@@ -583,5 +583,10 @@ def _decode(reader: _Reader) -> Message:
         return cls(**values)
     except MalformedMessage:
         raise
-    except (SecureAggError, ValueError, TypeError) as exc:
-        raise MalformedMessage(f"{kind!r} message rejected by its constructor: {exc}") from None
+    except (SecureAggError, ValueError, TypeError, ArithmeticError, LookupError) as exc:
+        # ArithmeticError: a constructor that converts a peer's (arbitrarily large) integer to a
+        # fixed-width type, e.g. np.int64, raises OverflowError; it is still the peer's fault.
+        text = str(exc)
+        if len(text) > 500:
+            text = text[:500] + "..."
+        raise MalformedMessage(f"{kind!r} message rejected by its constructor: {text}") from None

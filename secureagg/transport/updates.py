@@ -36,7 +36,7 @@ def _to_numpy(tensor: Any, where: str) -> npt.NDArray[np.float64]:
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, duck-typed
         try:
             value = value.detach().cpu().numpy()
-        except (TypeError, RuntimeError) as exc:
+        except (TypeError, RuntimeError, AttributeError, ValueError) as exc:
             raise InvalidInputError(
                 f"{where}: cannot convert the tensor to numpy ({exc}); convert it to float32 "
                 "or float64 first"

@@ -97,3 +97,35 @@ def test_bad_models_are_refused() -> None:
         StateCodec.from_model(torch.nn.ReLU())
     with pytest.raises(ConfigurationError, match="buffers"):
         StateCodec.from_model(bn_model(), buffers="local")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [[1.0], [1.0, 2.0]],  # ragged: np.asarray raises a bare ValueError
+        ["a"] * 3,  # strings
+        np.zeros((2, 2)),  # not flat
+        np.array([object()] * 3, dtype=object),
+        np.zeros(3, dtype=complex),
+        None,
+    ],
+    ids=["ragged", "strings", "2-D", "object", "complex", "None"],
+)
+def test_unflatten_and_apply_delta_refuse_malformed_vectors_with_a_library_error(
+    bad: object,
+) -> None:
+    model = bn_model()
+    codec = StateCodec.from_model(model)
+    state = model.state_dict()
+    with pytest.raises(InvalidInputError):
+        codec.unflatten(bad, reference=state)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        codec.apply_delta(state, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scale", ["2", None, float("nan"), True])
+def test_apply_delta_refuses_a_scale_that_is_not_a_finite_number(scale: object) -> None:
+    model = bn_model()
+    codec = StateCodec.from_model(model)
+    with pytest.raises(InvalidInputError):
+        codec.apply_delta(model.state_dict(), np.zeros(codec.size), scale=scale)  # type: ignore[arg-type]

@@ -191,7 +191,6 @@ def test_dp_training_reduces_loss_and_reports_the_mechanism() -> None:
         batch_size=BATCH,
         clip=5.0,
         noise_multiplier=0.3,
-        sample_rate=0.1,
     )
     sink = MemorySink()
     with pytest.warns(UserWarning, match="seeded"):
@@ -205,7 +204,10 @@ def test_dp_training_reduces_loss_and_reports_the_mechanism() -> None:
         client.finish_backward(server.backward(client.backward(_softmax_grad(z, y[idx])[1])))
     assert _softmax_grad(x @ server.weight + server.bias, y)[0] < 0.8 * start
     steps = [e for e in sink.events if isinstance(e, GaussianSteps)]
-    assert len(steps) == 10 and steps[0].noise_multiplier == 0.3 and steps[0].clip == 5.0
+    assert len(steps) == 10
+    # replace-one: sensitivity 2 * clip, so multiplier 0.3 / 2 relative to it; no sampling
+    assert steps[0].noise_multiplier == 0.15 and steps[0].clip == 10.0
+    assert steps[0].sample_rate == 1.0 and steps[0].mechanism == "split-he-cut-weight-gradient"
 
 
 # ------------------------------------------------------------------------------ (d) bad input
@@ -255,7 +257,6 @@ def test_bad_weight_gradient_is_refused_and_the_step_not_applied() -> None:
         ("weight_gradient", np.full(IN * OUT, np.nan)),
         ("bias_gradient", np.full(OUT, np.inf)),
         ("weight_gradient", np.zeros((IN + 1) * OUT)),
-        ("weight_gradient", np.zeros((IN, OUT))),  # matrices travel flat: 2-D is refused too
     ]:
         bad = dataclasses.replace(request, **{field_name: value})
         with pytest.raises(InvalidInputError):
@@ -263,6 +264,8 @@ def test_bad_weight_gradient_is_refused_and_the_step_not_applied() -> None:
         np.testing.assert_array_equal(server.weight, w)
         np.testing.assert_array_equal(server.bias, b)
         assert server.stage == "forward_done"
+    with pytest.raises(InvalidInputError, match="1-D"):  # matrices travel flat: 2-D is refused
+        dataclasses.replace(request, weight_gradient=np.zeros((IN, OUT)))
     dropped = dataclasses.replace(request, gradient_ciphertexts=request.gradient_ciphertexts[:-1])
     with pytest.raises(MalformedMessage, match="wrong batch size"):
         server.backward(dropped)

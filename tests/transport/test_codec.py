@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -503,3 +504,142 @@ def test_fuzz_corrupted_registered_kinds(kind: str, edits: list[tuple[int, int]]
     for pos, value in edits:
         raw[pos % len(raw)] = value
     _decode_or_refuse(bytes(raw))
+
+
+# ------------------------------------------------------------ adversarial integers and shapes
+
+# The split messages carry a ``shape: tuple[int, ...]``; register them (and the encrypted cut
+# layer's, when tenseal is there) so that the property below covers them too.
+for _module in ("secureagg.split.messages", "secureagg.split.he_cut"):
+    with contextlib.suppress(ImportError):  # torch or tenseal missing
+        importlib.import_module(_module)
+
+#: Integers a hostile peer can put in any int field: int64/uint64 overflow, negative, 2^64+, and
+#: wider than Python's 4300-digit str() limit (the codec carries up to 65535 bytes per int).
+HOSTILE_INTS = [2**62 + 1, 2**63, -(2**63) - 1, 2**64 + 4, -1, 0, 2**20000, -(2**20000)]
+HOSTILE_SHAPES = [
+    (2**62 + 1, 4), (2**63, 2), (2**32, 2**32 + 1), (2**64 + 4,), (-1, -4), (0, 4), (), (1,) * 70,
+    (2**20000, 1),
+]
+
+
+def _hostile_value(fc: codec._FieldCodec, pick: int) -> Any:
+    """A well-typed value for field codec ``fc``: adversarial where it is an integer."""
+    if isinstance(fc, codec._OptionalCodec):
+        return _hostile_value(fc.inner, pick)
+    if isinstance(fc, codec._TupleCodec):
+        if isinstance(fc.inner, codec._IntCodec):
+            return HOSTILE_SHAPES[pick % len(HOSTILE_SHAPES)]
+        return tuple(_hostile_value(fc.inner, pick) for _ in range(2))
+    if isinstance(fc, codec._DictCodec):
+        return {0: _hostile_value(fc.value, pick)}
+    if isinstance(fc, codec._IntCodec):
+        return HOSTILE_INTS[pick % len(HOSTILE_INTS)]
+    if isinstance(fc, codec._BoolCodec):
+        return True
+    if isinstance(fc, codec._FloatCodec):
+        return 1.0
+    if isinstance(fc, codec._StrCodec):
+        return "x"
+    if isinstance(fc, codec._BytesCodec | codec._ViewCodec):
+        return b"s" * 16
+    if isinstance(fc, codec._ArrayCodec):
+        return np.ones(4, dtype=np.float32)
+    raise AssertionError(f"no hostile value for {fc.name}")  # pragma: no cover
+
+
+def _raw_encoding(cls: type[Message], values: dict[str, Any]) -> bytes:
+    """The bytes of ``cls`` with ``values``, written field by field: no constructor runs."""
+    out: list[Any] = [_header(cls.KIND)]
+    for name, fc in codec._plan(cls):
+        fc.write(fc.check(values[name], name), out)
+    return b"".join(bytes(p) for p in out)
+
+
+@pytest.mark.parametrize("kind", sorted(message_types()))
+@pytest.mark.parametrize("pick", range(len(HOSTILE_SHAPES)))
+def test_hostile_integers_and_shapes_decode_or_raise_malformed_message_only(
+    kind: str, pick: int
+) -> None:
+    cls = message_types()[kind]
+    values = {name: _hostile_value(fc, pick) for name, fc in codec._plan(cls)}
+    data = _raw_encoding(cls, values)
+    try:
+        msg = decode(data)
+    except MalformedMessage as exc:
+        refusal = str(exc)
+    else:
+        assert encode(msg) == data
+        return
+    assert len(refusal) < 2000  # a refusal never echoes a 6000-digit integer
+
+
+@dataclass(frozen=True)
+class OverflowingConstructor(Message):
+    """A message whose constructor lets numpy's OverflowError out (a careless message class)."""
+
+    KIND: ClassVar[str] = "test/codec-overflowing-constructor"
+
+    value: int
+
+    def __post_init__(self) -> None:
+        np.int64(self.value)  # OverflowError beyond int64
+
+
+def test_decode_turns_a_constructor_overflow_into_malformed_message() -> None:
+    data = _raw_encoding(OverflowingConstructor, {"value": 2**64})
+    with pytest.raises(MalformedMessage, match="constructor"):
+        decode(data)
+
+
+# ------------------------------------- what the caller hands the round (transport/updates.py)
+
+
+class _BrokenTensor:
+    """Duck-typed like a torch tensor, but its conversion fails the way a foreign library's may."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+
+    def detach(self) -> _BrokenTensor:
+        return self
+
+    def cpu(self) -> _BrokenTensor:
+        return self
+
+    def numpy(self) -> Any:
+        raise self.error("cannot convert")
+
+
+@pytest.mark.parametrize("error", [AttributeError, ValueError, TypeError, RuntimeError])
+def test_normalize_updates_refuses_an_unconvertible_tensor_with_a_library_error(
+    error: type[Exception],
+) -> None:
+    from secureagg.transport.updates import normalize_updates
+
+    with pytest.raises(InvalidInputError, match="client 0, tensor 0"):
+        normalize_updates([[_BrokenTensor(error)]], num_clients=1)
+    for bad in ([[[1.0], [1.0, 2.0]]], [np.zeros(2, dtype=complex)], [np.array(["a"])]):
+        with pytest.raises(InvalidInputError):
+            normalize_updates([bad], num_clients=1)
+
+
+# ------------------------------------ the simulator's argument checks (transport/checks.py)
+
+
+def test_simulate_refuses_huge_integers_in_faults_and_dropouts_with_configuration_error() -> None:
+    from secureagg.aggregators import make_aggregator
+    from secureagg.errors import ConfigurationError
+    from secureagg.transport import simulate
+    from secureagg.transport.faults import Drop, Tamper
+
+    agg = make_aggregator("plain", num_clients=2)
+    ups = [[np.zeros(2)], [np.zeros(2)]]
+    huge = 2**20000  # its repr() raises ValueError: a problem message must not try
+    for kwargs in (
+        {"faults": [Tamper(client=5, stage="upload", offset=huge)]},
+        {"faults": [Drop(client=huge, stage="upload")]},
+        {"dropouts": {huge: "upload"}},
+    ):
+        with pytest.raises(ConfigurationError, match=r"(bit|huge) integer"):
+            simulate(agg, ups, **kwargs)  # type: ignore[arg-type]
