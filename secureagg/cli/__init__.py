@@ -1,7 +1,7 @@
 """The ``secureagg`` command: ``demo``, ``simulate``, ``bench`` and ``audit``.
 
 Every ``simulate`` run writes a run directory that ``audit`` reads back and cross-checks, so an
-auditor can see what the server received without trusting the printout:
+auditor can count, size and hash what the server received without trusting the printout:
 
 * ``config.json``: the command line, protocol, sizes, the dropouts drawn, the aggregator's
   parameters, the secureagg version;
@@ -9,14 +9,18 @@ auditor can see what the server received without trusting the printout:
   the simulator's metrics (per-stage time and bytes, clipping, rejected messages, aborts);
 * ``transcript.jsonl``: one JSON object per message, ``direction`` ``"up"`` (received by the
   server), ``"down"`` (sent by it) or ``"peer"`` (between other parties), with stage, kind,
-  sender, recipient, round id, size and sha256 of the encoded bytes.
+  sender, recipient, round id, size and sha256 of the encoded bytes (a record per message, not
+  the bytes).
 
 Test data is drawn from the CSPRNG keystream (reproducible with ``--seed``, which is flagged
-loudly as not secret).
+loudly as not secret). Before a round, the memory and time it needs are estimated
+(:mod:`secureagg.cli.estimate`) and a run over ``--max-memory`` / ``--max-seconds`` is refused.
+SecAgg/SecAgg+ in curious mode state what that mode gives up in every output and run record.
 
 Exit codes: 0 success; 1 a check failed (self-test, error above the stated bound, inconsistent run
-directory); 2 bad arguments or configuration, protocol error, unreadable files; 3 too few
-survivors (the round was aborted and no aggregate released).
+directory); 2 bad arguments or configuration, protocol error, unreadable files, a run that cannot
+fit its limits; 3 too few survivors (the round was aborted and no aggregate released); 4 an
+internal error (a bug; ``SECUREAGG_DEBUG=1`` shows its traceback). No command ends in a traceback.
 
 >>> build_parser().prog
 'secureagg'
@@ -28,9 +32,12 @@ Typical use: ``secureagg simulate --protocol plain --clients 5 --dim 10`` then
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 import secureagg
 from secureagg.aggregators import available
@@ -39,12 +46,15 @@ from secureagg.cli.bench import _cmd_bench
 from secureagg.cli.common import (
     EXIT_ERROR,
     EXIT_INSUFFICIENT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     _CliError,
     _err,
     _one_line,
 )
 from secureagg.cli.demo import cmd_demo
+from secureagg.cli.estimate import add_limit_arguments
 from secureagg.cli.simulate import _cmd_simulate
 from secureagg.errors import InsufficientSurvivors, SecureAggError
 
@@ -94,10 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
             "of secure aggregation; then compares with plaintext FedAvg on the same split and "
             "says where the run directory is. The cryptographic primitives are self-tested "
             "first (--selftest prints every check and explains one SecAgg+ round instead). "
-            "Exits 1 if a self-test check fails."
+            "The data split and the initial model are fixed; keys, masks, noise and dropouts "
+            "are fresh in every run unless --seed makes the whole run reproducible (and NOT "
+            "private). Exits 1 if a self-test check fails."
         ),
         formatter_class=fmt,
         epilog="examples:\n  secureagg demo\n  secureagg demo --no-dp --rounds 10\n"
+        "  secureagg demo --seed 7 --no-baseline   # reproducible (and NOT private)\n"
         "  secureagg demo --protocol ckks --dropout 0.1 --epsilon 4\n"
         "  secureagg demo --selftest --clients 50 --dim 100000 --threat malicious\n"
         "  secureagg demo split            # split learning: accuracy, attacks, cost\n"
@@ -186,16 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dim",
         type=int,
-        default=10000,
+        default=None,
         metavar="D",
         help="with --selftest: values per client (default 10000)",
     )
     demo.add_argument(
         "--threat",
         choices=("curious", "malicious"),
-        default="curious",
-        help="with --selftest: server threat model (default curious)",
+        default=None,
+        help="server threat model of secagg/secagg+ (default curious: privacy only against a "
+        "server that follows the protocol; malicious: signed keys and a consistency round)",
     )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="reproduce a run: keys, masks, noise, dropouts and training order all derive from "
+        "S (recorded in the run directory; NOT secret, NOT private: tests and comparisons only)",
+    )
+    add_limit_arguments(demo, note="with --selftest: ")
     demo.add_argument(
         "--out",
         default=None,
@@ -223,8 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
             "  secureagg simulate --protocol secagg --clients 20 --dim 50 --threat malicious "
             "--json\n"
             "  secureagg simulate --protocol plain --clients 5 --dim 10 --seed 1 --out run1\n\n"
-            "exit codes: 0 ok, 1 error above the stated bound, 2 bad arguments or protocol "
-            "error, 3 too few survivors"
+            "Before the round, its memory and time are estimated, and a run over --max-memory\n"
+            "or --max-seconds is refused with the estimate. secagg/secagg+ in curious mode (the\n"
+            "default) say what that gives up: a server that deviates from the protocol can\n"
+            "recover one client's input exactly (docs/secagg.md, 'What curious mode gives up').\n"
+            "The transcript holds the kind, sender, size and sha256 of each message, not its\n"
+            "bytes.\n\n"
+            "exit codes: 0 ok, 1 error above the stated bound, 2 bad arguments, protocol error "
+            "or a run over its limits, 3 too few survivors, 4 internal error"
         ),
     )
     simulate_p.add_argument(
@@ -247,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threat",
         choices=("curious", "malicious"),
         default=None,
-        help="server threat model, for protocols that have one",
+        help="server threat model of secagg/secagg+ (default curious: private only while the "
+        "server follows the protocol; malicious: signed keys and a consistency round)",
     )
     simulate_p.add_argument(
         "--clip",
@@ -263,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="reproducible run for tests/benchmarks (NOT secret; flagged)",
     )
+    add_limit_arguments(simulate_p)
     simulate_p.add_argument("--json", action="store_true", help="print one JSON object")
     simulate_p.add_argument(
         "--out",
@@ -307,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``secureagg`` command; returns the exit code."""
+    """Entry point of the ``secureagg`` command; returns the exit code.
+
+    As the installed command (``argv`` None), warnings print as one ``secureagg: warning:`` line;
+    called with ``argv`` (tests, notebooks), warnings go through the caller's filters."""
+    console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -318,6 +353,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     args.argv = argv
+    if not console:
+        return _run(args)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line on stderr, like errors (no source file and line of library code)."""
+    print(f"secureagg: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
     except InsufficientSurvivors as exc:
@@ -332,4 +387,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         _err(f"cannot read or write files: {_one_line(exc)}")
         return EXIT_ERROR
+    except MemoryError:
+        _err(
+            "ran out of memory; lower the sizes (--dim, --clients) or --max-memory so that the "
+            "estimate refuses such runs before they start"
+        )
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the last line of defence: a command never ends in a traceback
+        if os.environ.get("SECUREAGG_DEBUG"):
+            raise
+        _err(
+            f"internal error, please report it with the command line: {type(exc).__name__}: "
+            f"{_one_line(exc)} (SECUREAGG_DEBUG=1 shows the traceback)"
+        )
+        return EXIT_INTERNAL
     return code

@@ -14,6 +14,7 @@ from secureagg.cli.common import (
     EXIT_OK,
     _CliError,
     _one_line,
+    threat_model_note,
 )
 
 
@@ -57,13 +58,84 @@ def _load_transcript(path: Path) -> list[dict[str, Any]]:
             isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
         ):
             raise _CliError(f"{path}:{number}: sha256 is not 64 lowercase hex digits")
-        if not isinstance(entry["size"], int) or entry["size"] < 0:
+        if not _is_int(entry["size"]) or entry["size"] < 0:
             raise _CliError(f"{path}:{number}: size is not a non-negative integer")
+        for key in ("sender", "recipient", "round_id"):
+            if not _is_int(entry[key]):
+                raise _CliError(f"{path}:{number}: {key} is not an integer")
+        for key in ("stage", "kind", "direction"):
+            if not isinstance(entry[key], str):
+                raise _CliError(f"{path}:{number}: {key} is not a string")
         entries.append(entry)
     return entries
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_STAGE_KEYS = ("bytes_up", "bytes_down", "messages_up", "messages_down")
+
+
+def _structure_problems(config: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """Every field the audit reads, checked for its type before anything is computed."""
+    problems = []
+    if config.get("clients") is not None and not _is_int(config["clients"]):
+        problems.append("config.json: clients is not an integer")
+    if config.get("parameters") is not None and not isinstance(config["parameters"], dict):
+        problems.append("config.json: parameters is not an object")
+    if config.get("protocol") is not None and not isinstance(config["protocol"], str):
+        problems.append("config.json: protocol is not a string")
+    dropouts = config.get("dropouts")
+    if dropouts is not None:
+        if not isinstance(dropouts, dict):
+            problems.append("config.json: dropouts is not an object")
+        elif not all(k.lstrip("-").isdigit() and isinstance(v, str) for k, v in dropouts.items()):
+            problems.append("config.json: dropouts must map client ids to stage names")
+    survivors = result.get("survivors", [])
+    if not isinstance(survivors, list) or not all(_is_int(s) for s in survivors):
+        problems.append("result.json: survivors is not a list of client ids")
+    if result.get("status") is not None and not isinstance(result["status"], str):
+        problems.append("result.json: status is not a string")
+    metrics = result.get("metrics")
+    if metrics is None:
+        return problems
+    if not isinstance(metrics, dict):
+        problems.append("result.json: metrics is not an object")
+        return problems
+    totals = metrics.get("totals")
+    if totals is not None and (
+        not isinstance(totals, dict)
+        or not all(_is_number(totals[k]) for k in ("bytes_up", "bytes_down", "messages_up")
+                   if k in totals)
+    ):
+        problems.append("result.json: metrics.totals is not an object of numbers")
+    stages = metrics.get("stages")
+    if stages is not None:
+        if not isinstance(stages, dict) or not all(isinstance(r, dict) for r in stages.values()):
+            problems.append("result.json: metrics.stages is not an object of per-stage objects")
+        else:
+            for stage, row in stages.items():
+                bad = [k for k in _STAGE_KEYS if not _is_int(row.get(k))]
+                if bad:
+                    problems.append(
+                        f"result.json: metrics.stages.{stage}: {', '.join(bad)} not integers"
+                    )
+    rejected = metrics.get("rejected")
+    if rejected is not None and (
+        not isinstance(rejected, list) or not all(isinstance(r, dict) for r in rejected)
+    ):
+        problems.append("result.json: metrics.rejected is not a list of objects")
+    return problems
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
+    if not str(args.run_dir).strip():
+        raise _CliError("RUN_DIR must not be empty; give the directory a run wrote")
     run = Path(args.run_dir)
     if not run.is_dir():
         raise _CliError(f"{run} is not a directory")
@@ -72,6 +144,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     entries = _load_transcript(run / "transcript.jsonl")
     if not isinstance(config, dict) or not isinstance(result, dict):
         raise _CliError("config.json and result.json must hold JSON objects")
+    problems = _structure_problems(config, result)
+    if problems:
+        raise _CliError(f"{run} is not a run directory secureagg can read: {'; '.join(problems)}")
     metrics = result.get("metrics") or {}
     totals = metrics.get("totals", {})
     up = [e for e in entries if e["direction"] == "up"]
@@ -129,6 +204,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         "protocol": config.get("protocol"),
         "parameters": config.get("parameters"),
         "seeded": result.get("seeded"),
+        "seed": config.get("seed"),
+        "threat_model_note": threat_model_note(config.get("parameters") or {}),
         "status": result.get("status"),
         "survivors": survivors,
         "dropouts": config.get("dropouts"),
@@ -155,10 +232,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         f"run: {run}",
         f"protocol: {report['protocol']}"
         + ("  (INSECURE baseline)" if params.get("secure") is False else ""),
-        "parameters: " + ", ".join(f"{k}={v}" for k, v in params.items() if k != "protocol"),
+        "parameters: "
+        + ", ".join(
+            f"{k}={v}" for k, v in params.items() if k not in ("protocol", "threat_model_note")
+        ),
     ]
+    if report["threat_model_note"]:
+        lines.append(f"WARNING: {report['threat_model_note']}")
     if report["seeded"]:
-        lines.append("WARNING: seeded run - reproducible, NOT secret")
+        seed = report["seed"]
+        lines.append(
+            "WARNING: seeded run"
+            + (f" (seed {seed})" if seed is not None else "")
+            + " - reproducible, NOT secret, NOT private"
+        )
     lines += [
         f"status: {report['status']}"
         + (f" ({result.get('error')})" if result.get("error") else ""),

@@ -8,12 +8,18 @@ from pathlib import Path
 
 from secureagg.cli.common import (
     EXIT_OK,
+    _CliError,
 )
 
 
 def _benchmark_dirs(explicit: str | None) -> list[Path]:
     if explicit is not None:
-        return [Path(explicit)]
+        if not explicit.strip():
+            raise _CliError("--dir must not be empty; give the benchmark directory")
+        path = Path(explicit)
+        if not path.is_dir():
+            raise _CliError(f"--dir {path} is not a directory")
+        return [path]
     candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks"]
     seen: list[Path] = []
     for c in candidates:

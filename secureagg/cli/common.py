@@ -7,7 +7,7 @@ import datetime as _dt
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from secureagg.transport import (
     TranscriptEntry,
 )
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INSUFFICIENT = 0, 1, 2, 3
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INSUFFICIENT, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 _TRANSCRIPT_KEYS = ("stage", "kind", "sender", "recipient", "round_id", "size", "sha256")
@@ -35,6 +36,56 @@ def _one_line(exc: BaseException) -> str:
 
 def _err(message: str) -> None:
     print(f"secureagg: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"secureagg: WARNING: {message}", file=sys.stderr, flush=True)
+
+
+#: What the curious (semi-honest) server model gives up, said wherever a run uses it.
+CURIOUS_MODE_NOTE = (
+    "curious server model: the privacy of SecAgg/SecAgg+ holds only while the server follows "
+    "the protocol. A server that deviates can recover one client's input exactly, with a "
+    "consistent survivor list: it delivers that client only some peers' shares and then "
+    "declares those peers dropped. Malicious mode (--threat malicious: signed keys and a "
+    "consistency round) stops this; see docs/secagg.md, 'What curious mode gives up'."
+)
+
+
+def threat_model_note(parameters: Mapping[str, Any]) -> str | None:
+    """:data:`CURIOUS_MODE_NOTE` for SecAgg/SecAgg+ under a curious server, else None."""
+    if parameters.get("protocol") in ("secagg", "secagg+") and (
+        parameters.get("threat", "curious") == "curious"
+    ):
+        return CURIOUS_MODE_NOTE
+    return None
+
+
+def seeded_warning(seed: int) -> str:
+    """The line a seeded command prints to stderr, whatever its output mode."""
+    return (
+        f"seeded run (--seed {seed}): keys, masks, noise and every random choice are "
+        "reproducible from the seed and therefore NOT secret and NOT private; use --seed only "
+        "for tests, benchmarks and reproducing a run"
+    )
+
+
+def _check_out(out: str, *, option: str = "--out") -> Path:
+    """A run directory path given by the user: not empty, not a file, not under a file."""
+    if not out.strip():
+        raise _CliError(f"{option} must not be empty; give a directory for the run")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise _CliError(f"{path} exists and is not a directory; choose another {option}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise _CliError(
+                    f"{parent} is not a directory, so {path} cannot be created; "
+                    f"choose another {option}"
+                )
+            break
+    return path
 
 
 def _error_bound(agg: RoundFactory, survivors: int) -> float:
@@ -66,16 +117,15 @@ def _new_run_dir(name: str) -> Path:
 
 
 def _run_dir(out: str | None, name: str) -> Path:
-    """``--out`` if given, else a fresh :func:`_new_run_dir` (the demos)."""
-    return Path(out) if out is not None else _new_run_dir(name)
+    """``--out`` if given (checked by :func:`_check_out`), else a fresh :func:`_new_run_dir`
+    (the demos)."""
+    return _check_out(out) if out is not None else _new_run_dir(name)
 
 
 def _choose_run_dir(args: argparse.Namespace) -> Path:
     """The run directory to write (not created yet); refuses to overwrite without --force."""
     if args.out is not None:
-        path = Path(args.out)
-        if path.exists() and not path.is_dir():
-            raise _CliError(f"{path} exists and is not a directory; choose another --out")
+        path = _check_out(args.out)
         if (path / "result.json").exists() and not args.force:
             raise _CliError(f"{path} already holds a run; choose another --out or pass --force")
         return path

@@ -8,8 +8,12 @@ the sum unless ``--no-dp``. Per round it prints accuracy, epsilon spent, bytes a
 secure aggregation; at the end it compares with plaintext FedAvg on the same split and says where
 the run directory is. It first self-tests the cryptographic primitives (one line; ``--selftest``
 prints every check and demonstrates one SecAgg+ round from the bytes the server received).
+``--seed S`` makes a run reproducible exactly (keys, masks, noise, dropouts, training order), says
+so on stderr and records ``seeded`` and the seed in the run directory: NOT private. Under SecAgg
+or SecAgg+ in curious mode the output and ``comparison.json`` say what that mode gives up.
 
-Exit codes: 0 success, 1 a self-test check failed, 2 bad arguments or a missing dependency.
+Exit codes: 0 success, 1 a self-test check failed, 2 bad arguments, a missing dependency or a
+``--selftest`` round over its limits, 4 an internal error.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,15 +34,21 @@ from secureagg.aggregators import make_aggregator
 from secureagg.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
+    _check_out,
     _CliError,
     _error_bound,
     _run_dir,
+    _warn,
     _write_json,
     _write_transcript,
+    seeded_warning,
+    threat_model_note,
 )
+from secureagg.cli.estimate import estimate_round, limits_from_args
 from secureagg.crypto import labels, prg
+from secureagg.errors import ConfigurationError
 from secureagg.selftest import run_selftest
-from secureagg.transport import simulate
+from secureagg.transport import SeededRunWarning, derive_sim_seed, simulate
 from secureagg.transport.codec import decode
 
 __all__ = ["cmd_demo"]
@@ -49,11 +61,41 @@ def _chi_square_top_byte(values: np.ndarray[Any, Any]) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
-def _secagg_round(args: argparse.Namespace) -> bool:
+def _selftest_aggregator(args: argparse.Namespace) -> Any:
+    """The SecAgg+ aggregator of ``--selftest``, refused before anything runs if the round
+    cannot fit the memory and time limits."""
+    problems: list[str] = []
+    if args.dim < 1:
+        problems.append(f"--dim must be >= 1, got {args.dim}")
+    limits = limits_from_args(args, problems)
+    if problems:
+        raise ConfigurationError(problems)
+    try:
+        agg = make_aggregator(
+            "secagg+", num_clients=args.clients, clip=1.0, threat=args.threat or "curious"
+        )
+    except ArithmeticError as exc:
+        raise _CliError(
+            f"cannot choose secagg+ parameters for {args.clients} clients ({exc}); try fewer "
+            "--clients"
+        ) from None
+    dropped = min(len(agg.dropout_stages), args.clients // 5)
+    estimate = estimate_round(
+        agg.parameters(), num_clients=args.clients, dim=args.dim, dropout=dropped / args.clients
+    )
+    too_big = limits.problems(estimate, lower="--dim or --clients")
+    if too_big:
+        raise ConfigurationError(too_big)
+    return agg
+
+
+def _secagg_round(args: argparse.Namespace, agg: Any) -> bool:
     n, d = args.clients, args.dim
-    agg = make_aggregator("secagg+", num_clients=n, clip=1.0, threat=args.threat)
     p = agg.parameters()
     print(f"\nSecAgg+ round: {n} clients, {d} values each, threat model '{p['threat']}'")
+    note = threat_model_note(p)
+    if note is not None:
+        print(f"  WARNING: {note}")
     print(
         f"  parameters chosen: degree k={p['degree']}, threshold t={p['threshold']}, "
         f"{p['bits']}-bit masks, clip {p['clip']}"
@@ -63,14 +105,21 @@ def _secagg_round(args: argparse.Namespace) -> bool:
         f"round failure probability {p['failure_probability']:.1e} at 10% dropout"
     )
 
-    stream = prg.Keystream(prg.random_seed(), label=labels.SIM_DRIVER, context=b"demo/data")
+    master = (
+        prg.random_seed() if args.seed is None else derive_sim_seed(args.seed, context=b"demo")
+    )
+    stream = prg.Keystream(master, label=labels.SIM_DRIVER, context=b"demo/data")
     data = (stream.uniform(n * d).reshape(n, d) * 1.6 - 0.8).astype(np.float32)
     data[0, :] = 0.5  # client 0 sends a constant vector: any leak would be obvious
     stages = list(agg.dropout_stages)
     dropouts = {n - 1 - i: stages[i % len(stages)] for i in range(min(len(stages), n // 5))}
     print("  dropouts: " + ", ".join(f"client {c} silent from '{s}'" for c, s in dropouts.items()))
 
-    res = simulate(agg, [[row] for row in data], dropouts=dropouts, keep_raw=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeededRunWarning)  # said once, on stderr, by cmd_demo
+        res = simulate(
+            agg, [[row] for row in data], dropouts=dropouts, keep_raw=True, seed=args.seed
+        )
     raw = res.raw_uplink or []
     masked = [
         (e.sender, raw[i]) for i, e in enumerate(res.transcript) if e.kind == "secagg/masked-input"
@@ -117,9 +166,12 @@ def _secagg_round(args: argparse.Namespace) -> bool:
             "protocol": "secagg+",
             "clients": n,
             "dim": d,
-            "threat": args.threat,
+            "threat": p["threat"],
+            "seeded": args.seed is not None,
+            "seed": args.seed,
             "dropouts": {str(k): v for k, v in dropouts.items()},
             "parameters": p,
+            "threat_model_note": note,
             "secureagg_version": secureagg.__version__,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -134,7 +186,8 @@ def _secagg_round(args: argparse.Namespace) -> bool:
             "error_bound": bound,
             "within_bound": error <= bound,
             "masked_input_chi_square": chi2,
-            "seeded": False,
+            "seeded": res.seeded,
+            "seed": args.seed,
             "metrics": res.metrics,
         },
     )
@@ -157,10 +210,13 @@ def _cmd_selftest(args: argparse.Namespace) -> int:
     """``secureagg demo --selftest``: every check, then one SecAgg+ round explained."""
     if args.clients is None:
         args.clients = 20
+    if args.dim is None:
+        args.dim = 10000
+    agg = _selftest_aggregator(args)
     print(f"secureagg {secureagg.__version__}: self-test of the cryptographic building blocks")
     results = run_selftest(out=print)
     failed = [r.name for r in results if not r.ok]
-    if not _secagg_round(args):
+    if not _secagg_round(args, agg):
         failed.append("secagg+ round")
     if failed:
         print(f"FAILED: {', '.join(failed)}")
@@ -238,7 +294,11 @@ def _summary(history: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_seconds": sum(
             float((e.get("seconds") or {}).get("round_wall", 0.0)) for e in history
         ),
-        "clipped": sum(int((e.get("clipped") or {}).get("total", 0)) for e in history),
+        "clipped": (
+            "withheld (user-level DP: clip counts of un-noised updates are not recorded)"
+            if any("withheld" in (e.get("clipped") or {}) for e in history)
+            else sum(int((e.get("clipped") or {}).get("total", 0)) for e in history)
+        ),
     }
 
 
@@ -253,8 +313,51 @@ def _workers(value: Any) -> Any:
         raise _CliError(f"--workers must be an integer >= 1 or 'auto', got {value!r}") from None
 
 
+def _mode_problems(args: argparse.Namespace) -> list[str]:
+    """Options that do not apply to the chosen mode, or that are invalid in every mode: refused
+    before anything runs rather than silently ignored."""
+    split = getattr(args, "mode", "fl") == "split"
+    problems = []
+    if args.seed is not None and args.seed < 0:
+        problems.append(f"--seed must be a non-negative integer, got {args.seed}")
+    if split:
+        if args.seed is not None:
+            problems.append(
+                "--seed is not supported by 'secureagg demo split' yet (its data split and "
+                "initial models are fixed, its noise is fresh); leave --seed out"
+            )
+        if args.selftest:
+            problems.append("--selftest does not combine with 'split'")
+        if args.threat is not None:
+            problems.append("--threat applies to the federated demo and --selftest, not 'split'")
+        if not (math.isfinite(args.epsilon) and args.epsilon > 0):
+            problems.append(f"--epsilon must be a positive number, got {args.epsilon}")
+    elif args.quick:
+        problems.append("--quick applies only to 'secureagg demo split'")
+    if not args.selftest or split:
+        given = [
+            option
+            for option, value in (
+                ("--dim", args.dim),
+                ("--max-memory", args.max_memory),
+                ("--max-seconds", args.max_seconds),
+            )
+            if value is not None
+        ]
+        if given:
+            problems.append(f"{', '.join(given)} only apply with --selftest")
+    return problems
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Federated learning on digits with secure aggregation (and DP); ``--selftest`` for crypto."""
+    problems = _mode_problems(args)
+    if problems:
+        raise ConfigurationError(problems)
+    if args.out is not None:
+        _check_out(args.out)
+    if args.seed is not None:
+        _warn(seeded_warning(args.seed))
     if getattr(args, "mode", "fl") == "split":
         from secureagg.cli.split_demo import cmd_demo_split
 
@@ -293,6 +396,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         epsilon=None if args.no_dp else args.epsilon,
         user_noise=args.user_noise,
         workers=_workers(args.workers),
+        run_seed=args.seed,
+        threat=args.threat,
     )
     problems = settings.problems()
     if problems:
@@ -312,7 +417,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + (f"; {settings.workers} training processes" if settings.workers not in (None, 1) else "")
     )
     dp = settings.dp()
-    say(f"  aggregation: {settings.protocol}, dropout {settings.dropout:.0%}")
+    say(
+        f"  aggregation: {settings.protocol}"
+        + (f" ({settings.threat} server)" if settings.threat is not None else "")
+        + f", dropout {settings.dropout:.0%}"
+    )
+    note = (
+        threat_model_note({"protocol": settings.protocol, "threat": settings.threat or "curious"})
+    )
+    if note is not None:
+        say(f"  WARNING: {note}")
+    if settings.run_seed is not None:
+        say(f"  WARNING: seeded run (seed {settings.run_seed}): reproducible, NOT private")
     if dp is None:
         say("  privacy: no differential privacy (--no-dp)")
     else:
@@ -329,20 +445,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
     run_dir = _run_dir(args.out, "demo")
     say(f"\n{settings.protocol} FedAvg, {settings.rounds} rounds:")
-    run = run_demo(
-        settings, task, run_dir=run_dir, progress=not quiet, round_summary=_round_line
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeededRunWarning)  # said once, on stderr, above
+        run = run_demo(
+            settings, task, run_dir=run_dir, progress=not quiet, round_summary=_round_line
+        )
     secure = _summary(run.history)
     report: dict[str, Any] = {"protocol": settings.protocol, "dp": settings.epsilon is not None,
-                              "run_dir": str(run_dir), **secure}
+                              "run_dir": str(run_dir), "seeded": settings.run_seed is not None,
+                              "seed": settings.run_seed, "threat_model_note": note, **secure}
     if not args.no_baseline and settings.protocol != "plain":
         base_settings = baseline_settings(settings)
         say(f"\nplaintext FedAvg on the same split (no secure aggregation, no DP), "
             f"{settings.rounds} rounds ...")
-        baseline = run_demo(
-            base_settings, task, run_dir=run_dir / "baseline-plain", progress=not quiet,
-            round_summary=lambda entry, total: "",
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SeededRunWarning)
+            baseline = run_demo(
+                base_settings, task, run_dir=run_dir / "baseline-plain", progress=not quiet,
+                round_summary=lambda entry, total: "",
+            )
         base = _summary(baseline.history)
         report["baseline"] = base
         if secure["final_accuracy"] is not None and base["final_accuracy"] is not None:
@@ -360,7 +481,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{_pct(secure['final_accuracy']).strip()} after {secure['rounds']} rounds "
           f"(best {_pct(secure['best_accuracy']).strip()})"
           + (f", ε = {secure['epsilon']:.2f} per client at δ = {secure['delta']} (DP-SGD, "
-             "records)" if secure["epsilon"] is not None else ""))
+             "records)" if secure["epsilon"] is not None else "")
+          + (f"; SEEDED (seed {settings.run_seed}): reproducible, NOT private"
+             if settings.run_seed is not None else ""))
     if secure.get("user_epsilon") is not None:
         print(f"user-level ε of the released sums (distributed DP, whole clients): "
               f"{secure['user_epsilon']:,.0f} - no meaningful guarantee with {settings.clients} "

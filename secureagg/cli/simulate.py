@@ -20,14 +20,19 @@ from secureagg.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
     _choose_run_dir,
+    _CliError,
     _clip_of,
     _err,
     _error_bound,
     _one_line,
     _stage_table,
+    _warn,
     _write_json,
     _write_transcript,
+    seeded_warning,
+    threat_model_note,
 )
+from secureagg.cli.estimate import estimate_round, limits_from_args
 from secureagg.crypto import labels, prg
 from secureagg.errors import ConfigurationError, InsufficientSurvivors
 from secureagg.protocols.base import RoundFactory
@@ -54,6 +59,21 @@ def _choose_dropouts(
     return {cid: stages[stream.below(len(stages))] for cid in sorted(ids[:count])}
 
 
+def _make_aggregator(args: argparse.Namespace) -> RoundFactory:
+    kwargs: dict[str, Any] = {"num_clients": args.clients}
+    if args.clip is not None:
+        kwargs["clip"] = args.clip
+    if args.threat is not None:
+        kwargs["threat"] = args.threat
+    try:
+        return make_aggregator(args.protocol, **kwargs)
+    except ArithmeticError as exc:  # a parameter search that overflows: refuse, do not crash
+        raise _CliError(
+            f"cannot choose {args.protocol} parameters for {args.clients} clients "
+            f"({type(exc).__name__}: {_one_line(exc)}); try fewer --clients"
+        ) from None
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     problems = []
     if args.clients < 1:
@@ -66,22 +86,31 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         problems.append(f"--clip must be a positive number or 'none', got {args.clip}")
     if args.seed is not None and args.seed < 0:
         problems.append(f"--seed must be a non-negative integer, got {args.seed}")
+    limits = limits_from_args(args, problems)
     if problems:
         raise ConfigurationError(problems)
 
-    kwargs: dict[str, Any] = {"num_clients": args.clients}
-    if args.clip is not None:
-        kwargs["clip"] = args.clip
-    if args.threat is not None:
-        kwargs["threat"] = args.threat
-    agg = make_aggregator(args.protocol, **kwargs)
+    agg = _make_aggregator(args)
     parameters = agg.parameters()
+    # Refuse, before anything is allocated, what cannot fit (issue 11: --dim 10^10 allocated
+    # until numpy raised).
+    estimate = estimate_round(
+        parameters, num_clients=args.clients, dim=args.dim, dropout=args.dropout
+    )
+    too_big = limits.problems(estimate, lower="--dim or --clients")
+    if too_big:
+        raise ConfigurationError(too_big)
+    run_dir = _choose_run_dir(args)
+    if args.seed is not None:
+        _warn(seeded_warning(args.seed))  # on stderr, whatever the output mode
 
     master = (
         derive_sim_seed(args.seed, context=b"cli") if args.seed is not None else prg.random_seed()
     )
     data_stream = prg.Keystream(master, label=labels.SIM_DRIVER, context=b"cli/data")
-    data = data_stream.uniform(args.clients * args.dim).reshape(args.clients, args.dim) * 2 - 1
+    data = data_stream.uniform(args.clients * args.dim).reshape(args.clients, args.dim)
+    data *= 2
+    data -= 1
     drop_stream = prg.Keystream(master, label=labels.SIM_DRIVER, context=b"cli/dropouts")
     dropouts = _choose_dropouts(
         drop_stream,
@@ -89,7 +118,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         fraction=args.dropout,
         stages=tuple(agg.dropout_stages),
     )
-    run_dir = _choose_run_dir(args)
     config = {
         "command": "simulate",
         "argv": list(args.argv),
@@ -100,8 +128,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         "threat": args.threat,
         "clip": args.clip,
         "seed": args.seed,
+        "seeded": args.seed is not None,
         "dropouts": {str(k): v for k, v in dropouts.items()},
         "parameters": parameters,
+        "threat_model_note": threat_model_note(parameters),
+        "estimate": estimate.to_dict(),
+        "limits": limits.to_dict(),
         "secureagg_version": secureagg.__version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -157,7 +189,7 @@ def _summarise(
     clip = _clip_of(agg, args.clip)
     contributions = data[survivors] if survivors else np.zeros((0, args.dim))
     if clip is not None:
-        contributions = np.clip(contributions, -clip, clip)
+        np.clip(contributions, -clip, clip, out=contributions)  # a copy already: no second one
     reference = contributions.sum(axis=0) if survivors else np.zeros(args.dim)
     error = float(np.max(np.abs(res.aggregate[0] - reference))) if args.dim else 0.0
     bound = _error_bound(agg, len(survivors))
@@ -190,17 +222,27 @@ def _summarise(
         "dim": args.dim,
         "dropouts": {str(k): v for k, v in dropouts.items()},
         "run_dir": str(run_dir),
+        "threat_model_note": threat_model_note(res.parameters),
         **result,
     }
     secure = res.parameters.get("secure", True)
-    shown = ", ".join(f"{k}={v}" for k, v in res.parameters.items() if k != "protocol")
+    shown = ", ".join(
+        f"{k}={v}"
+        for k, v in res.parameters.items()
+        if k not in ("protocol", "threat_model_note")
+    )
     lines = [
         f"protocol: {args.protocol}"
         + ("  (INSECURE baseline: the server sees every update)" if secure is False else ""),
         f"parameters: {shown}",
     ]
+    note = threat_model_note(res.parameters)
+    if note is not None:
+        lines.append(f"WARNING: {note}")
     if res.seeded:
-        lines.append("WARNING: seeded run - keys, masks and data are reproducible, NOT secret")
+        lines.append(
+            "WARNING: seeded run - keys, masks and data are reproducible, NOT secret, NOT private"
+        )
     lines += [
         f"clients: {args.clients}, dim: {args.dim}, dropped: "
         + (", ".join(f"{k}@{v}" for k, v in dropouts.items()) or "none"),

@@ -5,7 +5,9 @@ Everything here is ordinary user code - a model, a ``train(model, loader, optimi
 :class:`~secureagg.fl.FederatedRun`, exactly as ``docs/federated.md`` shows. The data split
 (Dirichlet label skew), the model initialisation and the local data order are seeded
 (``DemoSettings.seed``) so that the secure run and the plaintext baseline see the same split and
-start from the same model; keys, masks and noise are never seeded.
+start from the same model; keys, masks, noise and dropouts are fresh in every run. Only
+``DemoSettings.run_seed`` (``secureagg demo --seed``) seeds them too, for a run that can be
+replayed exactly: the run is then flagged ``seeded`` in its run directory and is NOT private.
 
 >>> DemoSettings().protocol, DemoSettings().clients, DemoSettings().rounds
 ('secagg+', 10, 20)
@@ -70,9 +72,24 @@ class DemoSettings:
     dp_server_lr: float = 3.0
     dp_decay: tuple[float, float] = (0.7, 0.85)
     workers: Workers = None
+    #: seeds everything else too (keys, masks, noise, sampling, dropouts): reproducible, NOT secret
+    run_seed: int | None = None
+    #: server threat model of secagg/secagg+ (None: the aggregator's default, curious)
+    threat: str | None = None
 
     def problems(self) -> list[str]:
         out = []
+        if self.run_seed is not None and (
+            not isinstance(self.run_seed, int) or isinstance(self.run_seed, bool)
+            or self.run_seed < 0
+        ):
+            out.append(f"--seed must be a non-negative integer, got {self.run_seed}")
+        if self.threat is not None and self.threat not in ("curious", "malicious"):
+            out.append(f"--threat must be 'curious' or 'malicious', got {self.threat!r}")
+        elif self.threat is not None and self.protocol not in ("secagg", "secagg+"):
+            out.append(
+                f"--threat applies to secagg and secagg+ only, not to {self.protocol!r}"
+            )
         if not 2 <= self.clients <= 100:
             out.append(f"--clients must be in [2, 100], got {self.clients}")
         if not 1 <= self.rounds <= 1000:
@@ -230,8 +247,10 @@ def run_demo(
         failures=Failures(dropout_rate=settings.dropout),
         server_lr=settings.server_lr,
         server_lr_schedule=settings.server_lr_factor if settings.epsilon is not None else None,
+        aggregator_options={"threat": settings.threat} if settings.threat is not None else None,
         dp=settings.dp(),
         run_dir=run_dir,
+        seed=settings.run_seed,
         training_seed=settings.seed,
         progress=progress,
         round_summary=round_summary,
@@ -243,5 +262,6 @@ def run_demo(
 
 
 def baseline_settings(settings: DemoSettings) -> DemoSettings:
-    """Plaintext FedAvg on the same split, from the same model: no DP, no secure aggregation."""
-    return replace(settings, protocol="plain", epsilon=None)
+    """Plaintext FedAvg on the same split, from the same model: no DP, no secure aggregation
+    (seeded with ``run_seed`` too when the secure run is)."""
+    return replace(settings, protocol="plain", epsilon=None, threat=None)
