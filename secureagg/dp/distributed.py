@@ -296,7 +296,8 @@ def _calibrate(cfg: DistributedDP, n: int) -> DistributedPlan:
         c_scaled = cfg.l2_clip * scale
         l2 = rdp.rounded_l2_bound(c_scaled, d_pad, beta)
         l1 = rdp.rounded_l1_bound(l2, d_pad)
-        variance = (cfg.noise_multiplier * l2) ** 2 / provisioned
+        std = cfg.noise_multiplier * l2
+        variance = std * std / provisioned  # inf (not an OverflowError) for absurd noise
         linf = math.ceil(c_scaled)
         if cfg.rotation:
             linf = min(linf, math.ceil(c_scaled * spread) + 1)

@@ -286,3 +286,9 @@ def test_declared_client_sampling_is_carried_out_inside_secagg() -> None:
         assert set(included.tolist()) <= {0, 1}
         total += int(included.sum())
     assert 25 <= total <= 95  # Binomial(240, 0.25): mean 60, sd 6.7
+
+
+def test_an_absurd_noise_multiplier_is_a_configuration_error_not_an_overflow() -> None:
+    """`secureagg demo --user-noise 1e300` raised a bare OverflowError from the calibration."""
+    with pytest.raises(ConfigurationError, match="no scale fits"):
+        DistributedDP(l2_clip=1.0, noise_multiplier=1e300, dimension=10).plan(num_clients=10)

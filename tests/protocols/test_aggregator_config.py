@@ -182,3 +182,16 @@ def test_all_problems_are_reported_at_once():
     for needle in ("clip", "dropout_rate"):
         assert needle in text
     assert math.isfinite(len(problems)) and len(problems) >= 2
+
+
+@pytest.mark.parametrize(("protocol", "n", "threat"),
+                         [("secagg", 3000, "malicious"), ("secagg", 100_000, "curious"),
+                          ("secagg+", 100_000, "malicious")])
+def test_large_cohorts_choose_parameters_without_overflow(
+    protocol: str, n: int, threat: str
+) -> None:
+    """C(k, i) overflowed a float (raw OverflowError) from n = 3000 in malicious mode."""
+    agg = sa.make_aggregator(protocol, num_clients=n, clip=1.0, threat=threat)
+    p = agg.params
+    assert 2 <= p.threshold <= p.degree + 1
+    assert 0.0 <= p.failure_probability <= 1.0

@@ -7,6 +7,7 @@ session and round into every KDF context so that no key or mask is reused across
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Mapping
@@ -87,7 +88,7 @@ class RoundContext:
     @property
     def dimension(self) -> int:
         """Length of the masked vector: the flattened update, plus one slot for the weight."""
-        return int(sum(int(np.prod(s)) for s in self.shapes)) + (1 if self.weighted else 0)
+        return sum(math.prod(int(d) for d in s) for s in self.shapes) + (1 if self.weighted else 0)
 
     @property
     def dtype(self) -> np.dtype[np.unsignedinteger[npt.NBitBase]]:

@@ -75,22 +75,36 @@ class SecAggParams:
         return self.degree == self.num_clients - 1
 
 
+_EXACT_BINOMIAL = 1000  # up to this k, C(k, i) is an exact integer that fits a float
+
+
+def _pmf(k: int, p: float, i: int) -> float:
+    """P[Bin(k, p) = i]: exact coefficients for small ``k``, log space (lgamma) beyond, where
+    ``C(k, i)`` no longer fits a float (it overflowed at n = 3000 in malicious mode)."""
+    q = 1.0 - p
+    if k <= _EXACT_BINOMIAL:
+        return float(math.comb(k, i) * p**i * q ** (k - i))
+    if (p == 0.0 and i > 0) or (q == 0.0 and i < k):
+        return 0.0
+    log = math.lgamma(k + 1) - math.lgamma(i + 1) - math.lgamma(k - i + 1)
+    log += (i * math.log(p) if i else 0.0) + ((k - i) * math.log(q) if k - i else 0.0)
+    return math.exp(log)
+
+
 def binomial_cdf(k: int, p: float, x: int) -> float:
-    """P[Bin(k, p) <= x], exact summation (k up to a few thousand)."""
+    """P[Bin(k, p) <= x], by direct summation."""
     if x < 0:
         return 0.0
     if x >= k:
         return 1.0
-    q = 1.0 - p
-    return math.fsum(math.comb(k, i) * p**i * q ** (k - i) for i in range(x + 1))
+    return min(1.0, math.fsum(_pmf(k, p, i) for i in range(x + 1)))
 
 
 def _tail_above(k: int, p: float, x: int) -> float:
     """P[Bin(k, p) > x] computed directly (no cancellation for tiny tails)."""
     if x >= k:
         return 0.0
-    q = 1.0 - p
-    return math.fsum(math.comb(k, i) * p**i * q ** (k - i) for i in range(max(x + 1, 0), k + 1))
+    return min(1.0, math.fsum(_pmf(k, p, i) for i in range(max(x + 1, 0), k + 1)))
 
 
 def _corrupted_bound(n: int, k: int, corrupt_rate: float, *, complete: bool) -> tuple[int, float]:

@@ -13,6 +13,7 @@ driver records it and the sender is simply not counted for that stage (treated a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -388,7 +389,7 @@ class SecAggServer(ServerParty):
         flat = self.ctx.encoder.decode(vector)
         arrays, pos = [], 0
         for shape in self.ctx.shapes:
-            size = int(np.prod(shape))
+            size = math.prod(int(d) for d in shape)
             arrays.append(flat[pos : pos + size].reshape(shape))
             pos += size
         details: dict[str, Any] = {
