@@ -436,6 +436,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  privacy, per client (its records): DP-SGD, ε ≤ {settings.epsilon} at δ = "
             f"{settings.delta}, gradients clipped to {settings.max_grad_norm}"
         )
+        if not dp.public_schedule:
+            say(
+                "    (adjacency: add/remove one record; record counts are treated as public - "
+                "each client's sampling rate, σ and step count depend on its record count; "
+                "privacy_ledger.json, sample_level_scope, says what this ε covers)"
+            )
         if dp.distributed_noise_multiplier is not None:
             say(
                 f"  privacy, per client (all of it): distributed DP inside {settings.protocol}, "

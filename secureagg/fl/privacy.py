@@ -206,6 +206,13 @@ class FederatedDP:
         return self.max_epsilon if self.max_epsilon is not None else self.epsilon
 
 
+def torch_equal(a: Any, b: Any) -> bool:
+    """``torch.equal`` (torch is imported only once DP-SGD runs)."""
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 class _TaggedJsonLines:
     """Collects events, tagged with their level; :meth:`flush` appends them to the run's events
     file and fsyncs once (after each client's training and after each aggregation: an event
@@ -516,8 +523,33 @@ class PrivacyController:
             )
             self.sigmas[client] = run.noise_multiplier
             self.rates[client] = run.sample_rate
+            # What the DP optimizer left: the parameters after its last step (or as given). Any
+            # other change - the train function writing to the model, stepping another optimizer
+            # - is not covered by DP-SGD, so the update is then refused (nothing is sent).
+            params = list(model.parameters())
+            last = [p.detach().clone() for p in params]
+            dp_step = run.optimizer.step
+
+            def step(*args: Any, **kw: Any) -> Any:
+                out = dp_step(*args, **kw)
+                for saved, p in zip(last, params, strict=True):
+                    saved.copy_(p.detach())
+                return out
+
+            run.optimizer.step = step
 
             def finish() -> tuple[Any, Mapping[str, Any]]:
+                changed = [
+                    name for (name, p), saved in zip(model.named_parameters(), last, strict=True)
+                    if not torch_equal(p.detach(), saved)
+                ]
+                if changed:
+                    raise InvalidInputError(
+                        f"the model changed outside the DP optimizer's steps ({changed[:5]}): "
+                        "DP-SGD covers only what the optimizer passed to train does, so this "
+                        "client's update is not released. Change the model only through "
+                        "optimizer.step()"
+                    )
                 return model, {"noise_multiplier": run.noise_multiplier,
                                "sample_rate": run.sample_rate}
 
@@ -589,8 +621,9 @@ class PrivacyController:
                        "of DP-SGD steps", "which clients were sampled, dropped and survived in "
                        "each round", "rounds, local_epochs, δ"],
             "not_released": list(self.not_released),
-            "assumes": "the train function changes the model only through the optimizer it is "
-            "given (the DP optimizer); anything it writes to the model otherwise is not covered",
+            "enforced": "the parameters may change only through the DP optimizer's steps: a "
+            "client whose model changed otherwise (its train function writing to it, another "
+            "optimizer) sends nothing",
             "accountant": self.sample.method(scope="sample", party=next(
                 (party for scope, party in self.sample.streams() if scope == "sample"), None
             )),

@@ -247,3 +247,24 @@ def test_clip_counts_of_unnoised_updates_are_not_recorded_under_user_level_dp(
     entry = json.loads((tmp_path / "r" / "history.json").read_text())["rounds"][0]
     assert entry["status"] == "completed"
     assert set(entry["clipped"]) == {"withheld"}
+
+
+def test_a_model_changed_outside_the_dp_optimizer_is_not_released() -> None:
+    """DP-SGD covers only the DP optimizer's steps: a train function that also steps its own
+    (non-private) optimizer would release an update the accounting does not cover."""
+    def sneaky(model: Any, loader: Any, optimizer: Any) -> None:
+        train(model, loader, optimizer)
+        with torch.no_grad():  # writes the raw data's mean straight into a parameter
+            x = torch.cat([xb for xb, _ in loader])
+            next(iter(model.parameters()))[0].copy_(x.mean(dim=0))
+
+    model = make_model()
+    before = flat_params(model)
+    run = FederatedRun(model, train=sneaky, optimizer=sgd, client_loaders=make_loaders(2),
+                       aggregator="plain", rounds=1, dp=FederatedDP(noise_multiplier=1.0),
+                       seed=3, progress=False)
+    with pytest.raises(Exception, match="every sampled client"):
+        run.run()
+    np.testing.assert_array_equal(flat_params(model), before)
+    failures = run.history[-1]["client_failures"]
+    assert len(failures) == 2 and all("outside" in f["error"] for f in failures)
