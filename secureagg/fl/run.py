@@ -18,7 +18,9 @@ Invariants: an aborted round (too few survivors, a protocol error, an aggregate 
 finite) leaves the global model exactly as it was and is recorded; a client failure (its
 ``train`` raised, its loader is empty, it changed the architecture, its update holds NaN/Inf) is
 recorded and that client sends nothing; nothing is half-applied. FedAvg weights are the clients'
-example counts (integers, ``max_weight`` = the largest), or 1 each with ``weighting="uniform"``.
+example counts (integers, ``max_weight`` = the largest), or 1 each with ``weighting="uniform"``
+(what ``"auto"`` picks under user-level DP or a public DP-SGD schedule, where example counts
+would be released outside the accounting).
 
 Clipping. Updates are clipped per value to ``[-clip, clip]`` by the aggregator (the bound that
 SecAgg's fixed-point encoding needs); ``DEFAULT_CLIP = 1.0`` suits model deltas of a few local
