@@ -43,6 +43,18 @@ def train(model: Any, loader: Any) -> None:
         opt.step()
 
 
+def dp_train(model: Any, loader: Any, optimizer: Any) -> None:
+    """The same loop, stepping the optimizer it is given (DP-SGD wraps it)."""
+    for x, y in loader:
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def sgd(params: Any) -> Any:
+    return torch.optim.SGD(params, lr=0.1)
+
+
 def make_evaluate(loaders: list[Any]) -> Callable[[Any], Mapping[str, float]]:
     xs = torch.cat([loader.dataset.tensors[0] for loader in loaders])
     ys = torch.cat([loader.dataset.tensors[1] for loader in loaders])

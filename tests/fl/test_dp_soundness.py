@@ -16,23 +16,19 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("opacus")
 from secureagg.dp import PrivacyAccountant  # noqa: E402
 from secureagg.fl import FederatedDP, FederatedRun  # noqa: E402
-from tests.fl.conftest import FEATURES, flat_params, make_loaders, make_model  # noqa: E402
+from tests.fl.conftest import (  # noqa: E402
+    FEATURES,
+    flat_params,
+    make_loaders,
+    make_model,
+    sgd,
+)
+from tests.fl.conftest import dp_train as train  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::secureagg.transport.SeededRunWarning"),
     pytest.mark.filterwarnings("ignore::UserWarning"),  # seeded DP noise warns, on purpose
 ]
-
-
-def train(model: Any, loader: Any, optimizer: Any) -> None:
-    for x, y in loader:
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-
-def sgd(params: Any) -> Any:
-    return torch.optim.SGD(params, lr=0.1)
 
 
 class RunningMean(torch.nn.Module):

@@ -26,24 +26,20 @@ from secureagg.fl.pool import (  # noqa: E402
     default_start_method,
     resolve_workers,
 )
-from tests.fl.conftest import flat_params, make_loaders, make_model, train  # noqa: E402
+from tests.fl.conftest import (  # noqa: E402
+    dp_train,
+    flat_params,
+    make_loaders,
+    make_model,
+    sgd,
+    train,
+)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::secureagg.transport.SeededRunWarning"),
     pytest.mark.filterwarnings("ignore:seeded DP noise:UserWarning"),
     pytest.mark.skipif(default_start_method() != "fork", reason="fork start method (Linux)"),
 ]
-
-
-def dp_train(model: Any, loader: Any, optimizer: Any) -> None:
-    for x, y in loader:
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-
-def sgd(params: Any) -> Any:
-    return torch.optim.SGD(params, lr=0.1)
 
 
 def run(workers: Any, trainer: Any = train, *, rounds: int = 2, **kwargs: Any) -> FederatedRun:
