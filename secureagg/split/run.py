@@ -35,9 +35,12 @@ from typing import Any
 import numpy as np
 
 from secureagg.aggregators import make_aggregator
+from secureagg.aggregators.dp import with_central_dp
+from secureagg.dp import CentralDP, PrivacyAccountant
 from secureagg.dp._torch import require_torch
+from secureagg.dp.events import DistributedNoiseRound, GaussianSteps, MechanismConfigured
 from secureagg.errors import ConfigurationError, InvalidInputError
-from secureagg.protocols.base import Message
+from secureagg.protocols.base import Message, RoundFactory
 from secureagg.split.model import split_sequential
 from secureagg.split.parties import GradientProtection, SplitClient, SplitServer
 from secureagg.split.protections import ActivationDP, NoPeek
@@ -182,6 +185,9 @@ class SplitLearning:
         self.aggregator = aggregator if len(self.loaders) > 1 else None
         self.aggregator_options = dict(aggregator_options or {})
         self.clip = clip
+        #: SplitFed's aggregator, built once (bad options fail here, before any training), and
+        #: the user-level accountant of its DP across every epoch's average (None without DP)
+        self._agg, self.aggregation_privacy = self._build_aggregator()
         self.evaluate = evaluate
         self.session_id = session_id or os.urandom(16)
         self.transcript: list[TranscriptEntry] = []
@@ -208,6 +214,30 @@ class SplitLearning:
         self.clients = [self._make_client(c, self._client_parts) for c in range(len(self.loaders))]
 
     # ---------------------------------------------------------------------------------- set-up
+
+    def _build_aggregator(self) -> tuple[RoundFactory | None, PrivacyAccountant | None]:
+        """SplitFed's aggregator: ``make_aggregator(aggregator, **aggregator_options)``, with
+        ``distributed_dp=`` (noise inside SecAgg) or ``central_dp=`` (a :class:`CentralDP`,
+        trusted server) accounted by one accountant over all epochs."""
+        if self.aggregator is None:
+            return None, None
+        options = dict(self.aggregator_options)
+        central = options.pop("central_dp", None)
+        privacy: PrivacyAccountant | None = None
+        if options.get("distributed_dp") is not None:
+            given = options.setdefault("privacy", PrivacyAccountant())
+            privacy = given if isinstance(given, PrivacyAccountant) else None
+        else:
+            options.setdefault("clip", self.clip)
+        agg = make_aggregator(self.aggregator, num_clients=len(self.loaders), **options)
+        if central is not None:
+            if not isinstance(central, CentralDP):
+                raise ConfigurationError(
+                    f"central_dp must be a secureagg.dp.CentralDP, got {type(central).__name__}"
+                )
+            privacy = PrivacyAccountant()
+            agg = with_central_dp(agg, central, privacy=privacy)
+        return agg, privacy
 
     def _setting(self) -> SplitSetting:
         """The channels this run opens (for the privacy scope of every ε it reports)."""
@@ -345,9 +375,10 @@ class SplitLearning:
         for modules in copies:
             flat = torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
             updates.append([flat.double().numpy() - flat_global])
-        options = {"num_clients": len(copies), "clip": self.clip, **self.aggregator_options}
+        if self._agg is None:  # pragma: no cover - built whenever self.aggregator is set
+            raise ConfigurationError("no aggregator")
         t = time.perf_counter()
-        res = simulate(make_aggregator(self.aggregator, **options), updates)
+        res = simulate(self._agg, updates, round_id=len(self.history))
         self.stats.aggregation_seconds += time.perf_counter() - t
         self.stats.aggregation_bytes += sum(e.size for e in res.transcript)
         self.transcript.extend(res.transcript)
@@ -412,10 +443,11 @@ class SplitLearning:
         the clients' records reach the server or each other (:mod:`secureagg.split.scope`).
         """
         dps = [dp for dp in self._dp if dp is not None]
+        averaged = self._aggregation_claim()
         if not dps:
             scope = privacy_scope(self.setting, covered=None)
             return {"epsilon": None, "delta": None, "per_client": [], "scope": scope,
-                    "summary": scope["summary"]}
+                    "summary": scope["summary"], "averaged_client_parts": averaged}
         worst = max(dps, key=lambda dp: dp.epsilon)
         scope = worst.privacy_scope()
         return {
@@ -426,6 +458,26 @@ class SplitLearning:
             ],
             "scope": scope,
             "summary": scope["summary"],
+            "averaged_client_parts": averaged,
+        }
+
+    def _aggregation_claim(self) -> dict[str, Any] | None:
+        """The user-level ε of the SplitFed averages (their own mechanism), or None."""
+        acc = self.aggregation_privacy
+        if acc is None:
+            return None
+        mechanism = next(
+            (e.mechanism for e in acc.events if isinstance(e, MechanismConfigured)), None
+        )
+        rounds = sum(1 for e in acc.events if isinstance(e, DistributedNoiseRound | GaussianSteps))
+        return {
+            "epsilon": acc.epsilon(scope="user", party=None),
+            "delta": acc.delta,
+            "mechanism": mechanism,
+            "rounds": rounds,
+            "adjacency": "one client's whole client-part update in every average replaced by "
+            "zero (user level)",
+            "method": acc.method(scope="user", party=None),
         }
 
     def report(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -353,3 +354,36 @@ def test_a_label_protection_that_returns_garbage_is_refused_without_applying() -
             server.receive(client.forward(torch.randn(8, 6), example_ids=torch.arange(8)))
         check_unchanged(net, before)
         assert server.steps_done == 0
+
+
+def test_splitfed_with_distributed_dp_accounts_the_averaged_parts_across_epochs() -> None:
+    """The scope says the averaged client parts are protected by the aggregator's own ε: that ε
+    must be accounted over every epoch's average and reported, not lost in a fresh accountant
+    per average."""
+    from secureagg.dp import DistributedDP
+
+    net = make_net()
+    parts_size = sum(p.numel() for i in (0, 1, 4) for p in net[i].parameters())
+    loaders = [DataLoader(make_data(seed=s), batch_size=8) for s in range(3)]
+    sl = SplitLearning(
+        net, cuts=[2, 4], clients=loaders, optimizer=sgd, aggregator="secagg",
+        aggregator_options={"dropout_rate": 0.0, "corrupt_rate": 0.0,
+                            "distributed_dp": DistributedDP(l2_clip=1.0, noise_multiplier=1.0,
+                                                            dimension=parts_size)},
+    )
+    sl.fit(epochs=1)
+    one = sl.privacy()["averaged_client_parts"]
+    sl.fit(epochs=1)
+    two = sl.privacy()["averaged_client_parts"]
+    assert one["mechanism"] == "distributed-skellam" and one["rounds"] == 1
+    assert two["rounds"] == 2 and 0 < one["epsilon"] < two["epsilon"] < math.inf
+    scope = sl.privacy()["scope"]
+    assert "averaged_client_parts" in {c["channel"] for c in scope["protected_otherwise"]}
+
+
+def test_splitfed_refuses_bad_aggregator_options_before_training() -> None:
+    net = make_net()
+    loaders = [DataLoader(make_data(seed=s), batch_size=8) for s in range(2)]
+    with pytest.raises(ConfigurationError, match="degre"):
+        SplitLearning(net, cuts=[2, 4], clients=loaders, optimizer=sgd, aggregator="secagg+",
+                      aggregator_options={"degre": 3})

@@ -121,7 +121,8 @@ def test_splitfed_with_a_dp_aggregator_moves_the_parts_to_protected_otherwise() 
     sl = SplitLearning(
         net, cuts=[2, 4], clients=loaders(2),
         optimizer=lambda p: torch.optim.SGD(p, lr=0.1), activation_dp=dp_factory,
-        aggregator="secagg", aggregator_options={"distributed_dp": ddp},
+        aggregator="secagg",
+        aggregator_options={"distributed_dp": ddp, "dropout_rate": 0.0, "corrupt_rate": 0.0},
     )
     scope = sl.privacy()["scope"]
     assert "averaged_client_parts" not in channels(scope, "epsilon_does_not_cover")
