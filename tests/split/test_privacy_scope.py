@@ -119,7 +119,7 @@ def test_splitfed_with_a_dp_aggregator_moves_the_parts_to_protected_otherwise() 
     dim = sum(p.numel() for i in (0, 4) for p in net[i].parameters())  # bottom + head
     ddp = DistributedDP(l2_clip=1.0, noise_multiplier=1.0, dimension=dim)
     sl = SplitLearning(
-        net, cuts=[2, 4], clients=loaders(2),
+        net, cuts=[2, 4], clients=loaders(3),
         optimizer=lambda p: torch.optim.SGD(p, lr=0.1), activation_dp=dp_factory,
         aggregator="secagg",
         aggregator_options={"distributed_dp": ddp, "dropout_rate": 0.0, "corrupt_rate": 0.0},
