@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -55,14 +54,9 @@ from secureagg.protocols.he_round import (
 )
 from secureagg.protocols.paillier import PaillierScheme
 from secureagg.protocols.paillier.scheme import QUANT_BITS
+from secureagg.validation import is_positive_real
 
 __all__ = ["PaillierAggregator"]
-
-
-def _is_positive_real(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        return False
-    return math.isfinite(float(value)) and float(value) > 0
 
 
 class PaillierAggregator(RoundFactory):
@@ -90,7 +84,7 @@ class PaillierAggregator(RoundFactory):
                 "clip is required: Paillier quantises every value to [-clip, clip], e.g. "
                 "make_aggregator('paillier', num_clients=n, clip=1.0)"
             )
-        elif not _is_positive_real(clip):
+        elif not is_positive_real(clip):
             problems.append(
                 f"clip must be a finite real number > 0 (the bound on |value|), got {clip!r}"
             )

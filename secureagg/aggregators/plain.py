@@ -16,10 +16,8 @@ rounds or sessions refused, and ``InsufficientSurvivors`` below ``min_clients`` 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from secureagg.aggregators.registry import register
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.protocols.base import RoundFactory, RoundSetup
 from secureagg.protocols.plain import UPLOAD, PlainClient, PlainServer
+from secureagg.validation import is_positive_real
 
 __all__ = ["PlainAggregator"]
 
@@ -54,12 +53,7 @@ class PlainAggregator(RoundFactory):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             problems.append(f"num_clients must be a positive integer, got {n!r}")
         clip = self.clip
-        given_clip: object = clip
-        if given_clip is not None and (
-            isinstance(given_clip, bool)
-            or not isinstance(given_clip, Real)
-            or not (math.isfinite(float(given_clip)) and float(given_clip) > 0)
-        ):
+        if clip is not None and not is_positive_real(clip):
             problems.append(f"clip must be None or a positive finite number, got {clip!r}")
         m = self.min_clients
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:

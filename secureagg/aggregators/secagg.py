@@ -45,7 +45,6 @@ import inspect
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from numbers import Real
 from typing import Any, Literal
 
 import numpy as np
@@ -57,9 +56,10 @@ from secureagg.crypto.encoding import FixedPointEncoder
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import RoundFactory, RoundSetup
 from secureagg.protocols.secagg.client import IntegerNoise, SecAggClient
-from secureagg.protocols.secagg.context import Randomness, RoundContext, stages_for
+from secureagg.protocols.secagg.context import STAGES, Randomness, RoundContext
 from secureagg.protocols.secagg.params import SecAggParams, choose_parameters, validate_parameters
 from secureagg.protocols.secagg.server import SecAggServer
+from secureagg.validation import is_int, is_positive_real
 
 __all__ = ["CURIOUS_MODE_NOTE", "SecAggAggregator"]
 
@@ -68,18 +68,9 @@ __all__ = ["CURIOUS_MODE_NOTE", "SecAggAggregator"]
 CURIOUS_MODE_NOTE = (
     "curious mode trusts the server to follow the protocol: a server that deviates can recover "
     "one client's input exactly (it delivers the victim only some peers' shares, then declares "
-    "those peers dropped); threat='malicious' (signed keys and a consistency round) stops this"
+    "those peers dropped); threat='malicious' (signed keys and a consistency round) stops this. "
+    "See docs/secagg.md, 'What curious mode gives up'"
 )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_positive_real(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        return False
-    return math.isfinite(float(value)) and float(value) > 0
 
 
 class SecAggAggregator(RoundFactory):
@@ -111,11 +102,11 @@ class SecAggAggregator(RoundFactory):
                 "clip is required: the bound on |value| each client's update is "
                 "clipped to, e.g. make_aggregator('secagg+', num_clients=n, clip=1.0)"
             )
-        elif not _is_positive_real(clip):
+        elif not is_positive_real(clip):
             problems.append(
                 f"clip must be a finite real number > 0 (the bound on |value|), got {clip!r}"
             )
-        if not _is_int(max_weight) or max_weight < 1:
+        if not is_int(max_weight) or max_weight < 1:
             problems.append(f"max_weight must be an integer >= 1, got {max_weight!r}")
         given: dict[str, object] = {  # checked as what a caller may really pass
             "complete_graph": complete_graph,
@@ -132,7 +123,7 @@ class SecAggAggregator(RoundFactory):
         keys = given["identity_keys"]
         if keys is not None and not isinstance(keys, Mapping):
             problems.append(f"identity_keys must map client ids to SigningKey, got {type(keys)}")
-        if not _is_int(noise_headroom) or noise_headroom < 0:
+        if not is_int(noise_headroom) or noise_headroom < 0:
             problems.append(f"noise_headroom must be an integer >= 0, got {noise_headroom!r}")
         params = self._choose(
             num_clients=num_clients,
@@ -175,7 +166,7 @@ class SecAggAggregator(RoundFactory):
         self._identity_keys = dict(identity_keys) if identity_keys is not None else None
         #: The stages a client may drop at: this round's stage list (one declaration, in
         #: :data:`secureagg.protocols.secagg.context.STAGES`).
-        self.dropout_stages = stages_for(self.params.threat)
+        self.dropout_stages = STAGES[self.params.threat]
 
     @staticmethod
     def _choose(
@@ -191,6 +182,7 @@ class SecAggAggregator(RoundFactory):
         problems: list[str],
     ) -> SecAggParams | None:
         """The protocol parameters, or None with the problems appended (what the user passed)."""
+        derived = False  # the threshold came from the degree, not from the user
         try:
             if degree is None and threshold is None:
                 chosen = choose_parameters(
@@ -204,44 +196,35 @@ class SecAggAggregator(RoundFactory):
                     return chosen
                 degree, threshold = chosen.degree, chosen.threshold
             elif degree is None:
-                degree = (
-                    num_clients - 1
-                    if complete_graph
-                    else choose_parameters(
-                        num_clients=num_clients,
-                        dropout_rate=dropout_rate,
-                        corrupt_rate=corrupt_rate,
-                        threat=threat,
-                    ).degree
-                )
+                degree = num_clients - 1 if complete_graph else choose_parameters(
+                    num_clients=num_clients,
+                    dropout_rate=dropout_rate,
+                    corrupt_rate=corrupt_rate,
+                    threat=threat,
+                ).degree
             if complete_graph and degree != num_clients - 1:
                 problems.append(
                     f"'secagg' uses the complete graph: degree must be {num_clients - 1}, got "
                     f"{degree!r} (use 'secagg+' for a sparse graph)"
                 )
                 return None
-            derived = threshold is None
-            if derived:
-                threshold = max(2, degree // 2 + 1) if _is_int(degree) else 2
-            try:
-                return validate_parameters(
-                    num_clients=num_clients,
-                    degree=degree,
-                    threshold=threshold,  # type: ignore[arg-type]  # set just above
-                    min_survivors=min_survivors,
-                    dropout_rate=dropout_rate,
-                    corrupt_rate=corrupt_rate,
-                    threat=threat,
-                )
-            except ConfigurationError as exc:
-                note = " (the threshold was derived from the degree; pass threshold= to choose it)"
-                problems.extend(
-                    p + note if derived and p.startswith("threshold t=") else p
-                    for p in exc.problems
-                )
-                return None
+            if threshold is None:
+                derived = True
+                threshold = max(2, degree // 2 + 1) if is_int(degree) else 2
+            return validate_parameters(
+                num_clients=num_clients,
+                degree=degree,
+                threshold=threshold,
+                min_survivors=min_survivors,
+                dropout_rate=dropout_rate,
+                corrupt_rate=corrupt_rate,
+                threat=threat,
+            )
         except ConfigurationError as exc:
-            problems.extend(exc.problems)
+            note = " (the threshold was derived from the degree; pass threshold= to choose it)"
+            problems.extend(
+                p + note if derived and p.startswith("threshold t=") else p for p in exc.problems
+            )
             return None
 
     @property
@@ -407,8 +390,7 @@ def _factory_signature() -> inspect.Signature:
     return inspect.Signature([*own, *extra])
 
 
-_secagg.__signature__ = _factory_signature()  # type: ignore[attr-defined]
-_secagg_plus.__signature__ = _factory_signature()  # type: ignore[attr-defined]
+_secagg.__signature__ = _secagg_plus.__signature__ = _factory_signature()  # type: ignore[attr-defined]
 
 register("secagg", _secagg)
 register("secagg+", _secagg_plus)

@@ -16,6 +16,7 @@ from secureagg.cli.common import (
     _one_line,
     threat_model_note,
 )
+from secureagg.validation import is_int, is_real
 
 
 def _load_json(path: Path) -> Any:
@@ -58,10 +59,10 @@ def _load_transcript(path: Path) -> list[dict[str, Any]]:
             isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
         ):
             raise _CliError(f"{path}:{number}: sha256 is not 64 lowercase hex digits")
-        if not _is_int(entry["size"]) or entry["size"] < 0:
+        if not is_int(entry["size"]) or entry["size"] < 0:
             raise _CliError(f"{path}:{number}: size is not a non-negative integer")
         for key in ("sender", "recipient", "round_id"):
-            if not _is_int(entry[key]):
+            if not is_int(entry[key]):
                 raise _CliError(f"{path}:{number}: {key} is not an integer")
         for key in ("stage", "kind", "direction"):
             if not isinstance(entry[key], str):
@@ -70,21 +71,13 @@ def _load_transcript(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 _STAGE_KEYS = ("bytes_up", "bytes_down", "messages_up", "messages_down")
 
 
 def _structure_problems(config: dict[str, Any], result: dict[str, Any]) -> list[str]:
     """Every field the audit reads, checked for its type before anything is computed."""
     problems = []
-    if config.get("clients") is not None and not _is_int(config["clients"]):
+    if config.get("clients") is not None and not is_int(config["clients"]):
         problems.append("config.json: clients is not an integer")
     if config.get("parameters") is not None and not isinstance(config["parameters"], dict):
         problems.append("config.json: parameters is not an object")
@@ -97,7 +90,7 @@ def _structure_problems(config: dict[str, Any], result: dict[str, Any]) -> list[
         elif not all(k.lstrip("-").isdigit() and isinstance(v, str) for k, v in dropouts.items()):
             problems.append("config.json: dropouts must map client ids to stage names")
     survivors = result.get("survivors", [])
-    if not isinstance(survivors, list) or not all(_is_int(s) for s in survivors):
+    if not isinstance(survivors, list) or not all(is_int(s) for s in survivors):
         problems.append("result.json: survivors is not a list of client ids")
     if result.get("status") is not None and not isinstance(result["status"], str):
         problems.append("result.json: status is not a string")
@@ -110,7 +103,7 @@ def _structure_problems(config: dict[str, Any], result: dict[str, Any]) -> list[
     totals = metrics.get("totals")
     if totals is not None and (
         not isinstance(totals, dict)
-        or not all(_is_number(totals[k]) for k in ("bytes_up", "bytes_down", "messages_up")
+        or not all(is_real(totals[k]) for k in ("bytes_up", "bytes_down", "messages_up")
                    if k in totals)
     ):
         problems.append("result.json: metrics.totals is not an object of numbers")
@@ -120,7 +113,7 @@ def _structure_problems(config: dict[str, Any], result: dict[str, Any]) -> list[
             problems.append("result.json: metrics.stages is not an object of per-stage objects")
         else:
             for stage, row in stages.items():
-                bad = [k for k in _STAGE_KEYS if not _is_int(row.get(k))]
+                bad = [k for k in _STAGE_KEYS if not is_int(row.get(k))]
                 if bad:
                     problems.append(
                         f"result.json: metrics.stages.{stage}: {', '.join(bad)} not integers"

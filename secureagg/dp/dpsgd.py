@@ -41,10 +41,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from secureagg.crypto import labels, prg
-from secureagg.dp.accounting import ACCOUNTANTS, GDP_REFUSAL, PrivacyAccountant
+from secureagg.dp.accounting import PrivacyAccountant, accountant_problems
 from secureagg.dp.events import MechanismConfigured, SeededNoise
 from secureagg.dp.noise import CsprngGaussian
 from secureagg.errors import ConfigurationError, MissingDependencyError
+from secureagg.validation import is_int
 
 __all__ = ["PrivateTraining", "make_private"]
 
@@ -157,20 +158,11 @@ def make_private(
             problems.append(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             problems.append("target_epsilon needs epochs= (an integer >= 1) to calibrate σ")
-    if batches_per_epoch is not None and (
-        isinstance(batches_per_epoch, bool)
-        or not isinstance(batches_per_epoch, int)
-        or batches_per_epoch < 1
+    for name, count in (
+        ("batches_per_epoch", batches_per_epoch), ("expected_batch_size", expected_batch_size)
     ):
-        problems.append(f"batches_per_epoch must be an integer >= 1, got {batches_per_epoch!r}")
-    if expected_batch_size is not None and (
-        isinstance(expected_batch_size, bool)
-        or not isinstance(expected_batch_size, int)
-        or expected_batch_size < 1
-    ):
-        problems.append(
-            f"expected_batch_size must be an integer >= 1, got {expected_batch_size!r}"
-        )
+        if count is not None and not (is_int(count) and count >= 1):
+            problems.append(f"{name} must be an integer >= 1, got {count!r}")
     if not poisson_sampling:
         problems.append(
             "poisson_sampling=False is refused: the accountant analyses Poisson sampling; "
@@ -193,10 +185,8 @@ def make_private(
                     problems.append(f"{name}={value!r} conflicts with privacy.{name}={have!r}")
             if max_epsilon is not _UNSET and max_epsilon != privacy.max_epsilon:
                 problems.append("max_epsilon conflicts with privacy.max_epsilon; set it there")
-    elif accountant == "gdp":
-        problems.append(GDP_REFUSAL)
-    elif accountant is not None and accountant not in ACCOUNTANTS:
-        problems.append(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+    elif accountant is not None:
+        problems.extend(accountant_problems(accountant))
     if problems:
         raise ConfigurationError(problems)
 

@@ -34,7 +34,6 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,6 +43,7 @@ import numpy.typing as npt
 
 from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
+from secureagg.validation import is_real
 
 if TYPE_CHECKING:
     import torch
@@ -232,11 +232,7 @@ class StateCodec:
         step = self._flat_vector(delta, "flat update").astype(np.float64, copy=False)
         if not np.all(np.isfinite(step)):
             raise InvalidInputError("the update holds NaN or Inf; nothing was applied")
-        if (
-            isinstance(scale, bool)
-            or not isinstance(scale, int | float | np.integer | np.floating)
-            or not math.isfinite(scale)
-        ):
+        if not is_real(scale):
             raise InvalidInputError(f"scale must be a finite number, got {scale!r}")
         base = self.flatten(reference).astype(np.float64)
         base += scale * step

@@ -81,6 +81,7 @@ from secureagg.fl.rundir import HISTORY_FORMAT, RunDirectory
 from secureagg.fl.schedule import TRAIN_STAGE, Failures, RoundSchedule
 from secureagg.protocols.base import RoundFactory
 from secureagg.transport import SeededRunWarning, SimulationResult, simulate
+from secureagg.validation import is_int
 
 if TYPE_CHECKING:
     import torch
@@ -143,8 +144,8 @@ class FederatedRun:
     party's wire message is unpickled. A seeded run gives the same model with any ``workers``.
     ``torch_threads`` is torch's intra-op thread count while the run trains and evaluates (restored
     afterwards): 1 by default, because federated models are usually small and several threads per
-    client thrash on shared cores (the docs' digits example: 7.8 s on one thread, 52 s with torch's
-    default on 2 busy cores); ``None`` leaves torch's setting alone.
+    client thrash on shared cores (the docs' digits example: 5.2 s on one thread, 133 s with torch's
+    default threads, on 2 loaded cores); ``None`` leaves torch's setting alone.
     """
 
     def __init__(
@@ -184,10 +185,7 @@ class FederatedRun:
             weighting=weighting, dp=dp, optimizer=optimizer, training_seed=training_seed,
             clients_per_round=clients_per_round,
         )
-        if torch_threads is not None and (
-            isinstance(torch_threads, bool) or not isinstance(torch_threads, int)
-            or torch_threads < 1
-        ):
+        if torch_threads is not None and not (is_int(torch_threads) and torch_threads >= 1):
             problems.append(f"torch_threads must be None or an integer >= 1, got {torch_threads!r}")
         if problems:
             raise ConfigurationError(problems)
@@ -218,7 +216,10 @@ class FederatedRun:
         self.show_progress = bool(progress)
         self.round_summary = round_summary or records.format_round
         self.on_round = on_round
-        self.codec = StateCodec.from_model(model, buffers=checks.buffer_policy(model, buffers, dp))
+        self.codec = StateCodec.from_model(model, buffers=checks.buffer_policy(buffers, dp))
+        released = checks.released_buffer_problems(self.codec, dp)
+        if released:
+            raise ConfigurationError(released)
         self.workers = resolve_workers(workers)
         self.pool = ClientPool(self.workers) if self.workers > 1 else None
         self.weights = checks.client_weights(

@@ -23,13 +23,8 @@ import numpy.typing as npt
 
 from secureagg.crypto.encoding import require_finite
 from secureagg.errors import InvalidInputError, NonFiniteInputError, ProtocolError
-from secureagg.split.messages import (
-    CutTensor,
-    checked_shape,
-    int_text,
-    shape_size,
-    shape_text,
-)
+from secureagg.split.messages import CutTensor, checked_shape, shape_size, shape_text
+from secureagg.validation import int_text
 
 __all__ = ["check_class_labels", "check_example_ids", "receive_tensor"]
 

@@ -97,8 +97,8 @@ from secureagg.he.ckks import (
 )
 from secureagg.protocols.base import Message
 from secureagg.split.he_packing import CutLayout, choose_layout
-from secureagg.split.messages import int_text
 from secureagg.split.scope import SplitSetting, privacy_scope
+from secureagg.validation import shown
 
 __all__ = [
     "BackwardRequest",
@@ -409,13 +409,6 @@ def _session_text(session_id: object) -> str:
     return type(session_id).__name__
 
 
-def _step_text(step: object) -> str:
-    """A peer's step for an error message: never ``str()`` of a 4300-digit integer."""
-    if isinstance(step, int) and not isinstance(step, bool):
-        return int_text(step)
-    return type(step).__name__
-
-
 def _ciphertexts(value: object, what: str) -> tuple[bytes, ...]:
     """A message's ciphertext tuple, or MalformedMessage (a driver may skip the constructor)."""
     if not isinstance(value, tuple | list) or not all(
@@ -509,7 +502,7 @@ class HeCutClient:
         self._expect(stage)
         if not _same_step(session_id, step, self.session_id, self.step):
             raise ProtocolError(
-                f"a response for session {_session_text(session_id)} step {_step_text(step)}, "
+                f"a response for session {_session_text(session_id)} step {shown(step)}, "
                 f"expected session {self.session_id.hex()[:8]} step {self.step}: wrong batch or "
                 "order",
                 stage=self.stage,
@@ -754,7 +747,7 @@ class HeCutServer:
             )
         if not _same_step(session_id, step, self.session_id, self.step):
             raise ProtocolError(
-                f"a message for session {_session_text(session_id)} step {_step_text(step)}, "
+                f"a message for session {_session_text(session_id)} step {shown(step)}, "
                 f"expected session {self.session_id.hex()[:8]} step {self.step}: wrong batch or "
                 "order",
                 stage=self.stage,

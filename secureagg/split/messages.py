@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from secureagg.errors import InvalidInputError
 from secureagg.protocols.base import Message
+from secureagg.validation import int_text
 
 __all__ = [
     "MAX_DIMS",
@@ -48,27 +49,12 @@ __all__ = [
     "OutputGradients",
     "ServerOutputs",
     "checked_shape",
-    "int_text",
     "shape_size",
     "shape_text",
 ]
 
 #: The most axes a tensor crossing the cut may have (numpy's own limit is 64; 32 is numpy 1's).
 MAX_DIMS = 32
-
-_SHOWN_BITS = 64  # integers wider than this are described, not printed (no 4300-digit limit)
-
-
-def int_text(value: int) -> str:
-    """``value`` for an error message: printed if it fits 64 bits, else described by its width.
-
-    A peer controls the integers of a message (the codec carries up to 65535 bytes each), and
-    ``str()`` of one above 4300 digits raises ``ValueError``: an error message must never do so.
-    """
-    if value.bit_length() <= _SHOWN_BITS:
-        return str(value)
-    return f"{'-' if value < 0 else ''}<a {value.bit_length()}-bit integer>"
-
 
 def shape_text(shape: tuple[int, ...]) -> str:
     """A checked shape for an error message (see :func:`int_text`), at most 8 axes shown."""

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from secureagg.crypto import kdf, labels
 from secureagg.errors import (
     ConfigurationError,
 )
 from secureagg.transport.faults import Delay, Drop, Reorder, Replay, Tamper
+from secureagg.validation import is_int, shown
 
 # ----------------------------------------------------------------------------------- seeding
 
 
 def _seed_material(seed: bytes | int) -> bytes:
     if isinstance(seed, bool) or not isinstance(seed, int | bytes | bytearray):
-        raise ConfigurationError(f"seed must be bytes or a non-negative int, got {_show(seed)}")
+        raise ConfigurationError(f"seed must be bytes or a non-negative int, got {shown(seed)}")
     if isinstance(seed, int):
         if seed < 0 or seed.bit_length() > 256:
             raise ConfigurationError("an integer seed must be in [0, 2^256)")
@@ -37,22 +37,6 @@ def derive_sim_seed(seed: bytes | int, *, context: bytes, length: int = 32) -> b
 
 
 # -------------------------------------------------------------------------------- validation
-
-
-def _show(value: object) -> str:
-    """``repr(value)`` for a problem message; a value holding an integer beyond Python's
-    4300-digit ``str()`` limit is described by its type instead (its repr raises ValueError)."""
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"<a {value.bit_length()}-bit integer>"
-    try:
-        text = repr(value)
-    except ValueError:
-        return f"<a {type(value).__name__} holding a huge integer>"
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _validate_dropouts(
@@ -76,19 +60,19 @@ def _validate_dropouts(
     for cid, stage, source in requested:
         ok = True
         if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < num_clients:
-            problems.append(f"{source}: client id {_show(cid)} is not in 0..{num_clients - 1}")
+            problems.append(f"{source}: client id {shown(cid)} is not in 0..{num_clients - 1}")
             ok = False
         if stage not in dropout_stages:
             problems.append(
-                f"{source}: stage {_show(stage)} for client {_show(cid)} is not one of the "
+                f"{source}: stage {shown(stage)} for client {shown(cid)} is not one of the "
                 f"aggregator's dropout stages {list(dropout_stages)}"
             )
             ok = False
         if ok and isinstance(cid, int) and isinstance(stage, str):
             if cid in merged and merged[cid] != stage:
                 problems.append(
-                    f"client {cid} is dropped at two stages ({_show(merged[cid])} and "
-                    f"{_show(stage)})"
+                    f"client {cid} is dropped at two stages ({shown(merged[cid])} and "
+                    f"{shown(stage)})"
                 )
             merged[cid] = stage
     return merged
@@ -98,26 +82,26 @@ def _validate_faults(faults: Iterable[object], *, num_clients: int, problems: li
     for fault in faults:
         if not isinstance(fault, Drop | Delay | Reorder | Tamper | Replay):
             problems.append(
-                f"faults: {_show(fault)} is not a fault (use Drop, Delay, Reorder, Tamper or "
+                f"faults: {shown(fault)} is not a fault (use Drop, Delay, Reorder, Tamper or "
                 "Replay from secureagg.transport.faults)"
             )
             continue
         if not isinstance(fault, Reorder) and (
-            not _is_int(fault.client) or not 0 <= fault.client < num_clients
+            not is_int(fault.client) or not 0 <= fault.client < num_clients
         ):
-            problems.append(f"{_show(fault)}: client id is not in 0..{num_clients - 1}")
+            problems.append(f"{shown(fault)}: client id is not in 0..{num_clients - 1}")
         if isinstance(fault, Tamper):
-            if not _is_int(fault.offset):
-                problems.append(f"{_show(fault)}: offset must be an integer")
-            if not _is_int(fault.xor) or not 1 <= fault.xor <= 255:
-                problems.append(f"{_show(fault)}: xor must be an integer in 1..255")
+            if not is_int(fault.offset):
+                problems.append(f"{shown(fault)}: offset must be an integer")
+            if not is_int(fault.xor) or not 1 <= fault.xor <= 255:
+                problems.append(f"{shown(fault)}: xor must be an integer in 1..255")
         if isinstance(fault, Replay):
             if (fault.from_stage is None) == (fault.captured is None):
-                problems.append(f"{_show(fault)}: give exactly one of from_stage and captured")
+                problems.append(f"{shown(fault)}: give exactly one of from_stage and captured")
             elif fault.captured is not None and (
                 not isinstance(fault.captured, bytes) or not fault.captured
             ):
-                problems.append(f"{_show(fault)}: captured must be non-empty bytes")
+                problems.append(f"{shown(fault)}: captured must be non-empty bytes")
 
 
 def _validate_fault_stages(
@@ -130,15 +114,15 @@ def _validate_fault_stages(
         stage = getattr(fault, "stage", None)
         if stage not in order:
             problems.append(
-                f"{_show(fault)}: stage {_show(stage)} is not one of the server's stages {order}"
+                f"{shown(fault)}: stage {shown(stage)} is not one of the server's stages {order}"
             )
             continue
         if isinstance(fault, Replay) and fault.from_stage is not None:
             if fault.from_stage not in order:
                 problems.append(
-                    f"{_show(fault)}: from_stage is not one of the server's stages {order}"
+                    f"{shown(fault)}: from_stage is not one of the server's stages {order}"
                 )
             elif order.index(fault.from_stage) > order.index(stage):
                 problems.append(
-                    f"{_show(fault)}: from_stage comes after stage; nothing to replay yet"
+                    f"{shown(fault)}: from_stage comes after stage; nothing to replay yet"
                 )

@@ -59,7 +59,6 @@ from secureagg.protocols.base import (
     ServerParty,
 )
 from secureagg.transport.checks import (
-    _is_int,
     _seed_material,
     _validate_dropouts,
     _validate_fault_stages,
@@ -68,8 +67,14 @@ from secureagg.transport.checks import (
 )
 from secureagg.transport.codec import decode, encode, message_digest
 from secureagg.transport.faults import Delay, Reorder, Replay, Tamper
-from secureagg.transport.results import SeededRunWarning, SimulationResult, TranscriptEntry
+from secureagg.transport.results import (
+    ClippingWarning,
+    SeededRunWarning,
+    SimulationResult,
+    TranscriptEntry,
+)
 from secureagg.transport.updates import normalize_updates, normalize_weights
+from secureagg.validation import is_int
 
 __all__ = [
     "ClippingWarning",
@@ -79,16 +84,6 @@ __all__ = [
     "derive_sim_seed",
     "simulate",
 ]
-
-class ClippingWarning(UserWarning):
-    """Values of some updates exceeded the aggregator's clip bound and were clipped this round.
-
-    Clipping is correct behaviour (the bound is what makes the sum safe), but a clipped update is
-    not the update the user trained: :func:`simulate` warns once per call with the count, the
-    bound and how to raise it. Silence it with ``warnings.simplefilter("ignore", ClippingWarning)``
-    once the bound is chosen on purpose; the counts stay in ``metrics["clipped"]``.
-    """
-
 
 SESSION_ID_BYTES = 16
 _MAX_WAVES = 10_000  # replies-to-replies within one stage; a protocol looping forever is a bug
@@ -190,7 +185,7 @@ class _Driver:
             kind=msg.KIND if msg is not None else "<malformed>",
             sender=sender,
             recipient=recipient,
-            round_id=rid if _is_int(rid) else self.round_id,
+            round_id=rid if is_int(rid) else self.round_id,
             size=len(data),
             sha256=message_digest(data),
         )
@@ -509,16 +504,18 @@ def _precompute(setup: RoundSetup) -> dict[str, float | int]:
     }
 
 
-def _warn_if_clipped(driver: _Driver, agg: RoundFactory, *, values_per_client: int) -> None:
-    """One :class:`ClippingWarning` for the round when any client clipped a value."""
-    counts = [int(getattr(c, "clipped", 0)) for c in driver.clients.values()]
-    total = sum(counts)
+def _warn_if_clipped(
+    clipped: Mapping[str, Any], parameters: Mapping[str, Any], *, values_per_client: int
+) -> None:
+    """One :class:`ClippingWarning` for the round when any client clipped a value
+    (``clipped``: the round's ``metrics["clipped"]``)."""
+    counts = [int(c) for c in clipped["per_client"].values()]
+    total = int(clipped["total"])
     if total <= 0:
         return
-    params = agg.parameters()
-    clip = params.get("clip")
+    clip = parameters.get("clip")
     bound = f"[-{clip:g}, {clip:g}]" if isinstance(clip, int | float) else "the clip bound"
-    if "distributed_dp" in params:
+    if "distributed_dp" in parameters:
         advice = (
             "the per-value bound follows from distributed_dp (its l2_clip); raise "
             "DistributedDP(l2_clip=...) to clip less"
@@ -604,7 +601,7 @@ def simulate(
         problems=problems,
     )
     _validate_faults(faults, num_clients=num_clients, problems=problems)
-    if not _is_int(round_id) or not 0 <= round_id < 1 << 63:
+    if not is_int(round_id) or not 0 <= round_id < 1 << 63:
         problems.append(f"round_id must be an integer in [0, 2^63), got {round_id!r}")
     if session_id is not None and (not isinstance(session_id, bytes) or not session_id):
         problems.append("session_id must be None or non-empty bytes")
@@ -670,7 +667,11 @@ def simulate(
             metrics={**driver.metrics(setup_seconds=setup_seconds), "offline": offline},
         )
         raise
-    _warn_if_clipped(driver, agg, values_per_client=sum(a.size for a in normalized[0]))
+    metrics = {**driver.metrics(setup_seconds=setup_seconds), "offline": offline}
+    parameters = agg.parameters()
+    _warn_if_clipped(
+        metrics["clipped"], parameters, values_per_client=sum(a.size for a in normalized[0])
+    )
     shapes = [a.shape for a in normalized[0]]
     result_arrays = [np.array(a, dtype=np.float64, copy=True) for a in aggregate]
     if [a.shape for a in result_arrays] != shapes:
@@ -684,8 +685,8 @@ def simulate(
         total_weight=float(outcome.total_weight),
         transcript=driver.transcript,
         downlink=driver.downlink,
-        metrics={**driver.metrics(setup_seconds=setup_seconds), "offline": offline},
-        parameters=agg.parameters(),
+        metrics=metrics,
+        parameters=parameters,
         seeded=seeded,
         session_id=session_id,
         round_id=round_id,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -54,6 +53,7 @@ from secureagg.protocols.base import (
     ServerParty,
 )
 from secureagg.protocols.plain.messages import PlainRequest, PlainUpload
+from secureagg.validation import is_positive_real
 
 __all__ = ["UPLOAD", "PlainClient", "PlainServer"]
 
@@ -253,12 +253,7 @@ class PlainClient(ClientParty):
             math.isfinite(weight) and weight > 0
         ):
             problems.append(f"weight must be a positive finite number, got {weight!r}")
-        given_clip: object = clip
-        if given_clip is not None and (
-            isinstance(given_clip, bool)
-            or not isinstance(given_clip, Real)
-            or not (math.isfinite(float(given_clip)) and float(given_clip) > 0)
-        ):
+        if clip is not None and not is_positive_real(clip):
             problems.append(f"clip must be None or a positive finite number, got {clip!r}")
         if problems:
             raise ConfigurationError(problems)

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
 from typing import Literal
 
 from secureagg.errors import ConfigurationError
+from secureagg.validation import is_int, is_rate
 
 __all__ = [
     "CORRECTNESS_BITS",
@@ -131,23 +131,13 @@ def _failure(n: int, k: int, t: int, dropout_rate: float) -> float:
     return min(1.0, n * binomial_cdf(k, 1.0 - dropout_rate, t - 1))
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_rate(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        return False
-    return math.isfinite(float(value)) and 0.0 <= float(value) < 1.0
-
-
 def _validate_rates(n: int, dropout_rate: float, corrupt_rate: float, threat: str) -> list[str]:
     problems = []
-    if not _is_int(n) or n < 2:
+    if not is_int(n) or n < 2:
         problems.append(f"num_clients must be an integer >= 2, got {n!r}")
-    if not _is_rate(dropout_rate):
+    if not is_rate(dropout_rate):
         problems.append(f"dropout_rate must be a real number in [0, 1), got {dropout_rate!r}")
-    if not _is_rate(corrupt_rate):
+    if not is_rate(corrupt_rate):
         problems.append(f"corrupt_rate must be a real number in [0, 1), got {corrupt_rate!r}")
     if threat not in ("curious", "malicious"):
         problems.append(f"threat must be 'curious' or 'malicious', got {threat!r}")
@@ -182,14 +172,14 @@ def validate_parameters(
     if problems:
         raise ConfigurationError(problems)
     dropout_rate, corrupt_rate = float(dropout_rate), float(corrupt_rate)
-    k_ok = _is_int(k) and 1 <= k <= n - 1
+    k_ok = is_int(k) and 1 <= k <= n - 1
     if not k_ok:
         problems.append(f"degree k must be an integer in [1, {n - 1}] for {n} clients, got {k!r}")
     complete = k_ok and k == n - 1
     if k_ok and not complete and k % 2:
         problems.append(f"degree k={k} must be even for the sparse Harary graph (or n - 1)")
         k_ok = False
-    t_ok = _is_int(t)
+    t_ok = is_int(t)
     if not t_ok:
         problems.append(f"threshold t must be an integer, got {t!r}")
     elif t < 2:
@@ -231,7 +221,7 @@ def validate_parameters(
             )
     ms = min_survivors
     if ms is not None:
-        if not _is_int(ms):
+        if not is_int(ms):
             problems.append(f"min_survivors must be an integer, got {ms!r}")
         elif ms > n:
             problems.append(f"min_survivors={ms} exceeds the number of clients n={n}")
