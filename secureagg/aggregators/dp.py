@@ -343,8 +343,9 @@ class CentralDPAggregator(RoundFactory):
             self.mechanism.config.client_sampling_rate, len(updates), seed=seed,
             session_id=session_id, round_id=round_id,
         )
-        clipped = [
-            _unflat(self.mechanism.clip(_flat(u)) * (1.0 if sampled else 0.0), shapes)
+        size = sum(math.prod(shape) for shape in shapes)
+        clipped = [  # a client whose coin did not come up takes part with a zero update
+            _unflat(self.mechanism.clip(_flat(u)) if sampled else np.zeros(size), shapes)
             for u, sampled in zip(updates, cohort, strict=True)
         ]
         setup = self.inner.setup_round(

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from secureagg.aggregators.secagg import CURIOUS_MODE_NOTE
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import RoundFactory
 from secureagg.transport import (
@@ -42,23 +43,17 @@ def _warn(message: str) -> None:
     print(f"secureagg: WARNING: {message}", file=sys.stderr, flush=True)
 
 
-#: What the curious (semi-honest) server model gives up, said wherever a run uses it.
-CURIOUS_MODE_NOTE = (
-    "curious server model: the privacy of SecAgg/SecAgg+ holds only while the server follows "
-    "the protocol. A server that deviates can recover one client's input exactly, with a "
-    "consistent survivor list: it delivers that client only some peers' shares and then "
-    "declares those peers dropped. Malicious mode (--threat malicious: signed keys and a "
-    "consistency round) stops this; see docs/secagg.md, 'What curious mode gives up'."
-)
-
-
 def threat_model_note(parameters: Mapping[str, Any]) -> str | None:
-    """:data:`CURIOUS_MODE_NOTE` for SecAgg/SecAgg+ under a curious server, else None."""
-    if parameters.get("protocol") in ("secagg", "secagg+") and (
+    """What curious mode gives up (the aggregator's :data:`CURIOUS_MODE_NOTE`, with the command
+    line's option) for SecAgg/SecAgg+ under a curious server, else None. ``parameters`` are an
+    aggregator's, or just ``protocol`` and ``threat``."""
+    curious = parameters.get("protocol") in ("secagg", "secagg+") and (
         parameters.get("threat", "curious") == "curious"
-    ):
-        return CURIOUS_MODE_NOTE
-    return None
+    )
+    if not curious:
+        return None
+    note = parameters.get("threat_model_note", CURIOUS_MODE_NOTE)
+    return f"{note} (on the command line: --threat malicious)"
 
 
 def seeded_warning(seed: int) -> str:

@@ -70,15 +70,9 @@ def _selftest_aggregator(args: argparse.Namespace) -> Any:
     limits = limits_from_args(args, problems)
     if problems:
         raise ConfigurationError(problems)
-    try:
-        agg = make_aggregator(
-            "secagg+", num_clients=args.clients, clip=1.0, threat=args.threat or "curious"
-        )
-    except ArithmeticError as exc:
-        raise _CliError(
-            f"cannot choose secagg+ parameters for {args.clients} clients ({exc}); try fewer "
-            "--clients"
-        ) from None
+    agg = make_aggregator(
+        "secagg+", num_clients=args.clients, clip=1.0, threat=args.threat or "curious"
+    )
     dropped = min(len(agg.dropout_stages), args.clients // 5)
     estimate = estimate_round(
         agg.parameters(), num_clients=args.clients, dim=args.dim, dropout=dropped / args.clients

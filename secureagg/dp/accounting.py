@@ -72,6 +72,7 @@ __all__ = [
     "FEDERATED_LEDGER_FORMAT",
     "LEDGER_FORMAT",
     "PrivacyAccountant",
+    "accountant_problems",
     "read_ledger",
 ]
 
@@ -85,6 +86,17 @@ GDP_REFUSAL = (
     "22 steps, and a max_epsilon=2 budget under it let DP-SGD run to a true ε of 2.63. Use "
     "'rdp' (default) or 'prv' (tighter; Opacus's PRV upper bound)"
 )
+
+
+def accountant_problems(name: object) -> list[str]:
+    """What is wrong with ``name`` as an accountant (``[]`` for ``"rdp"`` and ``"prv"``)."""
+    if name == "gdp":
+        return [GDP_REFUSAL]
+    if name not in ACCOUNTANTS:
+        return [f"accountant must be one of {ACCOUNTANTS}, got {name!r}"]
+    return []
+
+
 LEDGER_FORMAT = "secureagg-privacy-ledger/1"
 #: A federated run's ``privacy_ledger.json``: one :data:`LEDGER_FORMAT` report per level
 #: (``"sample_level"``: DP-SGD per client, ``"user_level"``: the released sums), or ``None``.
@@ -156,12 +168,7 @@ class PrivacyAccountant:
         sink: EventSink | None = None,
         eps_error: float = 0.01,
     ) -> None:
-        problems = []
-        given_name: object = accountant
-        if given_name == "gdp":
-            problems.append(GDP_REFUSAL)
-        elif accountant not in ACCOUNTANTS:
-            problems.append(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+        problems = accountant_problems(accountant)
         if not (isinstance(delta, float | int) and 0.0 < delta < 1.0):
             problems.append(f"delta must be in (0, 1), got {delta!r}")
         if max_epsilon is not None and not (
@@ -259,11 +266,15 @@ class PrivacyAccountant:
             stream.history(), stream.rounds, delta or self.delta, amplification=amplification
         )
 
+    def gaussian_method(self) -> str:
+        """The accountant and theorems behind the ε of a stream of sampled-Gaussian steps."""
+        return _THEOREMS[self.accountant].format(eps_error=self.eps_error)
+
     def method(self, *, scope: Scope | None = None, party: int | None = None) -> str:
         """Which accountant and theorems produce this stream's ε."""
         stream = self._streams.get(self._key(scope, party), _Stream())
         if not stream.rounds:
-            return _THEOREMS[self.accountant].format(eps_error=self.eps_error)
+            return self.gaussian_method()
         kinds = sorted({r.mechanism for r in stream.rounds})
         parts = [_THEOREMS[k] for k in kinds]
         if stream.gaussian:

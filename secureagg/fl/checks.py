@@ -22,6 +22,7 @@ from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.fl import schedule
 from secureagg.fl.client import takes_optimizer
+from secureagg.fl.codec import StateCodec
 from secureagg.fl.privacy import FederatedDP
 
 if TYPE_CHECKING:
@@ -232,33 +233,34 @@ def server_steps(
     return steps
 
 
-def buffer_policy(model: Any, buffers: Any, dp: Any) -> Any:
-    """Resolve ``buffers`` (``"auto"``, ``"aggregate"``, ``"exclude"``) for ``model`` under ``dp``.
+def buffer_policy(buffers: Any, dp: Any) -> Any:
+    """Resolve ``buffers`` (``"auto"``, ``"aggregate"``, ``"exclude"``) under ``dp``.
 
     DP-SGD noises gradients, not floating-point buffers (BatchNorm statistics, a custom running
     mean): released, they would carry the clients' raw data outside the accounting. So under
-    DP-SGD ``"auto"`` keeps them on the clients (``"exclude"``) and ``"aggregate"`` is refused.
-    With only user-level DP they are part of the update that is L2-clipped and noised, so
-    ``"auto"`` aggregates them, as without DP.
+    DP-SGD ``"auto"`` keeps them on the clients (``"exclude"``); :func:`released_buffer_problems`
+    refuses ``"aggregate"``. With only user-level DP they are part of the update that is
+    L2-clipped and noised, so ``"auto"`` aggregates them, as without DP.
     """
     if buffers not in ("auto", "aggregate", "exclude"):
         raise ConfigurationError(
             f"buffers must be 'auto', 'aggregate' or 'exclude', got {buffers!r}"
         )
-    dp_sgd = dp is not None and bool(getattr(dp, "dp_sgd", False))
     if buffers == "auto":
-        return "exclude" if dp_sgd else "aggregate"
-    if buffers == "aggregate" and dp_sgd and isinstance(model, torch.nn.Module):
-        params = {name for name, _ in model.named_parameters()}
-        floating = [
-            name for name, t in model.state_dict().items()
-            if name not in params and isinstance(t, torch.Tensor) and t.is_floating_point()
-        ]
-        if floating:
-            raise ConfigurationError(
-                f"buffers='aggregate' under DP-SGD would release the floating-point buffers "
-                f"{floating[:10]} without noise (DP-SGD noises gradients only, so they would "
-                "carry the clients' data outside the accounting): use buffers='exclude' (the "
-                "default under DP: each client trains with the server's value and sends none)"
-            )
+        return "exclude" if dp is not None and dp.dp_sgd else "aggregate"
     return buffers
+
+
+def released_buffer_problems(codec: StateCodec, dp: Any) -> list[str]:
+    """Under DP-SGD, the buffers the codec would aggregate (and so release without noise)."""
+    if dp is None or not dp.dp_sgd:
+        return []
+    released = [s.name for s in codec.specs if s.kind == "buffer" and s.aggregated]
+    if not released:
+        return []
+    return [
+        f"buffers='aggregate' under DP-SGD would release the floating-point buffers "
+        f"{released[:10]} without noise (DP-SGD noises gradients only, so they would carry the "
+        "clients' data outside the accounting): use buffers='exclude' (the default under DP: "
+        "each client trains with the server's value and sends none)"
+    ]

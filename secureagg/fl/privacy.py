@@ -40,8 +40,7 @@ Durability: every event is appended to ``privacy_events.jsonl`` in the run direc
 emitted; a resumed run replays all of them, including those of a round interrupted before its
 commit (which is then run again). A crash can make the ledger over-count, never under-count.
 
->>> FederatedDP(epsilon=8.0, local_epochs=2).describe()["sample_level"]["epsilon"]
-8.0
+The settings are :class:`~secureagg.fl.settings.FederatedDP` (re-exported here).
 """
 
 from __future__ import annotations
@@ -51,9 +50,8 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from secureagg.dp import (
     CentralDP,
@@ -63,154 +61,19 @@ from secureagg.dp import (
     PrivacyEvent,
     make_private,
 )
-from secureagg.dp.accounting import ACCOUNTANTS, FEDERATED_LEDGER_FORMAT, GDP_REFUSAL
+from secureagg.dp._torch import require_torch
+from secureagg.dp.accounting import FEDERATED_LEDGER_FORMAT
 from secureagg.dp.events import BudgetStop, event_from_dict
 from secureagg.errors import ConfigurationError, InvalidInputError, PrivacyBudgetExceeded
 from secureagg.fl.calibration import calibrate_noise
+from secureagg.fl.scope import sample_scope, user_scope
+from secureagg.fl.settings import FederatedDP
 from secureagg.protocols.base import RoundFactory
 from secureagg.transport import derive_sim_seed
 
-__all__ = ["EVENTS_FILE", "FL_LEDGER_FORMAT", "FederatedDP", "PrivacyController"]
+__all__ = ["EVENTS_FILE", "FederatedDP", "PrivacyController"]
 
 EVENTS_FILE = "privacy_events.jsonl"
-FL_LEDGER_FORMAT = FEDERATED_LEDGER_FORMAT
-_LEVELS = ("sample", "user")
-
-
-def _positive(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
-
-
-@dataclass(frozen=True)
-class FederatedDP:
-    """DP settings of a :class:`~secureagg.fl.FederatedRun` (see the module docstring)."""
-
-    epsilon: float | None = None
-    noise_multiplier: float | None = None
-    max_grad_norm: float = 1.0
-    local_epochs: int = 1
-    distributed_noise_multiplier: float | None = None
-    central_noise_multiplier: float | None = None
-    update_clip: float = 1.0
-    mechanism: Literal["skellam", "ddgauss"] = "skellam"
-    delta: float = 1e-5
-    accountant: Literal["rdp", "prv"] = "rdp"
-    max_epsilon: float | None = None
-    max_user_epsilon: float | None = None
-    batches_per_epoch: int | None = None
-    expected_batch_size: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.epsilon is not None and self.noise_multiplier is not None:
-            problems.append("give epsilon (a target) or noise_multiplier for DP-SGD, not both")
-        for name in ("epsilon", "noise_multiplier", "distributed_noise_multiplier",
-                     "central_noise_multiplier", "max_epsilon", "max_user_epsilon"):
-            value = getattr(self, name)
-            if value is not None and not _positive(value):
-                problems.append(f"{name} must be None or a finite number > 0, got {value!r}")
-        for name in ("max_grad_norm", "update_clip"):
-            if not _positive(getattr(self, name)):
-                problems.append(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        if (
-            isinstance(self.local_epochs, bool)
-            or not isinstance(self.local_epochs, int)
-            or self.local_epochs < 1
-        ):
-            problems.append(f"local_epochs must be an integer >= 1, got {self.local_epochs!r}")
-        if self.distributed_noise_multiplier is not None and self.central_noise_multiplier:
-            problems.append("choose distributed or central noise on the sum, not both")
-        if not (isinstance(self.delta, float) and 0.0 < self.delta < 1.0):
-            problems.append(f"delta must be in (0, 1), got {self.delta!r}")
-        accountant: object = self.accountant
-        if accountant == "gdp":
-            problems.append(GDP_REFUSAL)
-        elif self.accountant not in ACCOUNTANTS:
-            problems.append(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
-        for name in ("batches_per_epoch", "expected_batch_size"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                problems.append(f"{name} must be None or an integer >= 1, got {value!r}")
-        if self.expected_batch_size is not None and self.batches_per_epoch is None:
-            problems.append(
-                "expected_batch_size is the public gradient average of a public schedule: "
-                "give batches_per_epoch too"
-            )
-        if not (self.dp_sgd or self.user_level):
-            problems.append(
-                "FederatedDP needs epsilon or noise_multiplier (DP-SGD on the clients), or "
-                "distributed_noise_multiplier / central_noise_multiplier (noise on the sum)"
-            )
-        if problems:
-            raise ConfigurationError(problems)
-
-    @property
-    def dp_sgd(self) -> bool:
-        return self.epsilon is not None or self.noise_multiplier is not None
-
-    @property
-    def public_schedule(self) -> bool:
-        """DP-SGD's q, step count and gradient average are public constants (not from N_i)."""
-        return self.dp_sgd and self.batches_per_epoch is not None
-
-    @property
-    def user_level(self) -> bool:
-        return (
-            self.distributed_noise_multiplier is not None
-            or self.central_noise_multiplier is not None
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "delta": self.delta,
-            "accountant": self.accountant,
-            "sample_level": None
-            if not self.dp_sgd
-            else {
-                "mechanism": "dp-sgd",
-                "epsilon": self.epsilon,
-                "noise_multiplier": self.noise_multiplier,
-                "max_grad_norm": self.max_grad_norm,
-                "local_epochs": self.local_epochs,
-                "max_epsilon": self.sample_budget,
-                "batches_per_epoch": self.batches_per_epoch,
-                "expected_batch_size": self.expected_batch_size,
-                "record_counts": "not released" if self.public_schedule else "public",
-            },
-            "user_level": None
-            if not self.user_level
-            else {
-                "mechanism": (
-                    f"distributed-{self.mechanism}"
-                    if self.distributed_noise_multiplier is not None
-                    else "central-gaussian"
-                ),
-                "noise_multiplier": self.distributed_noise_multiplier
-                or self.central_noise_multiplier,
-                "update_clip": self.update_clip,
-                "max_epsilon": self.max_user_epsilon,
-                "client_sampling_rate": 1.0,
-            },
-        }
-
-    @property
-    def sample_budget(self) -> float | None:
-        return self.max_epsilon if self.max_epsilon is not None else self.epsilon
-
-
-def torch_equal(a: Any, b: Any) -> bool:
-    """``torch.equal`` (torch is imported only once DP-SGD runs)."""
-    import torch
-
-    return bool(torch.equal(a, b))
 
 
 class _TaggedJsonLines:
@@ -283,6 +146,7 @@ class PrivacyController:
         #: state entries that never leave a client (set by the run from its codec)
         self.not_released: list[str] = []
         self._budget_stopped: set[int] = set()
+        self._calibrated: dict[tuple[int, int], float] = {}  # (batches, steps) -> σ
         self._sinks: list[_TaggedJsonLines] = []
 
     # ---------------------------------------------------------------------------- durability
@@ -445,13 +309,14 @@ class PrivacyController:
             sigma = self.sigmas[client]
         elif dp.noise_multiplier is not None:
             sigma = float(dp.noise_multiplier)
-        else:
-            sigma = calibrate_noise(
-                float(dp.epsilon or 0.0),
-                sample_rate=1.0 / batches,
-                steps=self.rounds * dp.local_epochs * batches,
-                delta=dp.delta,
-            )
+        else:  # calibrated once per (q, steps): clients with the same schedule share it
+            key = (batches, self.rounds * dp.local_epochs * batches)
+            if key not in self._calibrated:
+                self._calibrated[key] = calibrate_noise(
+                    float(dp.epsilon or 0.0), sample_rate=1.0 / batches, steps=key[1],
+                    delta=dp.delta,
+                )
+            sigma = self._calibrated[key]
         return sigma, rate, dp.local_epochs * batches
 
     def client_allowed(self, client: int, loader: Any) -> tuple[bool, str]:
@@ -462,33 +327,28 @@ class PrivacyController:
         """
         if self.sample is None or self.sample.max_epsilon is None:
             return True, ""
-        spent = self.sample.epsilon(scope="sample", party=client)
-        why = (
-            f"privacy budget of client {client} spent (ε = {spent:.3f} of "
-            f"{self.sample.max_epsilon}): one more round of DP-SGD would exceed it"
-        )
         if client in self._budget_stopped:
-            return False, why
+            return False, f"privacy budget of client {client} spent: it trains no more rounds"
         sigma, rate, steps = self.client_plan(client, loader)
         left = self.sample.steps_remaining(
             scope="sample", party=client, noise_multiplier=sigma, sample_rate=rate
         )
-        if left is not None and left < steps:
-            event = GaussianSteps(
-                scope="sample", party=client, noise_multiplier=sigma, sample_rate=rate,
-                clip=self.dp.max_grad_norm, steps=steps, mechanism="dp-sgd",
+        if left is None or left >= steps:
+            return True, ""
+        self._budget_stopped.add(client)
+        event = GaussianSteps(
+            scope="sample", party=client, noise_multiplier=sigma, sample_rate=rate,
+            clip=self.dp.max_grad_norm, steps=steps, mechanism="dp-sgd",
+        )
+        why = f"privacy budget of client {client}: {left} DP-SGD steps left, a round needs {steps}"
+        try:
+            self.sample.check(event)  # emits the BudgetStop, then raises
+        except PrivacyBudgetExceeded as exc:
+            why += (
+                f" (ε = {exc.spent:.3f} of {self.sample.max_epsilon}; {exc.would_be:.3f} after "
+                "the round)"
             )
-            self._budget_stopped.add(client)
-            try:
-                self.sample.check(event)  # emits the BudgetStop, then raises
-            except PrivacyBudgetExceeded as exc:
-                why = (
-                    f"privacy budget of client {client}: {left} DP-SGD steps left, a round "
-                    f"needs {steps} (ε = {spent:.3f} of {self.sample.max_epsilon}; "
-                    f"{exc.would_be:.3f} after the round)"
-                )
-            return False, why
-        return True, ""
+        return False, why
 
     def budget_stopped(self, event: BudgetStop) -> None:
         """Note a stop raised inside training (a worker's events replayed here)."""
@@ -539,9 +399,10 @@ class PrivacyController:
             run.optimizer.step = step
 
             def finish() -> tuple[Any, Mapping[str, Any]]:
+                torch = require_torch()
                 changed = [
                     name for (name, p), saved in zip(model.named_parameters(), last, strict=True)
-                    if not torch_equal(p.detach(), saved)
+                    if not torch.equal(p.detach(), saved)
                 ]
                 if changed:
                     raise InvalidInputError(
@@ -587,83 +448,21 @@ class PrivacyController:
                 out["epsilon"] = eps if math.isfinite(eps) else None
         return out
 
-    def sample_scope(self) -> dict[str, Any] | None:
-        """What the sample-level ε covers, in words an auditor reads (``None`` without DP-SGD)."""
-        if self.sample is None:
-            return None
-        dp = self.dp
-        if dp.public_schedule:
-            counts = (
-                "not released: every client samples at the public q = 1/batches_per_epoch, runs "
-                "local_epochs * batches_per_epoch steps, averages its gradients over the public "
-                "expected_batch_size and uses the same σ; FedAvg weights are uniform"
-            )
-            record_counts = "not released"
-        else:
-            counts = (
-                "public: client i's sampling rate q_i = 1/len(loader_i), its noise multiplier "
-                "σ_i, its number of steps (and, with weighting='examples', its FedAvg weight) "
-                "are functions of its record count N_i and are released without noise. The ε "
-                "bounds what the noised updates reveal about one record, but N_i itself - "
-                "whether a client holds one record more or fewer - is not hidden. Set "
-                "FederatedDP(batches_per_epoch=...) to hide it"
-            )
-            record_counts = "public"
-        return {
-            "mechanism": "DP-SGD on each client: per-record gradient clipping to max_grad_norm, "
-            "Gaussian noise σ * max_grad_norm per step, Poisson-sampled batches (CSPRNG)",
-            "adjacency": "add/remove one record of one client's data set",
-            "protects": "each record of a client against anyone who sees that client's update "
-            "or anything computed from it: the server (with 'plain'), the global model's users",
-            "record_counts": record_counts,
-            "record_counts_detail": counts,
-            "public": ["max_grad_norm", "σ and q of every client (this ledger)", "the number "
-                       "of DP-SGD steps", "which clients were sampled, dropped and survived in "
-                       "each round", "rounds, local_epochs, δ"],
-            "not_released": list(self.not_released),
-            "enforced": "the parameters may change only through the DP optimizer's steps: a "
-            "client whose model changed otherwise (its train function writing to it, another "
-            "optimizer) sends nothing",
-            "accountant": self.sample.method(scope="sample", party=next(
-                (party for scope, party in self.sample.streams() if scope == "sample"), None
-            )),
-        }
-
-    def user_scope(self) -> dict[str, Any] | None:
-        """What the user-level ε covers (``None`` without noise on the sum)."""
-        if self.user is None:
-            return None
-        distributed = self.dp.distributed_noise_multiplier is not None
-        return {
-            "mechanism": self.dp.describe()["user_level"]["mechanism"],
-            "adjacency": "one client's whole contribution to every round replaced by zero "
-            "(zero-out), its update L2-clipped to update_clip",
-            "protects": (
-                "every client against the server and everyone who sees the released sums: the "
-                "clients add the noise inside SecAgg, no party sees a noiseless sum"
-                if distributed
-                else "every client against those who see only the server's output; the server "
-                "is trusted: it sees the exact sum before adding the noise"
-            ),
-            "client_sampling": "no amplification claimed (sampling rate 1): the run samples a "
-            "fixed number of clients per round and the server knows who they are",
-            "public": ["update_clip", "the noise multiplier", "which clients were sampled, "
-                       "dropped and survived in each round (the number of survivors sets the "
-                       "distributed noise)"],
-        }
-
     def ledger(self) -> dict[str, Any]:
         """``privacy_ledger.json``: both accountants' reports, the settings, and what each ε
         covers (``sample_level_scope``, ``user_level_scope``, ``not_released``)."""
         return {
-            "format": FL_LEDGER_FORMAT,
+            "format": FEDERATED_LEDGER_FORMAT,
             "differential_privacy": True,
             "settings": self.dp.describe(),
             "note": "sample_level: one ledger stream per client (party = client id), DP-SGD; "
             "user_level: the released sums. Client sampling is not used for amplification. "
             "Replay either with PrivacyAccountant.from_ledger(path, level='sample'|'user').",
-            "sample_level_scope": self.sample_scope(),
-            "user_level_scope": self.user_scope(),
+            "sample_level_scope": None
+            if self.sample is None
+            else sample_scope(self.dp, method=self.sample.gaussian_method(),
+                              not_released=self.not_released),
+            "user_level_scope": None if self.user is None else user_scope(self.dp),
             "not_released": list(self.not_released),
             "sample_level": None if self.sample is None else self.sample.report(),
             "user_level": None if self.user is None else self.user.report(),

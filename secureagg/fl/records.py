@@ -175,10 +175,15 @@ class RoundDraft:
     #: updates, which the user-level accounting does not cover - they are not recorded
     withhold_clip_counts: bool = False
 
-    def clip_record(self, clipped: Mapping[str, Any], slots: Sequence[int]) -> dict[str, Any]:
-        """The ``clipped`` entry: total and per client, or a statement that they are withheld."""
+    def clip_record(
+        self, clipped: Mapping[str, Any], slots: Sequence[int] | None = None
+    ) -> dict[str, Any]:
+        """The ``clipped`` entry: the total and, given the slots' client ids, the count per
+        client; or a statement that they are withheld."""
         if self.withhold_clip_counts:
             return {"withheld": WITHHELD_CLIPS}
+        if slots is None:
+            return {"total": int(clipped.get("total", 0))}
         per_client = {
             str(slots[int(k)]): int(v)
             for k, v in (clipped.get("per_client") or {}).items()
@@ -238,11 +243,7 @@ def aborted_entry(
         evaluation_error=None,
         privacy=privacy,
         bytes=draft.traffic(metrics, 0),
-        clipped={
-            k: v
-            for k, v in draft.clip_record(metrics.get("clipped") or {}, draft.plan.sampled).items()
-            if k != "per_client"
-        },
+        clipped=draft.clip_record(metrics.get("clipped") or {}),
     )
     entry["seconds"].update(
         stages=stage_seconds(metrics),

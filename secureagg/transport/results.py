@@ -13,6 +13,16 @@ class SeededRunWarning(UserWarning):
     """A simulation ran with ``seed=``: keys, masks and choices are reproducible, not secret."""
 
 
+class ClippingWarning(UserWarning):
+    """Values of some updates exceeded the aggregator's clip bound and were clipped this round.
+
+    Clipping is correct behaviour (the bound is what makes the sum safe), but a clipped update is
+    not the update the user trained: :func:`simulate` warns once per call with the count, the
+    bound and how to raise it. Silence it with ``warnings.simplefilter("ignore", ClippingWarning)``
+    once the bound is chosen on purpose; the counts stay in ``metrics["clipped"]``.
+    """
+
+
 @dataclass(frozen=True)
 class TranscriptEntry:
     """One message on the wire: who sent it to whom, in which stage, its size and sha256.

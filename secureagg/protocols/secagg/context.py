@@ -24,11 +24,8 @@ from secureagg.protocols.secagg.params import SecAggParams
 
 __all__ = [
     "STAGES",
-    "STAGES_CURIOUS",
-    "STAGES_MALICIOUS",
     "Randomness",
     "RoundContext",
-    "stages_for",
 ]
 
 #: The collection stages of a SecAgg round per threat mode: the one declaration that the server
@@ -40,13 +37,6 @@ STAGES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "malicious": ("advertise", "share", "masked", "consistency", "unmask"),
     }
 )
-STAGES_CURIOUS = STAGES["curious"]
-STAGES_MALICIOUS = STAGES["malicious"]
-
-
-def stages_for(threat: str) -> tuple[str, ...]:
-    """The collection stages of a round under ``threat`` ("curious" or "malicious")."""
-    return STAGES[threat]
 
 
 @dataclass(frozen=True)
@@ -77,7 +67,7 @@ class RoundContext:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return stages_for(self.params.threat)
+        return STAGES[self.params.threat]
 
     def stage_after(self, stage: str) -> str:
         """The stage that follows ``stage`` in this round ("done" after the last)."""
