@@ -75,12 +75,12 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.dp.events import EventSink, GaussianSteps, SeededNoise
+from secureagg.dp.events import EventSink, SeededNoise
 from secureagg.dp.noise import CsprngGaussian
 from secureagg.errors import (
     ConfigurationError,
@@ -95,12 +95,23 @@ from secureagg.he.ckks import (
     CutLayerEvaluator,
     CutLayerSecretKey,
 )
-from secureagg.protocols.base import Message
+from secureagg.split.he_cut_messages import (
+    BackwardRequest,
+    BackwardResponse,
+    CutSetup,
+    ForwardRequest,
+    ForwardResponse,
+)
+from secureagg.split.he_cut_privacy import (
+    WEIGHT_GRADIENT_MECHANISM,
+    weight_gradient_event,
+    weight_gradient_scope,
+)
 from secureagg.split.he_packing import CutLayout, choose_layout
-from secureagg.split.scope import SplitSetting, privacy_scope
 from secureagg.validation import shown
 
 __all__ = [
+    "WEIGHT_GRADIENT_MECHANISM",
     "BackwardRequest",
     "BackwardResponse",
     "CutLayout",
@@ -216,129 +227,6 @@ def _finite_number(value: object) -> bool:
 
 
 # ----------------------------------------------------------------------------------- messages
-
-
-# Codec-registered messages (secureagg.transport.encode/decode; no pickle): matrices travel flat
-# (row-major) and the receiver reshapes them to the shape the configuration fixes. Each message's
-# constructor checks the field *types* (so decode refuses a malformed one with MalformedMessage
-# and a driver cannot build one); sizes, values and order are the receiving party's to check.
-
-_BLOB_TYPES = (bytes, bytearray, memoryview)
-
-
-def _check_fields(message: Message, *, blobs: Sequence[str] = (), arrays: Sequence[str] = (),
-                  optional_arrays: Sequence[str] = (), blob_tuples: Sequence[str] = ()) -> None:
-    what = type(message).__name__
-    problems: list[str] = []
-    step = getattr(message, "step", 0)
-    if isinstance(step, bool) or not isinstance(step, int):
-        problems.append(f"step must be an int, got {type(step).__name__}")
-    for name in ("session_id", *blobs):
-        if not isinstance(getattr(message, name), _BLOB_TYPES):
-            problems.append(f"{name} must be bytes, got {type(getattr(message, name)).__name__}")
-    for name in blob_tuples:
-        value = getattr(message, name)
-        if not isinstance(value, tuple) or not all(isinstance(b, _BLOB_TYPES) for b in value):
-            problems.append(f"{name} must be a tuple of bytes")
-    for name in (*arrays, *optional_arrays):
-        value = getattr(message, name)
-        if value is None and name in optional_arrays:
-            continue
-        if not isinstance(value, np.ndarray) or value.ndim != 1:
-            problems.append(f"{name} must be a 1-D numpy array (a flattened matrix)")
-    if problems:
-        raise InvalidInputError(f"{what}: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class CutSetup(Message):
-    """Client -> server, once: session id, the key-free evaluation context, and the configuration
-    summary as canonical JSON (:meth:`HeCutConfig.summary`)."""
-
-    KIND: ClassVar[str] = "split/he-setup"
-    session_id: bytes
-    evaluation_context: bytes
-    config_json: str
-
-    def __post_init__(self) -> None:
-        _check_fields(self, blobs=("evaluation_context",))
-        if not isinstance(self.config_json, str):
-            raise InvalidInputError("CutSetup: config_json must be a str")
-
-
-@dataclass(frozen=True)
-class ForwardRequest(Message):
-    """Client -> server: Enc(A') for step ``step``."""
-
-    KIND: ClassVar[str] = "split/he-forward"
-    session_id: bytes
-    step: int
-    key_fingerprint: bytes
-    ciphertexts: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_fields(self, blobs=("key_fingerprint",), blob_tuples=("ciphertexts",))
-
-
-@dataclass(frozen=True)
-class ForwardResponse(Message):
-    """Server -> client: Enc(partial sums of A' W'), bound to the request's digest."""
-
-    KIND: ClassVar[str] = "split/he-forward-reply"
-    session_id: bytes
-    step: int
-    request_digest: bytes
-    ciphertexts: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _check_fields(self, blobs=("request_digest",), blob_tuples=("ciphertexts",))
-
-
-@dataclass(frozen=True, eq=False)
-class BackwardRequest(Message):
-    """Client -> server: Enc(G) (or G), and the clipped, noised gradient of W and b.
-
-    ``weight_gradient`` is ``in x out`` and ``plain_gradient`` ``batch x out``, both flat.
-    """
-
-    KIND: ClassVar[str] = "split/he-backward"
-    session_id: bytes
-    step: int
-    forward_digest: bytes
-    weight_gradient: FloatArray
-    bias_gradient: FloatArray
-    gradient_ciphertexts: tuple[bytes, ...] = ()
-    plain_gradient: FloatArray | None = None
-
-    def __post_init__(self) -> None:
-        _check_fields(
-            self,
-            blobs=("forward_digest",),
-            arrays=("weight_gradient", "bias_gradient"),
-            optional_arrays=("plain_gradient",),
-            blob_tuples=("gradient_ciphertexts",),
-        )
-
-
-@dataclass(frozen=True, eq=False)
-class BackwardResponse(Message):
-    """Server -> client: Enc(partial sums of G W^T) (or G W^T in plaintext, ``batch x in``,
-    flat), computed with W before the step."""
-
-    KIND: ClassVar[str] = "split/he-backward-reply"
-    session_id: bytes
-    step: int
-    request_digest: bytes
-    ciphertexts: tuple[bytes, ...] = ()
-    plain_input_gradient: FloatArray | None = None
-
-    def __post_init__(self) -> None:
-        _check_fields(
-            self,
-            blobs=("request_digest",),
-            optional_arrays=("plain_input_gradient",),
-            blob_tuples=("ciphertexts",),
-        )
 
 
 def _digest(kind: bytes, session_id: bytes, step: int, parts: Sequence[bytes]) -> bytes:
@@ -619,72 +507,6 @@ class HeCutClient:
         self.step += 1
         self._inputs = self._canaries = None
         return da
-
-
-WEIGHT_GRADIENT_MECHANISM = "split-he-cut-weight-gradient"
-
-
-def weight_gradient_event(config: HeCutConfig, *, party: int | None, steps: int) -> GaussianSteps:
-    """``steps`` releases of the noised weight gradient, as one accountant event.
-
-    Replace-one adjacency (like :class:`~secureagg.split.ActivationDP`): one record's clipped
-    contribution moves the batch sum by at most ``2 * clip``, so each release is a Gaussian
-    mechanism of multiplier ``noise_multiplier / 2`` relative to that sensitivity. The layer does
-    not sample, so ``sample_rate`` is 1: each event charges every record, whether or not it was in
-    the batch (an upper bound). Needs ``noise_multiplier > 0`` and a ``clip``.
-    """
-    if config.clip is None or config.noise_multiplier <= 0:
-        raise ConfigurationError("no DP release: the weight gradient is exact (no noise)")
-    return GaussianSteps(
-        scope="sample",
-        party=party,
-        noise_multiplier=float(config.noise_multiplier) / 2.0,
-        sample_rate=1.0,
-        clip=2.0 * float(config.clip),
-        steps=steps,
-        mechanism=WEIGHT_GRADIENT_MECHANISM,
-    )
-
-
-def weight_gradient_scope(
-    config: HeCutConfig,
-    *,
-    epsilon: float | None = None,
-    delta: float | None = None,
-    accountant: str | None = None,
-) -> dict[str, Any]:
-    """The scope record (:func:`secureagg.split.scope.privacy_scope`) of the cut layer's ε.
-
-    Covered: the noised weight gradient the server receives. Protected otherwise (encryption,
-    not ε): Enc(A') and Enc(G). Not covered: the client's bottom and head, trained on every record
-    with exact gradients; G in the clear with ``encrypt_gradient=False``; and, without noise, the
-    weight gradient itself (then no ε is claimed).
-    """
-    noised = config.noise_multiplier > 0 and config.clip is not None
-    setting = SplitSetting(
-        topology="u-shaped-encrypted", sharing="none", clients=1,
-        encrypt_gradient=config.encrypt_gradient,
-    )
-    clip = config.clip
-    return privacy_scope(
-        setting,
-        covered="weight_gradient" if noised else None,
-        unit="one training record of the client",
-        mechanism=(
-            f"Gaussian mechanism on the batch sum of per-record gradients of [W; b], each clipped "
-            f"to L2 norm {clip:g} (sensitivity {2 * clip:g} under replace-one), noise std "
-            f"{config.noise_multiplier * clip:.4g} per entry"
-            if noised and clip is not None
-            else None
-        ),
-        accountant=accountant,
-        epsilon=epsilon,
-        delta=delta,
-        public=[
-            f"the layer's shape ({config.in_features} x {config.out_features}), the batch size "
-            f"{config.batch_size}, clip and noise multiplier, the CKKS parameters"
-        ],
-    )
 
 
 def _held(value: FloatArray | None, stage: str) -> FloatArray:
