@@ -4,7 +4,8 @@ For every (d, n) of the grid (d in {10^5, 10^6}, n in {10, 100} by default):
 
 CKKS, measured in the same run on the same data, every column repeated interleaved:
 
-* ``ours``: the ``"ckks"`` aggregator (N=8192, [60, 60], scale 2^40, flooding on) with
+* ``ours``: the ``"ckks"`` aggregator (its default context: N=8192, [60, 60, 60] since the key
+  checks, [60, 60] in the committed results; scale 2^40, flooding on) with
   ``precompute_encryption=True``, driven party by party: each client's ``precompute()`` (the pool
   of encryptions of zero, timed apart as ``client_offline_seconds``), its online
   encode+encrypt+serialize and the codec (``client_encrypt_seconds``), the server's codec,

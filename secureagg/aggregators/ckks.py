@@ -17,18 +17,25 @@ flooding (``encoding="float"``, the default: ``flooding_bits=12`` above the decr
 or exactly rounded (``encoding="fixed"``). Turning flooding off needs ``flooding_bits=0`` *and*
 ``allow_unsafe_release=True``, and logs a warning.
 
-Context: N=8192, coefficient moduli [60, 60], scale 2^40 by default: 120 of the 218 bits the HE
-standard allows for 128-bit security at N=8192; one ciphertext carries 4096 values in 128 KiB
-(8x float32). Other parameters are validated against the HE-standard table.
+Context: N=8192, coefficient moduli [60, 60, 60], scale 2^40 by default: 180 of the 218 bits the
+HE standard allows for 128-bit security at N=8192; one ciphertext carries 4096 values in 256 KiB
+(16x float32). Other parameters are validated against the HE-standard table. The second data
+prime is the room the *key checks* need (``attribution``, on by default whenever they fit): the
+server folds every upload into a masked probe, the key holder decrypts the probes before the
+sum, and an upload made under another key (which parses like any other and would turn the
+decrypted sum into noise) is refused as its sender's fault, and the round goes on without it.
+The probes hide the update from the key holder to within 2^-40 in statistical distance
+(``parameters()["key_checks"]``); with ``coeff_mod_bit_sizes=(60, 60)`` (half the bytes) or no clip
+they cannot, and are off: such an upload then makes the key holder refuse the whole round.
 
 ``precompute_encryption=True`` lets every client compute its encryptions of zero *before* the
 round (:class:`~secureagg.he.ckks.CkksZeroPool`; the driver calls each client's ``precompute()``
 and reports that time apart, in ``res.metrics["offline"]``); online, a client then only encodes
 its values and adds them into a pooled encryption of zero - 3-6x cheaper than a fresh
 encryption, and distributed exactly like one, since each pooled ciphertext is used once. The pool
-costs one ciphertext of memory per chunk (32 MB per client at d = 10^6) until the upload; since
+costs one ciphertext of memory per chunk (64 MB per client at d = 10^6) until the upload; since
 ``sa.simulate`` fills every client's pool before the round, a simulation holds n of them at once
-(3.2 GB at n = 100, d = 10^6).
+(6.4 GB at n = 100, d = 10^6).
 
 ``error_bound(survivors=S)`` is the worst-case per-value error of the released sum: ten standard
 deviations of the decryption noise and of the flooding noise (float), or the fixed-point rounding.
@@ -46,10 +53,12 @@ import numpy.typing as npt
 from secureagg.aggregators.registry import register
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.he.ckks import CkksParameters, CkksPublicContext, CkksSecretKey, require_tenseal
-from secureagg.protocols.base import KEY_HOLDER, RoundFactory, RoundSetup
+from secureagg.protocols.base import KEY_HOLDER, SERVER, RoundFactory, RoundSetup
 from secureagg.protocols.ckks import CkksScheme
 from secureagg.protocols.ckks.flooding import DEFAULT_FLOODING_BITS
+from secureagg.protocols.ckks.scheme import PROBE_HIDING_BITS
 from secureagg.protocols.he_round import (
+    MAX_ATTEMPTS,
     UPLOAD,
     HEClient,
     HEKeyHolder,
@@ -79,10 +88,11 @@ class CkksAggregator(RoundFactory):
         allow_unsafe_release: bool = False,
         precision_bits: int | None = None,
         poly_modulus_degree: int = 8192,
-        coeff_mod_bit_sizes: Sequence[int] = (60, 60),
+        coeff_mod_bit_sizes: Sequence[int] = (60, 60, 60),
         scale: float = 2.0**40,
         key: CkksSecretKey | None = None,
         precompute_encryption: bool = False,
+        attribution: bool | None = None,
     ) -> None:
         require_tenseal()
         problems: list[str] = []
@@ -140,6 +150,7 @@ class CkksAggregator(RoundFactory):
             "flooding_bits": flooding_bits,
             "allow_unsafe_release": allow_unsafe_release,
             "precision_bits": precision_bits,
+            "attribution": attribution,
         }
         # The round-independent part of the scheme, validated now (clip, flooding, budgets).
         self.scheme = self._scheme(dimension=1, weighted=False)
@@ -176,7 +187,30 @@ class CkksAggregator(RoundFactory):
             * len(self.params.coeff_mod_bit_sizes)
             * 8,
             **self.scheme.parameters(),
+            "key_checks": self._key_checks(),
             "error_bound": self.error_bound(),
+        }
+
+    def _key_checks(self) -> dict[str, Any]:
+        """Whether uploads are key-checked (for a one-chunk update; larger ones: per round)."""
+        plan = self.scheme.probe_plan(self.params.slots)
+        if plan is None:
+            return {
+                "on": False,
+                "why": "turned off (attribution=False)"
+                if self._options["attribution"] is False
+                else "the parameters leave no room to hide a probe (needs a clip and two data "
+                "primes): an upload under another key makes the key holder refuse the round",
+            }
+        # hiding bits for an update of d values: log2(2 * mask_bound / value_bound) - log2(d + 2)
+        per_value = math.log2(2.0 * plan.mask_bound / plan.value_bound)
+        return {
+            "on": True,
+            "mask_bound": plan.mask_bound,
+            "value_bound": plan.value_bound,
+            "hiding_bits": "log2(2 * mask_bound / value_bound) - log2(d + 2) for d values",
+            "max_values_at_40_bits": int(2.0 ** (per_value - PROBE_HIDING_BITS)) - 2,
+            "max_upload_attempts": MAX_ATTEMPTS,
         }
 
     def setup_round(
@@ -200,8 +234,10 @@ class CkksAggregator(RoundFactory):
         public = key.public_material()  # out of band: key holder -> server and clients
         server_context = CkksPublicContext(public, expected=self.params)
         client_context = CkksPublicContext(public, expected=self.params)  # shared by the clients
+        plan = scheme.probe_plan(self.params.slots)
         server = HEServer(
             scheme=scheme,
+            probe_plan=plan,
             accumulator=server_context.accumulator(length=scheme.payload_length,
                                                    scale=scheme.scale),
             key_fingerprint=server_context.key_fingerprint,
@@ -210,6 +246,7 @@ class CkksAggregator(RoundFactory):
             shapes=shapes,
             session_id=session_id,
             round_id=round_id,
+            rng=seeded_stream(seed, session_id, round_id, SERVER, b"key-check"),
         )
         clients = {
             cid: HEClient(
@@ -233,6 +270,7 @@ class CkksAggregator(RoundFactory):
             session_id=session_id,
             round_id=round_id,
             rng=seeded_stream(seed, session_id, round_id, KEY_HOLDER, b"flooding"),
+            probe_plan=plan,
         )
         return RoundSetup(server=server, clients=dict(clients), helpers={KEY_HOLDER: holder})
 

@@ -99,6 +99,11 @@ CKKS_FLOODING = _register(
     "secureagg/v1/he/ckks-flooding",
     "keystream for the Gaussian noise flooding of released CKKS decryptions (IND-CPA-D)",
 )
+HE_KEY_CHECK = _register(
+    "secureagg/v1/he/key-check",
+    "the server's signs and masks of the key-check probes of HE uploads (which senders' "
+    "ciphertexts do not decrypt under the round's key)",
+)
 HE_SEEDED_PARTY = _register(
     "secureagg/v1/he/seeded-party",
     "per-party keystream of a seeded (test/benchmark) HE run: Paillier primes and blinding "

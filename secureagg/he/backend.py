@@ -37,8 +37,10 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import numpy.typing as npt
 
 from secureagg.errors import ConfigurationError
@@ -48,8 +50,10 @@ __all__ = [
     "Accumulator",
     "Decryptor",
     "Encryptor",
+    "ProbeDraw",
     "chunk_sizes",
     "fingerprint",
+    "size_groups",
 ]
 
 #: Largest total coefficient-modulus size (bits, including the special prime) for 128-bit classical
@@ -82,6 +86,34 @@ def fingerprint(scheme: str, public_material: bytes) -> bytes:
     h.update(scheme.encode("ascii") + b"\x00")
     h.update(public_material)
     return h.digest()
+
+
+@dataclass(frozen=True)
+class ProbeDraw:
+    """The server's secret draw for one client's key-check probes (see :meth:`Accumulator.add`).
+
+    ``signs`` holds +1 or -1 per chunk of the upload; ``masks`` one array per *chunk-size group*
+    (the chunks of one size, in order of first appearance: the full chunks, then a shorter last
+    chunk) of shape ``(layers, group chunk size)``: the mask is the sum of its layers, each added
+    as its own plaintext (a double carries 53 bits, so a mask finer than that is drawn as a coarse
+    layer plus finer ones). Both come from the server's CSPRNG after the upload has arrived, and
+    never leave the server.
+    """
+
+    signs: tuple[int, ...]
+    masks: tuple[npt.NDArray[np.float64], ...]
+
+
+def size_groups(sizes: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """``(chunk size, how many chunks)`` per size, in order of first appearance.
+
+    >>> size_groups((4, 4, 2))
+    ((4, 2), (2, 1))
+    """
+    order: dict[int, int] = {}
+    for size in sizes:
+        order[size] = order.get(size, 0) + 1
+    return tuple(order.items())
 
 
 class Encryptor(abc.ABC):
@@ -136,15 +168,32 @@ class Accumulator(abc.ABC):
         """Ciphertexts currently held (the running sums): independent of the client count."""
 
     @abc.abstractmethod
-    def add(self, ciphertexts: Sequence[bytes | memoryview]) -> None:
+    def add(
+        self, ciphertexts: Sequence[bytes | memoryview], *, probe: ProbeDraw | None = None
+    ) -> tuple[bytes, ...]:
         """Validate every ciphertext of one contribution, then add them into the running sums.
 
         ``ciphertexts`` may be zero-copy views of the received message (the codec decodes
         ``bytes | memoryview`` fields that way).
 
+        With ``probe`` (backends whose :attr:`supports_probes` is true), also returns the
+        contribution's *key-check probes*, one ciphertext per chunk-size group: the signed sum
+        ``sum_k signs[k] * chunk_k`` of the group's chunks plus the group's plaintext mask. The key
+        holder decrypts them to check that the upload decrypts under the round's key to bounded
+        values; the mask hides what they hold. Without ``probe`` it returns ``()``.
+
         Raises :class:`~secureagg.errors.MalformedMessage` (and changes nothing) if any chunk is
         malformed, truncated, of the wrong length or count, or not valid under this public key.
         """
+
+    @property
+    def supports_probes(self) -> bool:
+        """Whether :meth:`add` can build key-check probes (CKKS: yes; Paillier: no)."""
+        return False
+
+    @abc.abstractmethod
+    def empty(self) -> Accumulator:
+        """A new accumulator with the same key, length and scale, holding nothing."""
 
     @abc.abstractmethod
     def export(self) -> tuple[bytes, ...]:
@@ -168,3 +217,7 @@ class Decryptor(abc.ABC):
     @abc.abstractmethod
     def decrypt(self, ciphertexts: Sequence[bytes | memoryview], length: int) -> npt.NDArray[Any]:
         """Decrypt an aggregate of ``length`` values (malformed input: ``MalformedMessage``)."""
+
+    def decrypt_probe(self, data: bytes | memoryview, size: int) -> npt.NDArray[np.float64]:
+        """Decrypt one key-check probe of ``size`` values (backends with probes only)."""
+        raise ConfigurationError(f"the {self.scheme or 'this'} backend has no key-check probes")

@@ -10,10 +10,11 @@ Threat model and invariants.
   parameters above the HE-standard modulus budget, a scale <= 1, and - when the round's expected
   parameters are given - any other parameters (a mismatched context).
 * **Parameters.** The default is the summation-only context N = 8192, coefficient moduli
-  [60, 60] (one 60-bit data prime plus the special prime), scale 2^40: 120 bits of modulus against
+  [60, 60, 60] (two 60-bit data primes plus the special prime; the second data prime is the room
+  the aggregation's key checks mask their probes in), scale 2^40: 180 bits of modulus against
   the 218 the HE standard allows at N = 8192 for 128-bit security. A ciphertext of 4096 values is
-  2 x 8192 x 8 bytes = 128 KiB, **8x** a float32 payload (NVIDIA FLARE's [60, 40, 40, 60] context
-  carries three data primes: about 20x).
+  2 x 8192 x 2 x 8 bytes = 256 KiB, **16x** a float32 payload ([60, 60]: 8x; NVIDIA FLARE's
+  [60, 40, 40, 60] context carries three data primes: about 20x).
 * **Ciphertext validation** (:class:`CkksAccumulator`, :class:`CkksDecryptor`): every chunk must
   deserialize under the round's context (TenSEAL/SEAL check the parameters id and that every
   coefficient is below its modulus), hold exactly one two-component ciphertext at the first data
@@ -63,7 +64,15 @@ from secureagg.errors import (
     MissingDependencyError,
     NonFiniteInputError,
 )
-from secureagg.he.backend import Accumulator, Decryptor, Encryptor, chunk_sizes, fingerprint
+from secureagg.he.backend import (
+    Accumulator,
+    Decryptor,
+    Encryptor,
+    ProbeDraw,
+    chunk_sizes,
+    fingerprint,
+    size_groups,
+)
 from secureagg.he.ckks_params import FFT_SAFE_BITS, FLARE_DEFAULT, CkksParameters, is_int
 
 __all__ = [
@@ -342,7 +351,7 @@ class CkksZeroPool:
 
     Bound to the context's key fingerprint and the scale: :meth:`rebind` drops every entry when
     either changes (a new key, a new round with fresh keys). Memory: one ciphertext per entry
-    (128 KiB at N = 8192, [60, 60]; a d = 10^6 upload needs 245 of them, 32 MB).
+    (256 KiB at N = 8192, [60, 60, 60]; a d = 10^6 upload needs 245 of them, 64 MB).
 
     Security: see the module docstring. Each entry is a fresh SEAL public-key encryption of zero
     with its own randomness; adding a plaintext to it gives exactly SEAL's encryption of that
@@ -544,7 +553,16 @@ class CkksAccumulator(Accumulator):
     def chunk_count(self) -> int:
         return len(self._sizes)
 
-    def add(self, ciphertexts: Sequence[bytes | memoryview]) -> None:
+    @property
+    def supports_probes(self) -> bool:
+        return True
+
+    def empty(self) -> CkksAccumulator:
+        return CkksAccumulator(self._context, length=sum(self._sizes), scale=self.scale)
+
+    def add(
+        self, ciphertexts: Sequence[bytes | memoryview], *, probe: ProbeDraw | None = None
+    ) -> tuple[bytes, ...]:
         """Validate each chunk and add it in place; a bad chunk rolls the contribution back.
 
         ``ciphertexts`` may be zero-copy views of the upload; each is copied once, into the bytes
@@ -554,12 +572,25 @@ class CkksAccumulator(Accumulator):
         already added are parsed again and subtracted (ciphertext addition is exact modular
         arithmetic, so the running sums are restored bit for bit): a contribution is added
         completely or not at all.
+
+        With ``probe``, each chunk is also added to (sign +1) or subtracted from (sign -1) its
+        size group's probe, and each probe gets its group's mask added as a plaintext at the
+        round's scale (no multiplication, so no level is used): one extra ciphertext per group.
         """
         ts = require_tenseal()
         if len(ciphertexts) != len(self._sizes):
             raise MalformedMessage(
                 f"expected {len(self._sizes)} ciphertext chunks, got {len(ciphertexts)}"
             )
+        groups = size_groups(self._sizes)
+        if probe is not None and (
+            len(probe.signs) != len(self._sizes) or len(probe.masks) != len(groups)
+        ):
+            raise ConfigurationError(
+                f"a probe draw needs {len(self._sizes)} signs and {len(groups)} masks"
+            )
+        group_of = {size: g for g, (size, _) in enumerate(groups)}
+        probes: list[Any | None] = [None] * len(groups)
         ctx = self._context._ctx
         first_parms_id, scale, budget = self._context._first_parms_id, self.scale, self._budget
         sums, sizes = self._sums, self._sizes
@@ -576,6 +607,15 @@ class CkksAccumulator(Accumulator):
                     first_parms_id=first_parms_id,
                     budget=budget,
                 )
+                if probe is not None:  # before vec may become a running sum
+                    g = group_of[sizes[i]]
+                    current = probes[g]
+                    if current is None:
+                        probes[g] = vec.copy() if probe.signs[i] > 0 else vec.neg()
+                    elif probe.signs[i] > 0:
+                        current.add_(vec)
+                    else:
+                        current.sub_(vec)
                 running = sums[i]
                 if running is None:
                     sums[i] = vec  # deserialized straight into the running sum
@@ -586,6 +626,18 @@ class CkksAccumulator(Accumulator):
             self._roll_back(ciphertexts, added)
             raise
         self._count += 1
+        if probe is None:
+            return ()
+        out: list[bytes] = []
+        for g, current in enumerate(probes):
+            if current is None:  # pragma: no cover - every group has at least one chunk
+                raise ConfigurationError("empty probe group")
+            for layer in np.asarray(probe.masks[g], dtype=np.float64).reshape(
+                -1, groups[g][0]
+            ):
+                current.add_plain_(layer.tolist())
+            out.append(current.serialize())
+        return tuple(out)
 
     def _roll_back(self, ciphertexts: Sequence[bytes | memoryview], added: int) -> None:
         ts = require_tenseal()
@@ -652,6 +704,25 @@ class CkksDecryptor(Decryptor):
             out[offset : offset + sizes[i]] = vec.decrypt()
             offset += sizes[i]
         return out
+
+    def decrypt_probe(self, data: bytes | memoryview, size: int) -> npt.NDArray[np.float64]:
+        """Decrypt one key-check probe of ``size`` values (malformed input: ``MalformedMessage``).
+
+        A probe is a masked signed sum of one client's chunks (:meth:`CkksAccumulator.add`); its
+        values are meaningful only as magnitudes, which is all the key holder checks.
+        """
+        vec = _parse_native(
+            require_tenseal(),
+            self._key._private_context(),
+            data,
+            index=0,
+            size=int(size),
+            scale=self.scale,
+            first_parms_id=self._first_parms_id,
+            budget=_byte_budget(self._key.params),
+            where="key-check probe",
+        )
+        return np.asarray(vec.decrypt(), dtype=np.float64)
 
 
 # --- Encrypted linear layer (split learning) ---

@@ -19,7 +19,7 @@ part of a slot has half that variance (measured: 1365-1380 at N = 8192, any mess
 
 >>> params = CkksParameters()
 >>> params.slots, params.data_modulus_bits, params.total_modulus_bits
-(4096, 60, 120)
+(4096, 120, 180)
 >>> round(params.fresh_noise_std())
 1931
 """
@@ -60,7 +60,7 @@ class CkksParameters:
     """
 
     poly_modulus_degree: int = 8192
-    coeff_mod_bit_sizes: tuple[int, ...] = (60, 60)
+    coeff_mod_bit_sizes: tuple[int, ...] = (60, 60, 60)
     scale: float = 2.0**40
 
     def __post_init__(self) -> None:

@@ -46,7 +46,14 @@ from secureagg.errors import (
     MalformedMessage,
     MissingDependencyError,
 )
-from secureagg.he.backend import Accumulator, Decryptor, Encryptor, chunk_sizes, fingerprint
+from secureagg.he.backend import (
+    Accumulator,
+    Decryptor,
+    Encryptor,
+    ProbeDraw,
+    chunk_sizes,
+    fingerprint,
+)
 from secureagg.he.packing import SlotPacking
 
 __all__ = [
@@ -429,7 +436,14 @@ class PaillierAccumulator(Accumulator):
     def held_ciphertexts(self) -> int:
         return sum(1 for s in self._sums if s is not None)
 
-    def add(self, ciphertexts: Sequence[bytes | memoryview]) -> None:
+    def empty(self) -> PaillierAccumulator:
+        return PaillierAccumulator(self.public_key, count=len(self._sums), pool=self.pool)
+
+    def add(
+        self, ciphertexts: Sequence[bytes | memoryview], *, probe: ProbeDraw | None = None
+    ) -> tuple[bytes, ...]:
+        if probe is not None:
+            raise ConfigurationError("Paillier accumulators build no key-check probes")
         if len(ciphertexts) != len(self._sums):
             raise MalformedMessage(
                 f"expected {len(self._sums)} ciphertexts, got {len(ciphertexts)}"
@@ -439,6 +453,7 @@ class PaillierAccumulator(Accumulator):
             running = self._sums[i]
             self._sums[i] = c if running is None else self.public_key.multiply(running, c)
         self._count += 1
+        return ()
 
     def export(self) -> tuple[bytes, ...]:
         if self._count == 0:

@@ -40,7 +40,7 @@ the dtype on the wire and does not enforce the dtype named in the type hint: che
 sent (dtype, length, range) is the receiving party's job.
 
 A field declared ``bytes | memoryview`` is for large blobs that the receiver parses right away
-(CKKS ciphertexts of 128 KiB each, 32 MB per upload at d = 10^6): copying every blob into its own
+(CKKS ciphertexts of 256 KiB each, 64 MB per upload at d = 10^6): copying every blob into its own
 ``bytes`` object costs a fresh allocation per blob and dominated the server's decode time. Such a
 field decodes to a read-only ``memoryview`` of the (immutable) input bytes - same bounds checks,
 same canonical layout as ``bytes`` - and keeps the whole input alive while it is referenced. The

@@ -9,7 +9,24 @@ server, key holder) driven by :class:`CkksScheme`; the TenSEAL adapter is
 'ckks/upload'
 """
 
-from secureagg.protocols.ckks.messages import CkksAggregate, CkksRelease, CkksRequest, CkksUpload
+from secureagg.protocols.ckks.messages import (
+    CkksAggregate,
+    CkksBlame,
+    CkksProbedAggregate,
+    CkksRelease,
+    CkksRequest,
+    CkksRetry,
+    CkksUpload,
+)
 from secureagg.protocols.ckks.scheme import CkksScheme
 
-__all__ = ["CkksAggregate", "CkksRelease", "CkksRequest", "CkksScheme", "CkksUpload"]
+__all__ = [
+    "CkksAggregate",
+    "CkksBlame",
+    "CkksProbedAggregate",
+    "CkksRelease",
+    "CkksRequest",
+    "CkksRetry",
+    "CkksScheme",
+    "CkksUpload",
+]

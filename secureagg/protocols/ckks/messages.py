@@ -14,9 +14,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from secureagg.protocols.he_round import HEAggregate, HERelease, HERequest, HEUpload
+from secureagg.protocols.he_round import (
+    HEAggregate,
+    HEBlame,
+    HEProbedAggregate,
+    HERelease,
+    HERequest,
+    HERetry,
+    HEUpload,
+)
 
-__all__ = ["CkksAggregate", "CkksRelease", "CkksRequest", "CkksUpload"]
+__all__ = [
+    "CkksAggregate",
+    "CkksBlame",
+    "CkksProbedAggregate",
+    "CkksRelease",
+    "CkksRequest",
+    "CkksRetry",
+    "CkksUpload",
+]
 
 
 @dataclass(frozen=True)
@@ -45,3 +61,24 @@ class CkksRelease(HERelease):
     """Key holder -> server: the flooded (float64) or exactly rounded (int64) aggregate."""
 
     KIND: ClassVar[str] = "ckks/release"
+
+
+@dataclass(frozen=True)
+class CkksRetry(HERetry):
+    """Server -> client: upload again (attempt >= 1), after the key holder refused others."""
+
+    KIND: ClassVar[str] = "ckks/retry"
+
+
+@dataclass(frozen=True)
+class CkksProbedAggregate(HEProbedAggregate):
+    """Server -> key holder: the running sums and each contributor's masked key-check probes."""
+
+    KIND: ClassVar[str] = "ckks/probed-aggregate"
+
+
+@dataclass(frozen=True)
+class CkksBlame(HEBlame):
+    """Key holder -> server: the contributors whose probes failed; the sums were not decrypted."""
+
+    KIND: ClassVar[str] = "ckks/blame"

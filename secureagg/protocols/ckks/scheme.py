@@ -46,6 +46,7 @@ import numpy.typing as npt
 from secureagg.crypto import labels, prg
 from secureagg.crypto.encoding import MAX_QUANTIZED, FixedPointEncoder
 from secureagg.errors import ConfigurationError, HeadroomError, InvalidInputError, ProtocolError
+from secureagg.he.backend import chunk_sizes, size_groups
 from secureagg.he.ckks import FFT_SAFE_BITS, CkksParameters
 from secureagg.protocols.ckks.flooding import (
     DEFAULT_FLOODING_BITS,
@@ -55,10 +56,31 @@ from secureagg.protocols.ckks.flooding import (
     gaussian,
     statistical_security_bits,
 )
-from secureagg.protocols.ckks.messages import CkksAggregate, CkksRelease, CkksRequest, CkksUpload
-from secureagg.protocols.he_round import RELEASE, HEScheme, payload_chunks
+from secureagg.protocols.ckks.messages import (
+    CkksAggregate,
+    CkksBlame,
+    CkksProbedAggregate,
+    CkksRelease,
+    CkksRequest,
+    CkksRetry,
+    CkksUpload,
+)
+from secureagg.protocols.he_round import (
+    RELEASE,
+    HEScheme,
+    ProbePlan,
+    make_probe_plan,
+    payload_chunks,
+)
 
-__all__ = ["CkksScheme", "Encoding"]
+__all__ = ["PROBE_GUARD_BITS", "PROBE_HIDING_BITS", "CkksScheme", "Encoding"]
+
+#: Bits between an honest key-check probe's largest value and the data modulus (a ciphertext
+#: under another key decrypts to values of the modulus' size, 2^GUARD times above the threshold).
+PROBE_GUARD_BITS = 10
+#: Key-check probes run only when a probe's decryption is within 2^-40 (statistical distance) of
+#: its mask alone: the key holder learns nothing of the client's update from it.
+PROBE_HIDING_BITS = 40
 
 Encoding = Literal["float", "fixed"]
 logger = logging.getLogger("secureagg.he")
@@ -82,6 +104,9 @@ class CkksScheme(HEScheme):
     upload_type = CkksUpload
     aggregate_type = CkksAggregate
     release_type = CkksRelease
+    probed_aggregate_type = CkksProbedAggregate
+    blame_type = CkksBlame
+    retry_type = CkksRetry
 
     def __init__(
         self,
@@ -96,9 +121,13 @@ class CkksScheme(HEScheme):
         flooding_bits: int = DEFAULT_FLOODING_BITS,
         allow_unsafe_release: bool = False,
         precision_bits: int | None = None,
+        attribution: bool | None = None,
     ) -> None:
         super().__init__(dimension=dimension, weighted=weighted)
         problems: list[str] = []
+        flag: object = attribution
+        if flag is not None and not isinstance(flag, bool):
+            problems.append(f"attribution must be None, True or False, got {attribution!r}")
         if encoding not in ("float", "fixed"):
             problems.append(f"encoding must be 'float' or 'fixed', got {encoding!r}")
         if clip is not None and not (_is_real(clip) and math.isfinite(clip) and clip > 0):
@@ -140,6 +169,7 @@ class CkksScheme(HEScheme):
         self.encoding: Encoding = encoding
         self.flooding_bits = int(flooding_bits) if encoding == "float" else 0
         self.allow_unsafe_release = bool(allow_unsafe_release)
+        self.attribution = attribution
         self.fixed: FixedPointEncoder | None = None
         if encoding == "float":
             self.scale = float(params.scale)
@@ -220,6 +250,47 @@ class CkksScheme(HEScheme):
         self.flooding_std = 0.0
         self.per_client_limit = clip * weight
         return delta
+
+    # ------------------------------------------------------------------------------ key checks
+
+    def value_bound(self) -> float:
+        """The largest |slot| an honest client encrypts (values, weight, count), in slot units."""
+        weight = self.max_weight
+        if self.fixed is not None:
+            return float(max(weight * self.fixed.max_quantized, weight, 1.0))
+        per_value = self.clip if self.clip is not None else self.per_client_limit
+        return float(max(weight * per_value, weight, 1.0))
+
+    def probe_plan(self, chunk_size: int) -> ProbePlan | None:
+        """The round's key-check probes: on when they hide the update (>= 40 bits), unless off.
+
+        ``attribution=None`` (default) runs them whenever the parameters allow; ``True`` requires
+        them (:class:`~secureagg.errors.ConfigurationError` when they cannot hide the update: no
+        clip, or a data modulus without the room); ``False`` never runs them.
+        """
+        if self.attribution is False:
+            return None
+        params = self.params
+        plan = make_probe_plan(
+            groups=size_groups(chunk_sizes(self.payload_length, chunk_size)),
+            data_modulus_bits=params.data_modulus_bits,
+            scale=self.scale,
+            value_bound=self.value_bound(),
+            noise_per_chunk=decryption_noise_bound(params, summands=1, scale=self.scale),
+            smoothing_std=params.fresh_noise_std() / self.scale,
+            guard_bits=PROBE_GUARD_BITS,
+        )
+        if plan.hiding_bits >= PROBE_HIDING_BITS:
+            return plan
+        if self.attribution is True:
+            raise ConfigurationError(
+                f"attribution=True: the key-check probes would hide the update by only "
+                f"{plan.hiding_bits:.1f} bits (need {PROBE_HIDING_BITS}); they need a clip and "
+                f"room in the data modulus ({params.data_modulus_bits} bits here): use "
+                "coeff_mod_bit_sizes=(60, 60, 60), a smaller clip * max_weight, or "
+                "attribution=False"
+            )
+        return None
 
     # ------------------------------------------------------------------------------ client
 

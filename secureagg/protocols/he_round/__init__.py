@@ -40,9 +40,19 @@ them their own ``KIND`` (``"ckks/upload"``, ``"paillier/upload"``, ...).
 
 from __future__ import annotations
 
-from secureagg.protocols.he_round.messages import HEAggregate, HERelease, HERequest, HEUpload
+from secureagg.protocols.he_round.messages import (
+    HEAggregate,
+    HEBlame,
+    HEProbedAggregate,
+    HERelease,
+    HERequest,
+    HERetry,
+    HEUpload,
+)
 from secureagg.protocols.he_round.parties import (
+    MAX_ATTEMPTS,
     RELEASE,
+    REUPLOAD,
     STAGES,
     UPLOAD,
     HEClient,
@@ -51,21 +61,33 @@ from secureagg.protocols.he_round.parties import (
     default_min_clients,
     seeded_stream,
 )
-from secureagg.protocols.he_round.scheme import HEScheme, payload_chunks
+from secureagg.protocols.he_round.scheme import (
+    HEScheme,
+    ProbePlan,
+    make_probe_plan,
+    payload_chunks,
+)
 
 __all__ = [
+    "MAX_ATTEMPTS",
     "RELEASE",
+    "REUPLOAD",
     "STAGES",
     "UPLOAD",
     "HEAggregate",
+    "HEBlame",
     "HEClient",
     "HEKeyHolder",
+    "HEProbedAggregate",
     "HERelease",
     "HERequest",
+    "HERetry",
     "HEScheme",
     "HEServer",
     "HEUpload",
+    "ProbePlan",
     "default_min_clients",
+    "make_probe_plan",
     "payload_chunks",
     "seeded_stream",
 ]

@@ -20,7 +20,15 @@ import numpy.typing as npt
 
 from secureagg.protocols.base import Message
 
-__all__ = ["HEAggregate", "HERelease", "HERequest", "HEUpload"]
+__all__ = [
+    "HEAggregate",
+    "HEBlame",
+    "HEProbedAggregate",
+    "HERelease",
+    "HERequest",
+    "HERetry",
+    "HEUpload",
+]
 
 @dataclass(frozen=True)
 class HERequest(Message):
@@ -68,3 +76,40 @@ class HERelease(Message):
     noise_std: float
 
 
+
+
+@dataclass(frozen=True)
+class HERetry(HERequest):
+    """Server -> client: "upload again" after the key holder refused other clients' uploads.
+
+    ``attempt`` counts the uploads of the round (the first request is attempt 0); a client
+    answers each attempt at most once, and only after it has uploaded before.
+    """
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class HEProbedAggregate(HEAggregate):
+    """Server -> key holder: the running sums, plus every contributor's key-check probes.
+
+    ``probes`` holds, for each contributor in ``contributors`` order, one masked probe per
+    chunk-size group of the payload; ``attempt`` is the upload attempt they come from.
+    """
+
+    attempt: int
+    probes: tuple[bytes | memoryview, ...]
+
+
+@dataclass(frozen=True)
+class HEBlame(Message):
+    """Key holder -> server: these contributors' uploads do not decrypt to what an honest client
+    sends (another key, or values far outside the encoding); nothing was decrypted from the sums.
+    """
+
+    session_id: bytes
+    round_id: int
+    key_fingerprint: bytes
+    attempt: int
+    contributors: tuple[int, ...]
+    refused: tuple[int, ...]

@@ -14,16 +14,115 @@ flooding or rounding) and decodes the released values at the server.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.crypto import prg
 from secureagg.errors import ConfigurationError
-from secureagg.protocols.he_round.messages import HEAggregate, HERelease, HERequest, HEUpload
+from secureagg.he.backend import ProbeDraw
+from secureagg.protocols.he_round.messages import (
+    HEAggregate,
+    HEBlame,
+    HEProbedAggregate,
+    HERelease,
+    HERequest,
+    HERetry,
+    HEUpload,
+)
 
-__all__ = ["HEScheme", "payload_chunks"]
+__all__ = ["HEScheme", "ProbePlan", "payload_chunks"]
+
+#: Bits of a double's mantissa that a mask layer uses (53 would reach the last bit).
+_LAYER_BITS = 52
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """The public figures of one round's key-check probes (``protocols/ckks/spec.md``).
+
+    ``groups`` lists ``(chunk size, chunks)`` per chunk-size group of the payload; each mask value
+    is uniform on ``[-mask_bound, mask_bound]``, drawn in ``layers`` layers (finest step
+    ``mask_step``); a decrypted probe value above ``thresholds[g]`` in magnitude marks its upload
+    as not decrypting, under the round's key, to values an honest client can send.
+    ``hiding_bits`` = -log2 of the statistical distance between a probe's decryption and its mask
+    alone, over all the probe's values.
+    """
+
+    groups: tuple[tuple[int, int], ...]
+    mask_bound: float
+    layers: int
+    mask_step: float
+    thresholds: tuple[float, ...]
+    hiding_bits: float
+    value_bound: float
+
+    def draw(self, rng: prg.Keystream) -> ProbeDraw:
+        """The server's secret signs and masks for one upload (from its CSPRNG)."""
+        chunks = sum(count for _, count in self.groups)
+        bits = np.frombuffer(rng.read((chunks + 7) // 8), dtype=np.uint8)
+        signs = tuple(
+            1 if (int(bits[i // 8]) >> (i % 8)) & 1 else -1 for i in range(chunks)
+        )
+        masks = []
+        for size, _ in self.groups:
+            layers = np.empty((self.layers, size), dtype=np.float64)
+            spread = self.mask_bound
+            for layer in range(self.layers):
+                layers[layer] = spread * (2.0 * rng.uniform(size) - 1.0)
+                spread = spread * 2.0**-_LAYER_BITS
+            masks.append(layers)
+        return ProbeDraw(signs=signs, masks=tuple(masks))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "groups": [list(g) for g in self.groups],
+            "mask_bound": self.mask_bound,
+            "mask_layers": self.layers,
+            "thresholds": list(self.thresholds),
+            "hiding_bits": self.hiding_bits,
+            "value_bound": self.value_bound,
+        }
+
+
+def make_probe_plan(
+    *,
+    groups: tuple[tuple[int, int], ...],
+    data_modulus_bits: int,
+    scale: float,
+    value_bound: float,
+    noise_per_chunk: float,
+    smoothing_std: float,
+    guard_bits: int,
+) -> ProbePlan:
+    """The probe plan of a payload, from the public figures of its encoding.
+
+    ``value_bound`` bounds every slot an honest client fills (values, weight, count), in slot
+    units; ``noise_per_chunk`` the decryption noise of one fresh chunk per slot; ``smoothing_std``
+    the standard deviation of that noise (the finest mask layer is 2^8 times finer, so the noise
+    smooths its grid). The mask bound leaves ``guard_bits`` between an honest probe and the data
+    modulus, where a ciphertext under another key decrypts to values of the modulus' size.
+    """
+    mask_bound = 2.0 ** (data_modulus_bits - 1 - guard_bits) / scale
+    finest = max(smoothing_std * 2.0**-8, 2.0**-1074)
+    layers = max(1, math.ceil((math.log2(mask_bound) - math.log2(finest)) / _LAYER_BITS))
+    step = mask_bound * 2.0 ** (-_LAYER_BITS * layers)
+    thresholds = tuple(
+        mask_bound * (1.0 + 2.0**-20) + count * (value_bound + noise_per_chunk)
+        for _, count in groups
+    )
+    # A slot's probe value is a signed sum of `count` honest values, each at most value_bound:
+    # shifting a uniform [-M, M] mask by a moves it by |a| / (2M) in statistical distance.
+    worst = sum(size * count * value_bound for size, count in groups) / (2 * mask_bound)
+    hiding = -math.log2(worst) if worst > 0 else math.inf
+    return ProbePlan(
+        groups=groups, mask_bound=mask_bound, layers=layers, mask_step=step,
+        thresholds=thresholds, hiding_bits=hiding, value_bound=value_bound,
+    )
 
 class HEScheme(abc.ABC):
     """What differs between schemes: encoding, the key holder's release rule, decoding.
@@ -37,6 +136,10 @@ class HEScheme(abc.ABC):
     upload_type: ClassVar[type[HEUpload]]
     aggregate_type: ClassVar[type[HEAggregate]]
     release_type: ClassVar[type[HERelease]]
+    #: The key-check messages; None for a scheme without probes (Paillier).
+    probed_aggregate_type: ClassVar[type[HEProbedAggregate] | None] = None
+    blame_type: ClassVar[type[HEBlame] | None] = None
+    retry_type: ClassVar[type[HERetry] | None] = None
 
     def __init__(self, *, dimension: int, weighted: bool) -> None:
         self.dimension = int(dimension)
@@ -49,6 +152,10 @@ class HEScheme(abc.ABC):
     @property
     def released_length(self) -> int:
         return self.dimension + (1 if self.weighted else 0)
+
+    def probe_plan(self, chunk_size: int) -> ProbePlan | None:
+        """The round's key-check probe plan, or None when the round runs without probes."""
+        return None
 
     @abc.abstractmethod
     def client_chunks(

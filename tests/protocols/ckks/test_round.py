@@ -87,10 +87,12 @@ def test_the_server_streams_one_ciphertext_set() -> None:
         for env in server.start():
             for reply in setup.clients[env.recipient].receive(SERVER, env.message):
                 server.receive(reply.sender, reply.message)
-                counts.append(server.held_ciphertexts)
+                counts.append((server.held_ciphertexts, server.held_probes))
         held[n] = counts
-    # 5000 values + count slot = 2 ciphertexts, whatever the number of clients
-    assert held[3] == [2] * 3 and held[8] == [2] * 8
+    # 5000 values + count slot = 2 running sums, whatever the number of clients; the key-check
+    # probes are one per chunk size (a full and a partial chunk: 2) per client
+    assert held[3] == [(2, 2 * k) for k in (1, 2, 3)]
+    assert held[8] == [(2, 2 * k) for k in range(1, 9)]
 
 
 def test_too_few_contributions_release_nothing() -> None:

@@ -17,12 +17,18 @@ import secureagg as sa
 from secureagg.errors import InsufficientSurvivors, ProtocolError
 from secureagg.he.ckks import CkksParameters, CkksPublicContext, CkksSecretKey
 from secureagg.protocols.base import KEY_HOLDER, SERVER, Envelope
-from secureagg.protocols.ckks import CkksAggregate, CkksRelease, CkksRequest, CkksUpload
+from secureagg.protocols.ckks import (
+    CkksProbedAggregate,
+    CkksRelease,
+    CkksRequest,
+    CkksUpload,
+)
+from secureagg.protocols.he_round import HEAggregate
 from secureagg.transport import codec
 from tests.he.driver import drive, make_setup
 from tests.he.keys import ckks_key
 
-KINDS = {"ckks/request", "ckks/upload", "ckks/aggregate", "ckks/release"}
+KINDS = {"ckks/request", "ckks/upload", "ckks/probed-aggregate", "ckks/release"}
 
 
 def _agg(n=4, **kw):
@@ -184,7 +190,7 @@ def test_fuzzed_upload_bytes_through_the_codec(cut, flips, junk) -> None:
 
 def _aggregate_hook(mutate):
     def hook(stage, env):
-        if isinstance(env.message, CkksAggregate):
+        if isinstance(env.message, HEAggregate):
             return dataclasses.replace(env, message=mutate(env.message))
         return env
 
@@ -198,7 +204,7 @@ def _single_upload_hook(setup):
     def hook(stage, env):
         if isinstance(env.message, CkksUpload) and env.sender == 0:
             captured["cts"] = env.message.ciphertexts
-        if isinstance(env.message, CkksAggregate):
+        if isinstance(env.message, HEAggregate):
             msg = dataclasses.replace(env.message, ciphertexts=captured["cts"])
             return dataclasses.replace(env, message=msg)
         return env
@@ -220,9 +226,9 @@ def test_key_holder_refuses_aggregates_naming_too_few_clients() -> None:
         drive(setup, hook=hook)
     assert _rejected(info.value.run, KEY_HOLDER, "fewer than the threshold 3")
     holder = setup.helpers[KEY_HOLDER]
-    agg_msg = CkksAggregate(session_id=b"S" * 16, round_id=0,
-                            key_fingerprint=holder.decryptor.key_fingerprint,
-                            contributors=(0, 1), ciphertexts=())
+    agg_msg = CkksProbedAggregate(session_id=b"S" * 16, round_id=0,
+                                  key_fingerprint=holder.decryptor.key_fingerprint,
+                                  contributors=(0, 1), ciphertexts=(), attempt=1, probes=())
     holder.released = False
     with pytest.raises(InsufficientSurvivors):
         holder.receive(SERVER, agg_msg)
@@ -234,9 +240,9 @@ def test_key_holder_refuses_aggregates_naming_too_few_clients() -> None:
 def test_key_holder_checks_the_contributor_list(contributors) -> None:
     setup = make_setup(_agg(), _updates(4))
     holder = setup.helpers[KEY_HOLDER]
-    msg = CkksAggregate(session_id=b"S" * 16, round_id=0,
-                        key_fingerprint=holder.decryptor.key_fingerprint,
-                        contributors=contributors, ciphertexts=())
+    msg = CkksProbedAggregate(session_id=b"S" * 16, round_id=0,
+                              key_fingerprint=holder.decryptor.key_fingerprint,
+                              contributors=contributors, ciphertexts=(), attempt=0, probes=())
     with pytest.raises(ProtocolError, match="distinct, sorted client ids"):
         holder.receive(SERVER, msg)
 
@@ -246,7 +252,7 @@ def test_key_holder_decrypts_only_for_the_server_and_only_once() -> None:
     captured = []
 
     def hook(stage, env):
-        if isinstance(env.message, CkksAggregate):
+        if isinstance(env.message, HEAggregate):
             captured.append(env.message)
         return env
 
