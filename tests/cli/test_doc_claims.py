@@ -42,3 +42,26 @@ def test_pages_state_what_curious_mode_gives_up(page: str) -> None:
     assert "docs/secagg.md#what-curious-mode-gives-up" in flat or (
         "secagg.md#what-curious-mode-gives-up" in flat
     )
+
+
+def test_no_page_calls_dp_input_validation_coming() -> None:
+    """secagg.md once called DP input validation "coming"; the clip and DistributedDP/CentralDP
+    exist, and the page must say so (issue 11, docs that overstate)."""
+    for page in ("docs/secagg.md", "docs/dp.md", "README.md"):
+        flat = " ".join((ROOT / page).read_text(encoding="utf-8").split())
+        assert not re.search(r"\bcoming\b", flat, re.IGNORECASE), page
+    secagg = " ".join((ROOT / "docs/secagg.md").read_text(encoding="utf-8").split())
+    assert "DistributedDP" in secagg and "CentralDP" in secagg
+
+
+def test_dp_page_says_what_each_epsilon_covers() -> None:
+    """docs/dp.md "What each ε covers": per mechanism the adjacency, what is public, the
+    accountant and the theorem (issue 11, acceptance)."""
+    text = (ROOT / "docs/dp.md").read_text(encoding="utf-8")
+    section = text.split("## What each ε covers", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split()).lower()
+    for mechanism in ("dp-sgd", "distributed", "central", "activationdp"):
+        assert mechanism in flat, mechanism
+    for column in ("adjacency", "public", "accountant", "theorem"):
+        assert column in flat, column
+    assert "add/remove" in flat or "add-or-remove" in flat or "add or remove" in flat

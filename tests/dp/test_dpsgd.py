@@ -400,3 +400,14 @@ def test_public_schedule_makes_q_steps_and_gradient_average_independent_of_recor
     assert params["record_count"].startswith("not used")
     with pytest.raises(ConfigurationError, match="batches_per_epoch"):
         wrap(60, batches_per_epoch=0)
+
+
+def test_make_private_and_federated_dp_refuse_the_gdp_approximation() -> None:
+    """The GDP accountant is refused wherever an accountant is named, not only by
+    PrivacyAccountant: make_private and FederatedDP share the one check (issue 11.1)."""
+    from secureagg.fl import FederatedDP
+
+    with pytest.raises(ConfigurationError, match="not an upper bound"):
+        _wrap(noise_multiplier=1.0, max_grad_norm=1.0, accountant="gdp")
+    with pytest.raises(ConfigurationError, match="not an upper bound"):
+        FederatedDP(noise_multiplier=1.0, accountant="gdp")  # type: ignore[arg-type]
