@@ -648,7 +648,7 @@ def targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                  "measured": p["packed"]["upload_vs_float32"],
                  "met": p["packed"]["upload_vs_float32"] <= 3},
             ]
-    from secureagg.he.packing import SlotPacking
+    from secureagg.he.paillier_packing import SlotPacking
 
     slots = SlotPacking.for_values(key_bits=3072, max_value=2 * 32767, summands=100).slots
     out.append({"name": "Paillier values per ciphertext at n=100, 16-bit quantisation, 3072 bits",

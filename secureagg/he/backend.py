@@ -20,7 +20,7 @@ contribution before the first one is multiplied in; CKKS adds each chunk as soon
 validated (while it is in cache, one chunk held at a time) and, if a later chunk fails, subtracts
 the ones already added - exact modular arithmetic, so the sums are restored bit for bit.
 
-Backends: :mod:`secureagg.he.ckks` (TenSEAL, the only module importing ``tenseal``) and
+Backends: :mod:`secureagg.he.ckks` (TenSEAL, the only package importing ``tenseal``) and
 :mod:`secureagg.he.paillier` (``phe`` + ``gmpy2``, the only module importing them). Neither
 optional dependency is imported before it is used; a missing one raises
 :class:`~secureagg.errors.MissingDependencyError` naming the ``he`` extra.
@@ -53,6 +53,7 @@ __all__ = [
     "ProbeDraw",
     "chunk_sizes",
     "fingerprint",
+    "is_integer_scalar",
     "size_groups",
 ]
 
@@ -77,6 +78,16 @@ def chunk_sizes(length: int, per_ciphertext: int) -> tuple[int, ...]:
         )
     full, rest = divmod(length, per_ciphertext)
     return (per_ciphertext,) * full + ((rest,) if rest else ())
+
+
+def is_integer_scalar(value: object) -> bool:
+    """A Python ``int`` or a numpy integer scalar, not a ``bool`` (nor ``numpy.bool_``).
+
+    The HE backends' check of counts, sizes and key parameters. Unlike
+    :func:`secureagg.validation.is_int` (Python ``int`` only) it takes numpy integers, which
+    callers pass from arrays and shapes.
+    """
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def fingerprint(scheme: str, public_material: bytes) -> bytes:

@@ -30,22 +30,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from secureagg.errors import ConfigurationError
-from secureagg.he.backend import HE_STANDARD_MAX_MODULUS_BITS
+from secureagg.he.backend import HE_STANDARD_MAX_MODULUS_BITS, is_integer_scalar
 
-__all__ = ["FFT_SAFE_BITS", "FLARE_DEFAULT", "CkksParameters", "is_int"]
+__all__ = ["FFT_SAFE_BITS", "FLARE_DEFAULT", "CkksParameters"]
 
 #: Encoded magnitudes (value x scale) are kept below 2^50 when exactness matters (fixed-point
 #: encoding): SEAL's encoder and decoder run a double-precision FFT whose absolute error is about
 #: 2^-53 x log2(N) x magnitude, so 2^50 keeps it below a few units, far below any usable scale.
 FFT_SAFE_BITS = 50
 _MIN_PRIME_BITS, _MAX_PRIME_BITS = 17, 60  # SEAL's CoeffModulus::Create accepts up to 60 bits
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 @dataclass(frozen=True)
@@ -74,13 +68,13 @@ class CkksParameters:
         """Every reason these parameters are unsafe or unusable (empty when they are fine)."""
         out: list[str] = []
         n = self.poly_modulus_degree
-        if not is_int(n) or int(n) not in HE_STANDARD_MAX_MODULUS_BITS:
+        if not is_integer_scalar(n) or int(n) not in HE_STANDARD_MAX_MODULUS_BITS:
             out.append(
                 f"poly_modulus_degree must be one of {sorted(HE_STANDARD_MAX_MODULUS_BITS)}, "
                 f"got {n!r}"
             )
         bits = self.coeff_mod_bit_sizes
-        if not isinstance(bits, tuple) or not bits or not all(is_int(b) for b in bits):
+        if not isinstance(bits, tuple) or not bits or not all(is_integer_scalar(b) for b in bits):
             out.append(f"coeff_mod_bit_sizes must be integers, got {bits!r}")
         else:
             if len(bits) < 2:
@@ -94,7 +88,7 @@ class CkksParameters:
                     f"every coefficient modulus must have {_MIN_PRIME_BITS}..{_MAX_PRIME_BITS} "
                     f"bits, got {bad}"
                 )
-            if is_int(n) and int(n) in HE_STANDARD_MAX_MODULUS_BITS:
+            if is_integer_scalar(n) and int(n) in HE_STANDARD_MAX_MODULUS_BITS:
                 budget = HE_STANDARD_MAX_MODULUS_BITS[int(n)]
                 total = sum(int(b) for b in bits)
                 if total > budget:
@@ -111,7 +105,7 @@ class CkksParameters:
             or scale <= 1
         ):
             out.append(f"scale must be a finite number > 1, got {scale!r}")
-        elif len(bits) >= 2 and all(is_int(b) for b in bits):
+        elif len(bits) >= 2 and all(is_integer_scalar(b) for b in bits):
             room = sum(int(b) for b in bits[:-1]) - 2
             if math.log2(scale) > room:
                 out.append(

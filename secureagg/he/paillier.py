@@ -9,8 +9,9 @@ anything below 2048 bits is refused.
 
 Threat model and invariants.
 
-* **Packing** (:class:`~secureagg.he.packing.SlotPacking`, BatchCrypt-style): many quantised
-  values per plaintext, with the no-overflow proof in :mod:`secureagg.he.packing`.
+* **Packing** (:class:`~secureagg.he.paillier_packing.SlotPacking`, BatchCrypt-style): many
+  quantised values per plaintext, with the no-overflow proof in
+  :mod:`secureagg.he.paillier_packing`.
 * **Blinding** (:class:`BlindingPool`): factors ``r^n mod n^2`` with ``r`` uniform in ``Z*_n``
   (``secrets.randbelow``; a seeded keystream only in tests), precomputed ahead of a round if the
   caller wants, each used **exactly once** (reusing one would reveal the plaintext difference of two
@@ -53,8 +54,9 @@ from secureagg.he.backend import (
     ProbeDraw,
     chunk_sizes,
     fingerprint,
+    is_integer_scalar,
 )
-from secureagg.he.packing import SlotPacking
+from secureagg.he.paillier_packing import SlotPacking
 
 __all__ = [
     "DEFAULT_KEY_BITS",
@@ -98,10 +100,6 @@ def require_phe() -> Any:
     return paillier
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
 # ------------------------------------------------------------------------------ public key
 
 
@@ -115,7 +113,7 @@ class PaillierPublicKey:
 
     def __init__(self, n: int, *, min_bits: int = MIN_KEY_BITS) -> None:
         gmpy2 = require_gmpy2()
-        if not _is_int(n):
+        if not is_integer_scalar(n):
             raise InvalidKeyError(f"a Paillier public key is an integer n, got {type(n).__name__}")
         n = int(n)
         bits = n.bit_length()
@@ -256,7 +254,7 @@ class BlindingPool:
 
     def fill(self, count: int) -> None:
         """Precompute ``count`` more factors."""
-        if not _is_int(count) or count < 0:
+        if not is_integer_scalar(count) or count < 0:
             raise ConfigurationError(f"count must be a non-negative integer, got {count!r}")
         self._factors.extend(self._compute() for _ in range(int(count)))
 
@@ -286,7 +284,7 @@ class PaillierSecretKey:
     def __init__(self, p: int, q: int) -> None:
         gmpy2 = require_gmpy2()
         paillier = require_phe()
-        if not (_is_int(p) and _is_int(q)) or p == q:
+        if not (is_integer_scalar(p) and is_integer_scalar(q)) or p == q:
             raise InvalidKeyError("p and q must be two distinct integers")
         p, q = int(p), int(q)
         if not (gmpy2.is_prime(p) and gmpy2.is_prime(q)):
@@ -306,7 +304,7 @@ class PaillierSecretKey:
         cls, key_bits: int = DEFAULT_KEY_BITS, *, rng: prg.Keystream | None = None
     ) -> PaillierSecretKey:
         """Fresh keys of ``key_bits`` bits (>= 2048; refused below)."""
-        if not _is_int(key_bits) or key_bits < MIN_KEY_BITS:
+        if not is_integer_scalar(key_bits) or key_bits < MIN_KEY_BITS:
             raise ConfigurationError(
                 f"Paillier keys below {MIN_KEY_BITS} bits are refused, got key_bits={key_bits!r} "
                 f"(the default is {DEFAULT_KEY_BITS})"
@@ -419,7 +417,7 @@ class PaillierAccumulator(Accumulator):
     """
 
     def __init__(self, public_key: PaillierPublicKey, *, count: int, pool: BlindingPool) -> None:
-        if not _is_int(count) or count < 1:
+        if not is_integer_scalar(count) or count < 1:
             raise ConfigurationError(f"count must be a positive integer, got {count!r}")
         if pool.public_key != public_key:
             raise ConfigurationError("the blinding pool belongs to another key")

@@ -85,8 +85,10 @@ def test_payload_chunks_cover_the_virtual_concatenation(shapes, tail, chunk) -> 
 @pytest.mark.parametrize(
     "module",
     [
-        "secureagg.he", "secureagg.he.backend", "secureagg.he.ckks", "secureagg.he.ckks_params",
-        "secureagg.he.packing", "secureagg.he.paillier", "secureagg.protocols.he_round",
+        "secureagg.he", "secureagg.he.backend", "secureagg.he.ckks", "secureagg.he.ckks.keys",
+        "secureagg.he.ckks.ciphertexts", "secureagg.he.ckks.encryption",
+        "secureagg.he.ckks.summation", "secureagg.he.ckks.cut_layer", "secureagg.he.ckks_params",
+        "secureagg.he.paillier_packing", "secureagg.he.paillier", "secureagg.protocols.he_round",
         "secureagg.protocols.he_round.messages", "secureagg.protocols.he_round.scheme",
         "secureagg.protocols.he_round.parties", "secureagg.protocols.ckks",
         "secureagg.protocols.ckks.flooding", "secureagg.protocols.ckks.scheme",

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 import secureagg as sa
 from secureagg.crypto import labels, prg
 from secureagg.errors import ConfigurationError, HeadroomError, InvalidKeyError, MalformedMessage
-from secureagg.he.packing import SlotPacking
 from secureagg.he.paillier import (
     DEFAULT_KEY_BITS,
     MIN_KEY_BITS,
@@ -23,6 +22,7 @@ from secureagg.he.paillier import (
     PaillierPublicKey,
     PaillierSecretKey,
 )
+from secureagg.he.paillier_packing import SlotPacking
 from tests.he.keys import paillier_key
 
 PROPS = settings(max_examples=30, deadline=None)

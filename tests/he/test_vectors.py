@@ -19,8 +19,8 @@ import pytest
 
 import secureagg as sa
 from secureagg.crypto import labels, prg
-from secureagg.he.packing import SlotPacking
 from secureagg.he.paillier import PaillierPublicKey, PaillierSecretKey
+from secureagg.he.paillier_packing import SlotPacking
 from tests.vectors import h, load_vectors, regenerate, write_vectors
 
 GENERATED_BY = "tests/he/test_vectors.py::test_regenerate_vectors"

@@ -30,14 +30,11 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.errors import ConfigurationError, HeadroomError, MalformedMessage
+from secureagg.he.backend import is_integer_scalar
 
 __all__ = ["MAX_SLOT_BITS", "SlotPacking"]
 
 MAX_SLOT_BITS = 64  # slot values travel as uint64
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ class SlotPacking:
         problems: list[str] = []
         for name in ("key_bits", "slot_bits", "max_value", "summands"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_integer_scalar(value) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
         if problems:
             raise ConfigurationError(problems)
@@ -91,7 +88,8 @@ class SlotPacking:
     @classmethod
     def for_values(cls, *, key_bits: int, max_value: int, summands: int) -> SlotPacking:
         """The narrowest slots for ``summands`` contributions of values in ``0..max_value``."""
-        if not _is_int(max_value) or not _is_int(summands) or max_value < 1 or summands < 1:
+        integers = is_integer_scalar(max_value) and is_integer_scalar(summands)
+        if not integers or max_value < 1 or summands < 1:
             raise ConfigurationError("max_value and summands must be positive integers")
         return cls(
             key_bits=key_bits,
