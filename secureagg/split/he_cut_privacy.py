@@ -10,7 +10,7 @@ from secureagg.errors import ConfigurationError
 from secureagg.split.scope import SplitSetting, privacy_scope
 
 if TYPE_CHECKING:
-    from secureagg.split.he_cut import HeCutConfig
+    from secureagg.split.he_cut_config import HeCutConfig
 
 __all__ = ["WEIGHT_GRADIENT_MECHANISM", "weight_gradient_event", "weight_gradient_scope"]
 

@@ -5,7 +5,7 @@ the server. The plaintext messages carry exactly what split learning reveals by 
 cut-layer activations forward and gradients back - and nothing else: no raw input, no label
 (except :attr:`Activations.labels` in the *vanilla-with-shared-labels* set-up, which the user
 chooses explicitly). The receiving party validates every field (session, step, shape, batch,
-finiteness) before it touches its model, see :mod:`secureagg.split.checks`.
+finiteness) before it touches its model, see :mod:`secureagg.split.cut_validation`.
 
 Each tensor travels as a 1-D ``float32`` array plus its ``shape``; the first axis is the batch.
 ``step`` numbers the exchanges of one client, so that a gradient for another step, a replayed
@@ -19,7 +19,7 @@ axes, each at least 1, none ``bool`` (numpy integers are normalised to ``int``);
 1-D numpy array holding exactly ``prod(shape)`` elements, the product computed on Python ints
 (:func:`shape_size`), so a shape such as ``(2**62 + 1, 4)`` - 4 values under an int64
 ``np.prod`` - is refused instead of reaching ``reshape``. The receiving party checks all of this
-again, and the expected sizes, in :func:`secureagg.split.checks.receive_tensor`.
+again, and the expected sizes, in :func:`secureagg.split.cut_validation.receive_tensor`.
 
 >>> import numpy as np
 >>> m = Activations(session_id=b"s" * 16, step=0, shape=(2, 3),

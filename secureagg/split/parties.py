@@ -11,8 +11,8 @@ Topologies (chosen by which parts the client holds):
 * **U-shaped** - the client holds the bottom *and* the head and the labels; the server holds the
   middle. One step: ``Activations``, ``ServerOutputs``, ``OutputGradients``, ``CutGradients``.
 
-Atomicity: a party validates everything it receives (:mod:`secureagg.split.checks`) before it
-runs a backward pass or an optimizer step, and steps its optimizers only when the step is
+Atomicity: a party validates everything it receives (:mod:`secureagg.split.cut_validation`)
+before it runs a backward pass or an optimizer step, and steps its optimizers only when the step is
 complete, so a refused message (NaN, wrong shape, wrong batch, another step) leaves every model
 unchanged; the party stays in its stage and may still take the genuine message, or the driver
 calls :meth:`SplitClient.abandon` / :meth:`SplitServer.abandon` to drop the step.
@@ -52,7 +52,7 @@ from secureagg.errors import (
     ProtocolError,
 )
 from secureagg.protocols.base import Message
-from secureagg.split.checks import check_class_labels, check_example_ids, receive_tensor
+from secureagg.split.cut_validation import check_class_labels, check_example_ids, receive_tensor
 from secureagg.split.messages import (
     Activations,
     CutGradients,

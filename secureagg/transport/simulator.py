@@ -58,13 +58,6 @@ from secureagg.protocols.base import (
     RoundSetup,
     ServerParty,
 )
-from secureagg.transport.checks import (
-    _seed_material,
-    _validate_dropouts,
-    _validate_fault_stages,
-    _validate_faults,
-    derive_sim_seed,
-)
 from secureagg.transport.codec import decode, encode, message_digest
 from secureagg.transport.faults import Delay, Reorder, Replay, Tamper
 from secureagg.transport.results import (
@@ -72,6 +65,13 @@ from secureagg.transport.results import (
     SeededRunWarning,
     SimulationResult,
     TranscriptEntry,
+)
+from secureagg.transport.simulate_arguments import (
+    _seed_material,
+    _validate_dropouts,
+    _validate_fault_stages,
+    _validate_faults,
+    derive_sim_seed,
 )
 from secureagg.transport.updates import normalize_updates, normalize_weights
 from secureagg.validation import is_int

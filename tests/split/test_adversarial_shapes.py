@@ -36,7 +36,7 @@ from secureagg.split import (  # noqa: E402
     SplitServer,
     split_sequential,
 )
-from secureagg.split.checks import receive_tensor  # noqa: E402
+from secureagg.split.cut_validation import receive_tensor  # noqa: E402
 from secureagg.split.messages import MAX_DIMS, CutTensor  # noqa: E402
 from secureagg.transport import (  # noqa: E402
     codec,

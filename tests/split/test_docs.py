@@ -38,14 +38,17 @@ def test_the_documented_example_trains(capsys: pytest.CaptureFixture[str]) -> No
 
 
 MODULES = [
-    "secureagg.split.model", "secureagg.split.checks", "secureagg.split.parties",
+    "secureagg.split.model", "secureagg.split.cut_validation", "secureagg.split.parties",
     "secureagg.split.protections", "secureagg.split.run", "secureagg.split.messages",
     "secureagg.split.attacks", "secureagg.split.label_protection",
     "secureagg.split.experiments", "secureagg.split.scope",
 ]
 if importlib.util.find_spec("tenseal") is not None:
     MODULES += ["secureagg.split.he_cut", "secureagg.split.encrypted"]
-MODULES.append("secureagg.split.he_packing")
+MODULES += [
+    "secureagg.split.cut_slots", "secureagg.split.he_cut_config",
+    "secureagg.split.he_cut_validation",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -624,7 +624,7 @@ def test_normalize_updates_refuses_an_unconvertible_tensor_with_a_library_error(
             normalize_updates([bad], num_clients=1)
 
 
-# ------------------------------------ the simulator's argument checks (transport/checks.py)
+# ------------------------- the simulator's argument checks (transport/simulate_arguments.py)
 
 
 def test_simulate_refuses_huge_integers_in_faults_and_dropouts_with_configuration_error() -> None:
