@@ -20,21 +20,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from secureagg.fl.codec import StateCodec
+    from secureagg.fl.model_state import StateCodec
     from secureagg.fl.privacy import FederatedDP
     from secureagg.fl.records import RoundRecord
-    from secureagg.fl.run import DEFAULT_CLIP, FederatedRun
+    from secureagg.fl.run import FederatedRun
+    from secureagg.fl.run_config import DEFAULT_CLIP
     from secureagg.fl.schedule import Failures
 
 __all__ = ["DEFAULT_CLIP", "Failures", "FederatedDP", "FederatedRun", "RoundRecord", "StateCodec"]
 
 _WHERE = {
-    "DEFAULT_CLIP": "secureagg.fl.run",
+    "DEFAULT_CLIP": "secureagg.fl.run_config",
     "FederatedRun": "secureagg.fl.run",
     "Failures": "secureagg.fl.schedule",
     "FederatedDP": "secureagg.fl.privacy",
     "RoundRecord": "secureagg.fl.records",
-    "StateCodec": "secureagg.fl.codec",
+    "StateCodec": "secureagg.fl.model_state",
 }
 
 

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from secureagg.dp._torch import require_torch
 from secureagg.errors import PrivacyBudgetExceeded
-from secureagg.fl.codec import StateCodec
+from secureagg.fl.model_state import StateCodec
 from secureagg.fl.schedule import TRAIN_STAGE, Failures, RoundSchedule, earliest, upload_stage
 
 if TYPE_CHECKING:

@@ -65,7 +65,7 @@ from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.fl import schedule
 from secureagg.fl.client import ClientOutcome, train_client
-from secureagg.fl.codec import StateCodec
+from secureagg.fl.model_state import StateCodec
 from secureagg.fl.privacy import PrivacyController
 
 if TYPE_CHECKING:

@@ -124,7 +124,7 @@ def test_a_worker_that_dies_fails_only_its_client_and_the_model_is_not_corrupted
 def test_spawn_with_objects_that_cannot_be_pickled_says_what_to_change() -> None:
     model = make_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    from secureagg.fl.codec import StateCodec
+    from secureagg.fl.model_state import StateCodec
 
     trainer = RoundTrainer(
         round_number=1, model=model, global_state=state, codec=StateCodec.from_model(model),

@@ -8,7 +8,7 @@ import pytest
 from secureagg.errors import ConfigurationError, InvalidInputError
 
 torch = pytest.importorskip("torch")
-from secureagg.fl.codec import StateCodec  # noqa: E402
+from secureagg.fl.model_state import StateCodec  # noqa: E402
 
 
 def bn_model() -> torch.nn.Module:

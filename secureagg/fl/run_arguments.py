@@ -1,28 +1,30 @@
-"""Argument checks of :class:`~secureagg.fl.FederatedRun` and JSON helpers of its run directory.
+"""Checks of the arguments of :class:`~secureagg.fl.FederatedRun`, and the values they resolve to.
 
 Every problem with the arguments is collected and reported at once
 (:class:`~secureagg.errors.ConfigurationError` lists them), before anything runs; typed arguments
-are still checked at run time, because users call this from untyped code.
+are still checked at run time, because users call this from untyped code. Besides
+:func:`argument_problems`, each helper checks one argument and returns what it resolves to: the
+FedAvg weights (:func:`client_weights`), the server step of every round (:func:`server_steps`),
+the buffer policy of the model's state (:func:`buffer_policy`, :func:`released_buffer_problems`:
+under DP-SGD no floating-point buffer is released without noise).
 
->>> jsonable({"a": (1, 2.0, float("nan"))})
-{'a': [1, 2.0, None]}
->>> seed_from_json(seed_json(b"\\x01"))
-b'\\x01'
+>>> server_steps(0.5, lambda r: 1.0 / r, rounds=2)
+[0.5, 0.25]
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from secureagg.dp._torch import require_torch
-from secureagg.errors import ConfigurationError, InvalidInputError
+from secureagg.errors import ConfigurationError
 from secureagg.fl import schedule
 from secureagg.fl.client import takes_optimizer
-from secureagg.fl.codec import StateCodec
+from secureagg.fl.model_state import StateCodec
 from secureagg.fl.privacy import FederatedDP
 
 if TYPE_CHECKING:
@@ -32,41 +34,11 @@ else:
 
 __all__ = [
     "argument_problems",
+    "buffer_policy",
     "client_weights",
-    "jsonable",
-    "seed_from_json",
-    "seed_json",
+    "released_buffer_problems",
     "server_steps",
 ]
-
-
-def seed_json(seed: bytes | int | None) -> Any:
-    if seed is None:
-        return None
-    if isinstance(seed, int):
-        return seed
-    return {"hex": bytes(seed).hex()}
-
-
-def seed_from_json(value: Any) -> bytes | int | None:
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("hex"), str):
-        return bytes.fromhex(value["hex"])
-    raise InvalidInputError(f"config.json: cannot read the seed {value!r}")
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-safe copy: numbers, strings, lists, dicts; other objects by ``repr``."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return repr(value)
 
 
 def argument_problems(

@@ -21,7 +21,7 @@ architecture) raises :class:`~secureagg.errors.InvalidInputError` listing every 
 never reshaped or broadcast.
 
 >>> import torch
->>> from secureagg.fl.codec import StateCodec
+>>> from secureagg.fl.model_state import StateCodec
 >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
 >>> codec = StateCodec.from_model(model)
 >>> codec.size          # 3*2 + 2 weights and biases, 2 + 2 BatchNorm affine, 2 + 2 statistics
