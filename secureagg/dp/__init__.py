@@ -23,7 +23,7 @@ would exceed it, and writes a JSON ledger. Importing this package needs neither 
 
 from __future__ import annotations
 
-from secureagg.dp.accounting import PrivacyAccountant, read_ledger
+from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.dp.central import CentralDP, CentralGaussian
 from secureagg.dp.distributed import DistributedDP, DistributedPlan
 from secureagg.dp.dpsgd import PrivateTraining, make_private
@@ -39,6 +39,7 @@ from secureagg.dp.events import (
     PrivacyEvent,
     SeededNoise,
 )
+from secureagg.dp.ledger import read_ledger
 from secureagg.dp.noise import CsprngGaussian, SeededNoiseWarning
 
 __all__ = [

@@ -30,6 +30,9 @@ a step or round: if running it would make ε exceed ``max_epsilon`` it emits a
 steps the largest allowed count is found once (bisection on the accountant) and cached, so the
 per-step check is a comparison.
 
+**Ledger.** :meth:`PrivacyAccountant.report` lays out the figures and events;
+:mod:`secureagg.dp.ledger` holds the file format (writing, reading, replay selection).
+
 >>> acc = PrivacyAccountant(accountant="rdp", delta=1e-5)
 >>> acc.emit(GaussianSteps(scope="sample", party=None, noise_multiplier=1.5, sample_rate=0.04,
 ...                        clip=1.0, steps=2250))                                  # doctest: +SKIP
@@ -39,7 +42,6 @@ per-step check is a comparison.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +62,14 @@ from secureagg.dp.events import (
     SeededNoise,
     event_from_dict,
 )
+from secureagg.dp.ledger import (
+    LEDGER_FORMAT,
+    compress_events,
+    json_float,
+    ledger_to_replay,
+    read_ledger,
+    write_ledger_json,
+)
 from secureagg.errors import (
     ConfigurationError,
     InvalidInputError,
@@ -69,11 +79,9 @@ from secureagg.errors import (
 
 __all__ = [
     "ACCOUNTANTS",
-    "FEDERATED_LEDGER_FORMAT",
-    "LEDGER_FORMAT",
     "PrivacyAccountant",
     "accountant_problems",
-    "read_ledger",
+    "read_ledger",  # re-exported from secureagg.dp.ledger, where the ledger format lives
 ]
 
 AccountantName = Literal["rdp", "prv"]
@@ -97,11 +105,6 @@ def accountant_problems(name: object) -> list[str]:
     return []
 
 
-LEDGER_FORMAT = "secureagg-privacy-ledger/1"
-#: A federated run's ``privacy_ledger.json``: one :data:`LEDGER_FORMAT` report per level
-#: (``"sample_level"``: DP-SGD per client, ``"user_level"``: the released sums), or ``None``.
-FEDERATED_LEDGER_FORMAT = "secureagg/fl-privacy-ledger/v1"
-_LEVELS = ("sample", "user")
 StreamKey = tuple[Scope, int | None]
 History = tuple[tuple[float, float, int], ...]
 
@@ -450,13 +453,13 @@ class PrivacyAccountant:
     # ---------------------------------------------------------------------------------- ledger
 
     def report(self) -> dict[str, Any]:
-        """The privacy ledger as a JSON-ready dict (see :data:`LEDGER_FORMAT`)."""
+        """The privacy ledger as a JSON-ready dict (see :mod:`secureagg.dp.ledger`)."""
         streams = []
         for (scope, party), stream in self._streams.items():
             entry: dict[str, Any] = {
                 "scope": scope,
                 "party": party,
-                "epsilon": _json_float(self.epsilon(scope=scope, party=party)),
+                "epsilon": json_float(self.epsilon(scope=scope, party=party)),
                 "delta": self.delta,
                 "method": self.method(scope=scope, party=party),
                 "steps": stream.steps,
@@ -468,7 +471,7 @@ class PrivacyAccountant:
                 r.sample_rate < 1 for r in stream.rounds
             )
             if scope == "user" and sampled:
-                entry["epsilon_without_sampling"] = _json_float(
+                entry["epsilon_without_sampling"] = json_float(
                     self.epsilon(scope=scope, party=party, amplification=False)
                 )
             if stream.rounds:
@@ -484,15 +487,12 @@ class PrivacyAccountant:
             "seeded": self.seeded,
             "warning": "SEEDED NOISE: this run is NOT private" if self.seeded else None,
             "streams": streams,
-            "events": [e.to_dict() for e in _compress(self._events)],
+            "events": [e.to_dict() for e in compress_events(self._events)],
         }
 
     def write_ledger(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`report` as JSON to ``path``; return the path."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.report(), indent=2, sort_keys=True) + "\n", "utf-8")
-        return out
+        return write_ledger_json(self.report(), path)
 
     @classmethod
     def from_ledger(
@@ -504,21 +504,12 @@ class PrivacyAccountant:
     ) -> PrivacyAccountant:
         """Rebuild an accountant by replaying a ledger's events (to re-check its figures).
 
-        Reads a :data:`LEDGER_FORMAT` ledger, or a federated run's ``privacy_ledger.json``
-        (:data:`FEDERATED_LEDGER_FORMAT`), which holds one ledger per ``level``: ``"sample"``
-        (DP-SGD, one stream per client) or ``"user"`` (the released sums). ``level`` may be
-        omitted when the run has only one of them.
+        Reads a :data:`~secureagg.dp.ledger.LEDGER_FORMAT` ledger, or a federated run's
+        ``privacy_ledger.json`` (:data:`~secureagg.dp.ledger.FEDERATED_LEDGER_FORMAT`), which
+        holds one ledger per ``level``: ``"sample"`` (DP-SGD, one stream per client) or
+        ``"user"`` (the released sums). ``level`` may be omitted when the run has only one of them.
         """
-        data = read_ledger(ledger) if not isinstance(ledger, Mapping) else dict(ledger)
-        if data.get("format") == FEDERATED_LEDGER_FORMAT:
-            data = _federated_level(data, level)
-        elif level is not None:
-            raise ConfigurationError(
-                f"level= selects a level of a {FEDERATED_LEDGER_FORMAT} ledger; this one is "
-                f"{data.get('format')!r}"
-            )
-        if data.get("format") != LEDGER_FORMAT:
-            raise InvalidInputError(f"not a {LEDGER_FORMAT} ledger: {data.get('format')!r}")
+        data = ledger_to_replay(ledger, level=level)
         kwargs: dict[str, Any] = {
             "accountant": data["accountant"],
             "delta": data["delta"],
@@ -529,42 +520,6 @@ class PrivacyAccountant:
         for raw in data["events"]:
             acc.emit(event_from_dict(raw))
         return acc
-
-
-def _federated_level(data: Mapping[str, Any], level: str | None) -> dict[str, Any]:
-    present = [lv for lv in _LEVELS if isinstance(data.get(f"{lv}_level"), Mapping)]
-    if not present:
-        raise InvalidInputError("this federated ledger holds no privacy accounting (no DP)")
-    if level is None:
-        if len(present) > 1:
-            raise ConfigurationError(
-                "this federated ledger holds two accountants: pass level='sample' (DP-SGD, "
-                "one stream per client) or level='user' (the released sums)"
-            )
-        level = present[0]
-    if level not in _LEVELS:
-        raise ConfigurationError(f"level must be 'sample' or 'user', got {level!r}")
-    if level not in present:
-        raise ConfigurationError(f"this federated ledger has no {level}-level accounting")
-    return dict(data[f"{level}_level"])
-
-
-def read_ledger(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a ledger JSON file written by :meth:`PrivacyAccountant.write_ledger` or by a
-    federated run (``privacy_ledger.json``)."""
-    data = json.loads(Path(path).read_text("utf-8"))
-    if not isinstance(data, dict) or data.get("format") not in (
-        LEDGER_FORMAT,
-        FEDERATED_LEDGER_FORMAT,
-    ):
-        raise InvalidInputError(
-            f"{path}: not a {LEDGER_FORMAT} or {FEDERATED_LEDGER_FORMAT} ledger"
-        )
-    return data
-
-
-def _json_float(value: float) -> float | str:
-    return value if math.isfinite(value) else "inf"
 
 
 def _round_rdp(event: DistributedNoiseRound, orders: Sequence[int]) -> Any:
@@ -593,19 +548,3 @@ def _round_rdp(event: DistributedNoiseRound, orders: Sequence[int]) -> Any:
             )
 
     return rdp_math.poisson_subsampled_rdp(orders, sample_rate=event.sample_rate, rdp=fn)
-
-
-def _compress(events: Sequence[PrivacyEvent]) -> list[PrivacyEvent]:
-    """Merge runs of identical Gaussian steps (same stream and parameters) into one event."""
-    out: list[PrivacyEvent] = []
-    for e in events:
-        last = out[-1] if out else None
-        if (
-            isinstance(e, GaussianSteps)
-            and isinstance(last, GaussianSteps)
-            and replace(last, steps=1) == replace(e, steps=1)
-        ):
-            out[-1] = replace(last, steps=last.steps + e.steps)
-        else:
-            out.append(e)
-    return out
