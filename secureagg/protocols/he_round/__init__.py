@@ -40,6 +40,8 @@ them their own ``KIND`` (``"ckks/upload"``, ``"paillier/upload"``, ...).
 
 from __future__ import annotations
 
+from secureagg.protocols.he_round.client import HEClient
+from secureagg.protocols.he_round.key_holder import HEKeyHolder
 from secureagg.protocols.he_round.messages import (
     HEAggregate,
     HEBlame,
@@ -49,23 +51,21 @@ from secureagg.protocols.he_round.messages import (
     HERetry,
     HEUpload,
 )
-from secureagg.protocols.he_round.parties import (
-    MAX_ATTEMPTS,
-    RELEASE,
-    REUPLOAD,
-    STAGES,
-    UPLOAD,
-    HEClient,
-    HEKeyHolder,
-    HEServer,
-    default_min_clients,
-    seeded_stream,
-)
 from secureagg.protocols.he_round.scheme import (
     HEScheme,
     ProbePlan,
     make_probe_plan,
     payload_chunks,
+)
+from secureagg.protocols.he_round.server import HEServer
+from secureagg.protocols.he_round.stages import (
+    MAX_ATTEMPTS,
+    RELEASE,
+    REUPLOAD,
+    STAGES,
+    UPLOAD,
+    default_min_clients,
+    seeded_stream,
 )
 
 __all__ = [

@@ -1,0 +1,177 @@
+"""The key holder of an HE aggregation round: checks every upload's key-check probes, then
+decrypts one aggregate per round and releases it under the scheme's rule
+(:mod:`~secureagg.protocols.he_round.stages`).
+
+>>> HEKeyHolder.party_id
+-2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from secureagg.errors import ConfigurationError, InsufficientSurvivors, MalformedMessage
+from secureagg.he.backend import Decryptor
+from secureagg.protocols.base import KEY_HOLDER, SERVER, Envelope, Message, Party
+from secureagg.protocols.he_round.scheme import HEScheme, ProbePlan
+from secureagg.protocols.he_round.stages import (
+    MAX_ATTEMPTS,
+    RELEASE,
+    check_counts,
+    check_ids,
+    check_round,
+    refusal,
+)
+
+__all__ = ["HEKeyHolder"]
+
+
+class HEKeyHolder(Party):
+    """Decrypts one aggregate per round and releases it under the scheme's rule.
+
+    With a ``probe_plan`` it first decrypts every contributor's key-check probes and, if any lies
+    outside the plan's thresholds, names those senders to the server (``blame``) *without*
+    decrypting the sums; the next attempt must leave them out. Only magnitudes of probes are
+    looked at, and nothing decrypted from a probe leaves the key holder.
+    """
+
+    party_id = KEY_HOLDER
+
+    def __init__(
+        self,
+        *,
+        scheme: HEScheme,
+        decryptor: Decryptor,
+        num_clients: int,
+        min_clients: int,
+        session_id: bytes,
+        round_id: int,
+        rng: Any = None,
+        probe_plan: ProbePlan | None = None,
+    ) -> None:
+        problems: list[str] = []
+        check_ids(session_id, round_id, problems)
+        check_counts(num_clients, min_clients, problems)
+        if probe_plan is not None and scheme.probed_aggregate_type is None:
+            problems.append(f"the {scheme.name} scheme has no key-check probes")
+        if problems:
+            raise ConfigurationError(problems)
+        self.scheme = scheme
+        self.decryptor = decryptor
+        self.num_clients = num_clients
+        self.min_clients = min_clients
+        self.session_id = session_id
+        self.round_id = round_id
+        self.probe_plan = probe_plan
+        self._rng = rng
+        self.released = False
+        self.blamed: set[int] = set()
+        self._attempt = 0
+        self._last: tuple[int, ...] | None = None
+
+    def receive(self, sender: int, message: Message) -> list[Envelope]:
+        stage = RELEASE
+        if sender != SERVER:
+            raise refusal("the key holder decrypts only what the server sends", stage=stage,
+                       sender=sender)
+        plan = self.probe_plan
+        expected = self.scheme.aggregate_type if plan is None else self.scheme.probed_aggregate_type
+        if expected is None or not isinstance(message, expected):
+            wanted = "an aggregate" if expected is None else expected.KIND
+            raise refusal(
+                f"expected {wanted}, got {message.KIND}"
+                + ("" if plan is None else " (this round checks every upload's key-check probes)"),
+                stage=stage, sender=sender,
+            )
+        check_round(message, session_id=self.session_id, round_id=self.round_id,
+                     fp=self.decryptor.key_fingerprint, stage=stage, sender=sender)
+        if self.released:
+            raise refusal("one decryption per round: a second aggregate is refused", stage=stage,
+                       sender=sender)
+        ids = tuple(message.contributors)
+        if (
+            len(set(ids)) != len(ids)
+            or list(ids) != sorted(ids)
+            or any(not 0 <= i < self.num_clients for i in ids)
+        ):
+            raise refusal("contributors must be distinct, sorted client ids", stage=stage,
+                       sender=sender)
+        if len(ids) < self.min_clients:
+            raise InsufficientSurvivors(
+                stage=stage, survivors=len(ids), threshold=self.min_clients, node_ids=ids
+            )
+        if plan is not None:
+            blamed = self._check_probes(message, ids, plan, sender=sender)
+            if blamed:
+                blame_type = self.scheme.blame_type
+                if blame_type is None:  # pragma: no cover - probed schemes define it
+                    raise refusal("the scheme has no blame message", stage=stage, sender=sender)
+                blame = blame_type(
+                    session_id=self.session_id,
+                    round_id=self.round_id,
+                    key_fingerprint=self.decryptor.key_fingerprint,
+                    attempt=int(getattr(message, "attempt", 0)),
+                    contributors=ids,
+                    refused=blamed,
+                )
+                return [Envelope(KEY_HOLDER, SERVER, blame)]
+        self.released = True  # a refused or failed decryption still uses up the round
+        try:
+            decrypted = self.decryptor.decrypt(message.ciphertexts, self.scheme.payload_length)
+        except MalformedMessage as exc:
+            raise refusal(f"aggregate refused: {exc}", stage=stage, sender=sender) from None
+        values, noise_std = self.scheme.release(decrypted, contributors=len(ids), rng=self._rng)
+        release = self.scheme.release_type(
+            session_id=self.session_id,
+            round_id=self.round_id,
+            key_fingerprint=self.decryptor.key_fingerprint,
+            contributors=ids,
+            values=values,
+            noise_std=float(noise_std),
+        )
+        return [Envelope(KEY_HOLDER, SERVER, release)]
+
+    def _check_probes(
+        self, message: Any, ids: tuple[int, ...], plan: ProbePlan, *, sender: int
+    ) -> tuple[int, ...]:
+        """Decrypt every contributor's probes; return the contributors whose probes fail."""
+        stage = RELEASE
+        if message.attempt != self._attempt or self._attempt >= MAX_ATTEMPTS:
+            raise refusal(
+                f"aggregate of attempt {message.attempt!r} refused (expected attempt "
+                f"{self._attempt}; at most {MAX_ATTEMPTS} per round)",
+                stage=stage, sender=sender,
+            )
+        if self.blamed & set(ids) or (
+            self._last is not None and not set(ids) <= set(self._last)
+        ):
+            raise refusal(
+                "a retried aggregate must leave out the blamed clients and add no new ones",
+                stage=stage, sender=sender,
+            )
+        groups = plan.groups
+        probes = message.probes
+        if len(probes) != len(ids) * len(groups):
+            raise refusal(
+                f"expected {len(groups)} key-check probe(s) per contributor, got "
+                f"{len(probes)} for {len(ids)}",
+                stage=stage, sender=sender,
+            )
+        blamed: list[int] = []
+        for index, cid in enumerate(ids):
+            for g, (size, _) in enumerate(groups):
+                data = probes[index * len(groups) + g]
+                try:
+                    values = self.decryptor.decrypt_probe(data, size)
+                except MalformedMessage as exc:  # the server builds probes: its fault
+                    raise refusal(f"aggregate refused: {exc}", stage=stage, sender=sender) from None
+                # Only the largest magnitude is compared; no probe value is kept or echoed.
+                if not bool(np.all(np.abs(values) <= plan.thresholds[g])):
+                    blamed.append(cid)
+                    break
+        self._attempt += 1
+        self._last = ids
+        self.blamed.update(blamed)
+        return tuple(blamed)
