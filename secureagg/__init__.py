@@ -17,7 +17,8 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from secureagg import errors
-from secureagg.aggregators import available, make_aggregator
+from secureagg.aggregators import aggregator_for, available, make_aggregator
+from secureagg.protocols.spec import RoundSpec
 from secureagg.transport import ClippingWarning, SeededRunWarning, SimulationResult, simulate
 
 try:
@@ -27,9 +28,11 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 
 __all__ = [
     "ClippingWarning",
+    "RoundSpec",
     "SeededRunWarning",
     "SimulationResult",
     "__version__",
+    "aggregator_for",
     "available",
     "errors",
     "make_aggregator",

@@ -44,16 +44,23 @@ deviations of the decryption noise and of the flooding noise (float), or the fix
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from secureagg.aggregators.registry import register
-from secureagg.errors import ConfigurationError, InvalidInputError
+from secureagg.errors import ConfigurationError
 from secureagg.he.ckks import CkksParameters, CkksPublicContext, CkksSecretKey, require_tenseal
-from secureagg.protocols.base import KEY_HOLDER, SERVER, RoundFactory, RoundSetup
+from secureagg.protocols.base import (
+    KEY_HOLDER,
+    SERVER,
+    Party,
+    Provision,
+    RoundFactory,
+    check_update,
+)
 from secureagg.protocols.ckks import CkksScheme
 from secureagg.protocols.ckks.flooding import DEFAULT_FLOODING_BITS
 from secureagg.protocols.ckks.scheme import PROBE_HIDING_BITS
@@ -63,9 +70,11 @@ from secureagg.protocols.he_round import (
     HEClient,
     HEKeyHolder,
     HEServer,
+    ProbePlan,
     default_min_clients,
     seeded_stream,
 )
+from secureagg.protocols.spec import RoundSpec
 
 __all__ = ["CkksAggregator"]
 
@@ -143,6 +152,9 @@ class CkksAggregator(RoundFactory):
         self.params = params
         self.key = key
         self.precompute_encryption = bool(precompute_encryption)
+        self._cached: (
+            tuple[RoundSpec, CkksScheme, ProbePlan | None, CkksPublicContext] | None
+        ) = None
         self._options: dict[str, Any] = {
             "clip": clip,
             "max_weight": max_weight,
@@ -213,66 +225,121 @@ class CkksAggregator(RoundFactory):
             "max_upload_attempts": MAX_ATTEMPTS,
         }
 
-    def setup_round(
+    def spec_options(self) -> dict[str, Any]:
+        return {
+            **self._options,
+            "min_clients": self.min_clients,
+            "poly_modulus_degree": int(self.params.poly_modulus_degree),
+            "coeff_mod_bit_sizes": [int(b) for b in self.params.coeff_mod_bit_sizes],
+            "scale": float(self.params.scale),
+            "precompute_encryption": self.precompute_encryption,
+        }
+
+    def provision(
+        self, *, session_id: bytes, round_id: int, seed: bytes | None
+    ) -> Provision:
+        """The key holder's key (fresh unless ``key=`` was given); its public context is public."""
+        key = self.key if self.key is not None else CkksSecretKey(self.params)
+        return Provision(public={KEY_HOLDER: key.public_material()}, secrets={KEY_HOLDER: key})
+
+    def round_spec(
         self,
-        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
         *,
-        weights: Sequence[float] | None,
+        shapes: Sequence[Sequence[int]],
+        weighted: bool,
         session_id: bytes,
         round_id: int,
-        seed: bytes | None,
-    ) -> RoundSetup:
-        n = self.num_clients
-        if len(updates) != n:
-            raise InvalidInputError(f"got updates for {len(updates)} clients, expected {n}")
-        if weights is not None and len(weights) != n:
-            raise ConfigurationError(f"got {len(weights)} weights for {n} clients")
-        shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
-        dimension = sum(math.prod(s) for s in shapes)
-        scheme = self._scheme(dimension=dimension, weighted=weights is not None)
-        key = self.key if self.key is not None else CkksSecretKey(self.params)
-        public = key.public_material()  # out of band: key holder -> server and clients
-        server_context = CkksPublicContext(public, expected=self.params)
-        client_context = CkksPublicContext(public, expected=self.params)  # shared by the clients
+        public_keys: Mapping[int, bytes] | None = None,
+    ) -> RoundSpec:
+        if not public_keys or KEY_HOLDER not in public_keys:
+            raise ConfigurationError("a CKKS round spec needs the key holder's public context")
+        return RoundSpec.build(
+            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
+            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
+            public_keys={KEY_HOLDER: public_keys[KEY_HOLDER]},
+        )
+
+    def _round(self, spec: RoundSpec) -> tuple[CkksScheme, ProbePlan | None, CkksPublicContext]:
+        """The round's scheme, key-check plan and (clients') public context, once per spec."""
+        cached = self._cached
+        if cached is not None and cached[0] is spec:
+            return cached[1], cached[2], cached[3]
+        if spec.num_clients != self.num_clients:
+            raise ConfigurationError(
+                f"the spec is for {spec.num_clients} clients, this aggregator for "
+                f"{self.num_clients}"
+            )
+        scheme = self._scheme(dimension=spec.dimension, weighted=spec.weighted)
         plan = scheme.probe_plan(self.params.slots)
-        server = HEServer(
+        context = self._public_context(spec)
+        self._cached = (spec, scheme, plan, context)
+        return scheme, plan, context
+
+    def _public_context(self, spec: RoundSpec) -> CkksPublicContext:
+        material = spec.public_keys.get(KEY_HOLDER)
+        if material is None:
+            raise ConfigurationError("the round spec carries no CKKS public context")
+        return CkksPublicContext(material, expected=self.params)
+
+    def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> HEServer:
+        scheme, plan, _ = self._round(spec)
+        context = self._public_context(spec)  # the server's own copy
+        return HEServer(
             scheme=scheme,
             probe_plan=plan,
-            accumulator=server_context.accumulator(length=scheme.payload_length,
-                                                   scale=scheme.scale),
-            key_fingerprint=server_context.key_fingerprint,
-            num_clients=n,
+            accumulator=context.accumulator(length=scheme.payload_length, scale=scheme.scale),
+            key_fingerprint=context.key_fingerprint,
+            num_clients=spec.num_clients,
             min_clients=self.min_clients,
-            shapes=shapes,
-            session_id=session_id,
-            round_id=round_id,
-            rng=seeded_stream(seed, session_id, round_id, SERVER, b"key-check"),
+            shapes=list(spec.shapes),
+            session_id=spec.session_id,
+            round_id=spec.round_id,
+            rng=seeded_stream(seed, spec.session_id, spec.round_id, SERVER, b"key-check"),
         )
-        clients = {
-            cid: HEClient(
-                cid,
-                updates[cid],
-                scheme=scheme,
-                encryptor=client_context.encryptor(scale=scheme.scale),  # each its own pool
-                session_id=session_id,
-                round_id=round_id,
-                weight=1.0 if weights is None else float(weights[cid]),
-                rng=seeded_stream(seed, session_id, round_id, cid, b"rounding"),
-                precompute=self.precompute_encryption,
-            )
-            for cid in range(n)
-        }
+
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> HEClient:
+        scheme, _, context = self._round(spec)
+        return HEClient(
+            client_id,
+            check_update(spec, client_id, update),
+            scheme=scheme,
+            encryptor=context.encryptor(scale=scheme.scale),  # each client its own pool
+            session_id=spec.session_id,
+            round_id=spec.round_id,
+            weight=1.0 if weight is None else float(weight),
+            rng=seeded_stream(seed, spec.session_id, spec.round_id, client_id, b"rounding"),
+            precompute=self.precompute_encryption,
+        )
+
+    def helpers_from_spec(
+        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
+    ) -> dict[int, Party]:
+        key = secrets.get(KEY_HOLDER)
+        if not isinstance(key, CkksSecretKey):
+            raise ConfigurationError("the key holder needs its CkksSecretKey")
+        if spec.public_keys.get(KEY_HOLDER) != key.public_material():
+            raise ConfigurationError("the round spec names another key than the key holder's")
+        scheme, plan, _ = self._round(spec)
         holder = HEKeyHolder(
             scheme=scheme,
             decryptor=key.decryptor(scale=scheme.scale),
-            num_clients=n,
+            num_clients=spec.num_clients,
             min_clients=self.min_clients,
-            session_id=session_id,
-            round_id=round_id,
-            rng=seeded_stream(seed, session_id, round_id, KEY_HOLDER, b"flooding"),
+            session_id=spec.session_id,
+            round_id=spec.round_id,
+            rng=seeded_stream(seed, spec.session_id, spec.round_id, KEY_HOLDER, b"flooding"),
             probe_plan=plan,
         )
-        return RoundSetup(server=server, clients=dict(clients), helpers={KEY_HOLDER: holder})
+        return {KEY_HOLDER: holder}
 
 
 register("ckks", CkksAggregator)

@@ -1,6 +1,10 @@
 """Aggregators with differential privacy: distributed DP inside SecAgg, central DP around any.
 
-Composition, not new protocols: :class:`DistributedDPAggregator` wraps a
+Composition by wrapping, not new protocols: :func:`with_distributed_dp`, :func:`with_central_dp`
+and :func:`with_malicious_server` each take an aggregator and return one, and
+:func:`~secureagg.aggregators.make_aggregator` applies the same wrappers for its
+``distributed_dp=``, ``central_dp=`` and ``privacy=`` keywords. :class:`DistributedDPAggregator`
+wraps a
 :class:`~secureagg.aggregators.secagg.SecAggAggregator` whose encoder (scale 1, per-value clip and
 noise headroom from the :class:`~secureagg.dp.distributed.DistributedPlan`) and ``client_noise``
 hook carry the clients' integer noise shares; :class:`CentralDPAggregator` wraps any aggregator
@@ -22,8 +26,11 @@ Unweighted sums only: a FedAvg weight would multiply a client's sensitivity.
 
 >>> import numpy as np, secureagg as sa
 >>> from secureagg.dp import DistributedDP
->>> agg = sa.make_aggregator("secagg", num_clients=4, dropout_rate=0.0, corrupt_rate=0.0,
-...     distributed_dp=DistributedDP(l2_clip=1.0, noise_multiplier=1e-6, dimension=3))
+>>> base = sa.make_aggregator("secagg", num_clients=4, clip=1.0, dropout_rate=0.0,
+...                           corrupt_rate=0.0)
+>>> agg = with_distributed_dp(base, DistributedDP(l2_clip=1.0, noise_multiplier=1e-6, dimension=3))
+>>> agg.name, agg.inner.encoder.effective_scale
+('secagg', 1.0)
 >>> res = sa.simulate(agg, [[np.full(3, 0.1)] for _ in range(4)], seed=1)    # doctest: +SKIP
 >>> np.round(res.aggregate[0], 3).tolist()                                      # doctest: +SKIP
 [0.4, 0.4, 0.4]
@@ -31,8 +38,9 @@ Unweighted sums only: a FedAvg weight would multiply a client's sensitivity.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +48,7 @@ import numpy.typing as npt
 
 from secureagg.aggregators.secagg import SecAggAggregator
 from secureagg.crypto import labels, prg
+from secureagg.crypto.signing import SigningKey
 from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.dp.central import CentralDP, CentralGaussian, GaussianSource
 from secureagg.dp.distributed import DistributedDP, DistributedPlan, rotation_seed
@@ -48,18 +57,23 @@ from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import (
     SERVER,
     AggregateOutcome,
+    ClientParty,
     Envelope,
     Message,
+    Party,
+    Provision,
     RoundFactory,
-    RoundSetup,
     ServerParty,
+    check_update,
 )
+from secureagg.protocols.spec import RoundSpec
 
 __all__ = [
     "CentralDPAggregator",
     "DistributedDPAggregator",
-    "distributed_dp_aggregator",
     "with_central_dp",
+    "with_distributed_dp",
+    "with_malicious_server",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -116,21 +130,23 @@ def _client_stream(
     )
 
 
-def _poisson_cohort(
-    rate: float, clients: int, *, seed: bytes | None, session_id: bytes, round_id: int
-) -> list[bool]:
-    """Each client's own coin: ``True`` with probability ``rate`` (CSPRNG; seeded runs derive
-    one keystream per client from the seed, others draw fresh keys from the OS)."""
+def _sampled(
+    rate: float, client: int, *, seed: bytes | None, session_id: bytes, round_id: int
+) -> bool:
+    """The client's own coin: ``True`` with probability ``rate`` (CSPRNG; a seeded run derives
+    one keystream per client from the seed, others draw a fresh key from the OS)."""
     if rate >= 1.0:
-        return [True] * clients
-    out = []
-    for u in range(clients):
-        stream = prg.seeded_party_stream(
-            seed, label=labels.DP_CLIENT_SAMPLING, session_id=session_id, round_id=round_id,
-            party=u,
-        ) or prg.Keystream(prg.random_seed(), label=labels.DP_CLIENT_SAMPLING)
-        out.append(bool(stream.uniform(1)[0] < rate))
-    return out
+        return True
+    stream = prg.seeded_party_stream(
+        seed, label=labels.DP_CLIENT_SAMPLING, session_id=session_id, round_id=round_id,
+        party=client,
+    ) or prg.Keystream(prg.random_seed(), label=labels.DP_CLIENT_SAMPLING)
+    return bool(stream.uniform(1)[0] < rate)
+
+
+def _unit_weight(client: int, weight: float | None) -> None:
+    if weight is not None and float(weight) != 1.0:
+        _unweighted([weight])
 
 
 def _unweighted(weights: Sequence[float] | None) -> None:
@@ -159,7 +175,12 @@ class DistributedDPAggregator(RoundFactory):
     """SecAgg / SecAgg+ whose clients add integer noise shares (see the module docstring)."""
 
     def __init__(
-        self, inner: SecAggAggregator, plan: DistributedPlan, *, privacy: EventSink
+        self,
+        inner: SecAggAggregator,
+        plan: DistributedPlan,
+        *,
+        privacy: EventSink,
+        base_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.inner = inner
         self.plan = plan
@@ -167,6 +188,9 @@ class DistributedDPAggregator(RoundFactory):
         self.name = inner.name
         self.num_clients = inner.num_clients
         self.dropout_stages = inner.dropout_stages
+        #: The options of the aggregator before the plan rebuilt it (what a spec carries).
+        self.base_options: dict[str, Any] = dict(base_options or inner.spec_options())
+        self._cached: tuple[RoundSpec, RoundSpec] | None = None
         self._round_count = 0
         privacy.emit(
             MechanismConfigured(
@@ -181,43 +205,67 @@ class DistributedDPAggregator(RoundFactory):
     def parameters(self) -> dict[str, Any]:
         return {**self.inner.parameters(), "distributed_dp": self.plan.describe()}
 
-    def setup_round(
+    @property
+    def protocol(self) -> str:
+        return self.inner.protocol
+
+    def spec_options(self) -> dict[str, Any]:
+        return {**self.base_options, "distributed_dp": dataclasses.asdict(self.plan.config)}
+
+    def provision(
+        self, *, session_id: bytes, round_id: int, seed: bytes | None
+    ) -> Provision:
+        return self.inner.provision(session_id=session_id, round_id=round_id, seed=seed)
+
+    def round_spec(
         self,
-        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
         *,
-        weights: Sequence[float] | None,
+        shapes: Sequence[Sequence[int]],
+        weighted: bool,
         session_id: bytes,
         round_id: int,
-        seed: bytes | None,
-    ) -> RoundSetup:
-        _unweighted(weights)
+        public_keys: Mapping[int, bytes] | None = None,
+    ) -> RoundSpec:
+        return RoundSpec.build(
+            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
+            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=False,
+            public_keys=public_keys, model_digest=self.inner.model_digest(),
+        )
+
+    def _inner_spec(self, spec: RoundSpec) -> RoundSpec:
+        """The inner SecAgg round's spec: one integer vector of the plan's (padded) length."""
+        cached = self._cached
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        if sum(math.prod(s) for s in spec.shapes) != self.plan.config.dimension:
+            raise ConfigurationError(
+                f"distributed_dp was planned for {self.plan.config.dimension} values, the round "
+                f"has {spec.dimension}"
+            )
+        inner = RoundSpec.build(
+            protocol=self.inner.protocol, options=self.inner.spec_options(),
+            session_id=spec.session_id, round_id=spec.round_id, num_clients=spec.num_clients,
+            shapes=[(self.plan.padded_dimension,)], weighted=False,
+            public_keys=spec.public_keys, model_digest=spec.model_digest,
+        )
+        self._cached = (spec, inner)
+        return inner
+
+    def _rotation(self, spec: RoundSpec) -> bytes | None:
+        return rotation_seed(spec.session_id, spec.round_id) if self.plan.config.rotation else None
+
+    def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> ServerParty:
+        """The inner server, its sum decoded; the budget is checked first (nothing runs past it)."""
         if isinstance(self.privacy, PrivacyAccountant):
             worst = self.plan.round_event(
-                round_id=round_id,
+                round_id=spec.round_id,
                 survivors=self.inner.params.min_survivors,
                 seeded=seed is not None,
                 worst_case=True,
             )
             self.privacy.check(worst)  # raises before anything is sent
-        shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
-        rot = rotation_seed(session_id, round_id) if self.plan.config.rotation else None
-        cohort = _poisson_cohort(
-            self.plan.config.client_sampling_rate, len(updates), seed=seed,
-            session_id=session_id, round_id=round_id,
-        )
-        prepared = [
-            [
-                self.plan.prepare(
-                    _flat(updates[u]) if cohort[u] else np.zeros(self.plan.config.dimension),
-                    rotation_seed=rot,
-                    stream=_client_stream(seed, session_id, round_id, u),
-                )
-            ]
-            for u in range(len(updates))
-        ]
-        setup = self.inner.setup_round(
-            prepared, weights=None, session_id=session_id, round_id=round_id, seed=seed
-        )
+        inner = self.inner.server_from_spec(self._inner_spec(spec), seed=seed)
+        rot, shapes, round_id = self._rotation(spec), spec.shapes, spec.round_id
 
         def finish(outcome: AggregateOutcome) -> AggregateOutcome:
             decoded = self.plan.decode(outcome.aggregate[0], rotation_seed=rot)
@@ -240,10 +288,32 @@ class DistributedDPAggregator(RoundFactory):
                 details=details,
             )
 
-        return RoundSetup(
-            server=_wrap_server(setup.server, finish),
-            clients=setup.clients,
-            helpers=setup.helpers,
+        return _wrap_server(inner, finish)
+
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> ClientParty:
+        """The client flips its own sampling coin, then clips, rotates, scales and rounds its
+        update (a zero update if the coin did not come up) before the inner round masks it."""
+        _unit_weight(client_id, weight)
+        arrays = check_update(spec, client_id, update)
+        session_id, round_id = spec.session_id, spec.round_id
+        sampled = _sampled(self.plan.config.client_sampling_rate, client_id, seed=seed,
+                           session_id=session_id, round_id=round_id)
+        prepared = self.plan.prepare(
+            _flat(arrays) if sampled else np.zeros(self.plan.config.dimension),
+            rotation_seed=self._rotation(spec),
+            stream=_client_stream(seed, session_id, round_id, client_id),
+        )
+        return self.inner.client_from_spec(
+            self._inner_spec(spec), client_id, [prepared], secret=secret, seed=seed
         )
 
     def _emit(self, event: PrivacyEvent, *, seeded: bool) -> None:
@@ -255,50 +325,81 @@ class DistributedDPAggregator(RoundFactory):
         self._round_count += 1
 
 
-def distributed_dp_aggregator(
+def with_distributed_dp(
+    agg: RoundFactory,
+    config: DistributedDP,
     *,
-    distributed_dp: DistributedDP | None,
     privacy: EventSink | None = None,
-    num_clients: int,
-    clip: float | None = None,
-    **secagg: Any,
-) -> RoundFactory:
-    """What ``make_aggregator("secagg"/"secagg+", ..., distributed_dp=...)`` builds.
+) -> DistributedDPAggregator:
+    """``agg`` (a ``"secagg"``/``"secagg+"`` aggregator) with distributed DP inside the sum.
 
-    ``clip`` may be omitted; if given it must equal ``distributed_dp.l2_clip`` (the L2 bound).
-    ``privacy`` receives the events (default: a new :class:`PrivacyAccountant`, δ = 1e-5).
+    The clients add integer noise shares before masking, so the server sees only the noised sum.
+    ``agg`` is rebuilt with the plan's encoder (``scale=1``, the L-inf clip, bit width and noise
+    headroom of the :class:`~secureagg.dp.distributed.DistributedPlan`); its ``clip`` must equal
+    ``config.l2_clip`` (the L2 bound of each update), and it must not set ``bits``, ``scale``,
+    ``noise_headroom``, ``client_noise`` or ``max_weight`` (the plan does). ``privacy`` receives
+    the events (default: a new :class:`PrivacyAccountant`, delta = 1e-5).
     """
     problems = []
-    cfg = distributed_dp if isinstance(distributed_dp, DistributedDP) else None
+    given: object = config
+    cfg = given if isinstance(given, DistributedDP) else None
     if cfg is None:
         problems.append(
-            "distributed_dp must be a secureagg.dp.DistributedDP, got "
-            f"{type(distributed_dp).__name__}"
+            f"distributed_dp must be a secureagg.dp.DistributedDP, got {type(config).__name__}"
         )
-    elif clip is not None and float(clip) != float(cfg.l2_clip):
+    inner: SecAggAggregator | None = agg if isinstance(agg, SecAggAggregator) else None
+    if inner is None:
         problems.append(
-            f"with distributed_dp, clip is the L2 bound of each update: clip={clip!r} differs "
-            f"from distributed_dp.l2_clip={cfg.l2_clip!r}; omit clip or make them equal"
+            "distributed DP adds the clients' integer noise shares inside masked secure "
+            f"aggregation: it wraps a 'secagg' or 'secagg+' aggregator, got "
+            f"{getattr(agg, 'name', type(agg).__name__)!r} (use central_dp for the others)"
         )
-    reserved = sorted(k for k in _RESERVED if k in secagg)
-    if reserved:
-        problems.append(f"{reserved} are set by distributed_dp (its plan); do not pass them")
+    else:
+        options = inner.options
+        if cfg is not None and float(options["clip"]) != float(cfg.l2_clip):
+            problems.append(
+                f"with distributed_dp, clip is the L2 bound of each update: clip="
+                f"{options['clip']!r} differs from distributed_dp.l2_clip={cfg.l2_clip!r}; omit "
+                "clip or make them equal"
+            )
+        defaults = {"bits": None, "scale": None, "noise_headroom": 0, "client_noise": None,
+                    "max_weight": 1}
+        reserved = sorted(k for k in _RESERVED if options[k] != defaults[k])
+        if reserved:
+            problems.append(f"{reserved} are set by distributed_dp (its plan); do not pass them")
     sink: object = privacy
     if sink is not None and not isinstance(sink, EventSink):
         problems.append(f"privacy must be an event sink, got {type(sink).__name__}")
-    if problems or cfg is None:
+    if problems or cfg is None or inner is None:
         raise ConfigurationError(problems)
-    plan = cfg.plan(num_clients=num_clients)
-    inner = SecAggAggregator(
-        num_clients=num_clients,
+    plan = cfg.plan(num_clients=inner.num_clients)
+    rebuilt = inner.with_options(
         clip=float(plan.linf_clip),
         bits=plan.bits,
         scale=1.0,
         noise_headroom=plan.noise_headroom,
         client_noise=plan.noise_share,
-        **secagg,
     )
-    return DistributedDPAggregator(inner, plan, privacy=privacy or PrivacyAccountant())
+    return DistributedDPAggregator(
+        rebuilt, plan, privacy=privacy or PrivacyAccountant(), base_options=inner.spec_options()
+    )
+
+
+def with_malicious_server(
+    agg: RoundFactory, *, identity_keys: Mapping[int, SigningKey] | None = None
+) -> RoundFactory:
+    """``agg`` (``"secagg"``/``"secagg+"``) against a malicious server: signed key adverts from a
+    client registry (``identity_keys``, generated if omitted) and a consistency round.
+
+    The same as ``make_aggregator(..., threat="malicious")``; the degree and threshold are chosen
+    anew for that threat model unless ``agg`` was given explicit ones (validated for it).
+    """
+    if not isinstance(agg, SecAggAggregator):
+        raise ConfigurationError(
+            "malicious-server mode is a mode of masked secure aggregation: it wraps a 'secagg' "
+            f"or 'secagg+' aggregator, got {getattr(agg, 'name', type(agg).__name__)!r}"
+        )
+    return agg.with_options(threat="malicious", identity_keys=identity_keys)
 
 
 class CentralDPAggregator(RoundFactory):
@@ -311,6 +412,7 @@ class CentralDPAggregator(RoundFactory):
         self.mechanism = mechanism
         self.privacy = privacy
         self.name = f"{inner.name}+central-dp"
+        self._cached: tuple[RoundSpec, RoundSpec] | None = None
         self.num_clients = inner.num_clients
         self.dropout_stages = inner.dropout_stages
         privacy.emit(
@@ -325,32 +427,54 @@ class CentralDPAggregator(RoundFactory):
     def parameters(self) -> dict[str, Any]:
         return {**self.inner.parameters(), "central_dp": self.mechanism.describe()}
 
-    def setup_round(
+    @property
+    def protocol(self) -> str:
+        return self.inner.protocol
+
+    def spec_options(self) -> dict[str, Any]:
+        return {**self.inner.spec_options(),
+                "central_dp": dataclasses.asdict(self.mechanism.config)}
+
+    def provision(
+        self, *, session_id: bytes, round_id: int, seed: bytes | None
+    ) -> Provision:
+        return self.inner.provision(session_id=session_id, round_id=round_id, seed=seed)
+
+    def round_spec(
         self,
-        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
         *,
-        weights: Sequence[float] | None,
+        shapes: Sequence[Sequence[int]],
+        weighted: bool,
         session_id: bytes,
         round_id: int,
-        seed: bytes | None,
-    ) -> RoundSetup:
-        _unweighted(weights)
+        public_keys: Mapping[int, bytes] | None = None,
+    ) -> RoundSpec:
+        return RoundSpec.build(
+            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
+            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=False,
+            public_keys=public_keys, model_digest=self.inner.model_digest(),
+        )
+
+    def _inner_spec(self, spec: RoundSpec) -> RoundSpec:
+        cached = self._cached
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        inner = RoundSpec.build(
+            protocol=self.inner.protocol, options=self.inner.spec_options(),
+            session_id=spec.session_id, round_id=spec.round_id, num_clients=spec.num_clients,
+            shapes=spec.shapes, weighted=False, public_keys=spec.public_keys,
+            model_digest=spec.model_digest,
+        )
+        self._cached = (spec, inner)
+        return inner
+
+    def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> ServerParty:
+        """The inner server; the trusted server noises its sum (budget checked first)."""
         event = self.mechanism.round_event()
         if isinstance(self.privacy, PrivacyAccountant):
             self.privacy.check(event)
-        shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
-        cohort = _poisson_cohort(
-            self.mechanism.config.client_sampling_rate, len(updates), seed=seed,
-            session_id=session_id, round_id=round_id,
-        )
-        size = sum(math.prod(shape) for shape in shapes)
-        clipped = [  # a client whose coin did not come up takes part with a zero update
-            _unflat(self.mechanism.clip(_flat(u)) if sampled else np.zeros(size), shapes)
-            for u, sampled in zip(updates, cohort, strict=True)
-        ]
-        setup = self.inner.setup_round(
-            clipped, weights=None, session_id=session_id, round_id=round_id, seed=seed
-        )
+        inner = self.inner.server_from_spec(self._inner_spec(spec), seed=seed)
+        shapes = spec.shapes
 
         def finish(outcome: AggregateOutcome) -> AggregateOutcome:
             noisy = self.mechanism.release(_flat(outcome.aggregate))
@@ -365,9 +489,36 @@ class CentralDPAggregator(RoundFactory):
                 },
             )
 
-        return RoundSetup(
-            server=_wrap_server(setup.server, finish), clients=setup.clients, helpers=setup.helpers
+        return _wrap_server(inner, finish)
+
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> ClientParty:
+        """The client flips its own sampling coin and clips its update to the L2 bound (a zero
+        update if the coin did not come up) before the inner round."""
+        _unit_weight(client_id, weight)
+        arrays = check_update(spec, client_id, update)
+        sampled = _sampled(self.mechanism.config.client_sampling_rate, client_id, seed=seed,
+                           session_id=spec.session_id, round_id=spec.round_id)
+        clipped = _unflat(
+            self.mechanism.clip(_flat(arrays)) if sampled else np.zeros(spec.dimension),
+            spec.shapes,
         )
+        return self.inner.client_from_spec(
+            self._inner_spec(spec), client_id, clipped, secret=secret, seed=seed
+        )
+
+    def helpers_from_spec(
+        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
+    ) -> dict[int, Party]:
+        return self.inner.helpers_from_spec(self._inner_spec(spec), secrets, seed=seed)
 
 
 def with_central_dp(

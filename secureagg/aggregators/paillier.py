@@ -25,14 +25,14 @@ holder CRT-decrypts, checks the count and the slot ranges, and releases exact in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from secureagg.aggregators.registry import register
-from secureagg.errors import ConfigurationError, InvalidInputError
+from secureagg.errors import ConfigurationError
 from secureagg.he.paillier import (
     DEFAULT_KEY_BITS,
     MIN_KEY_BITS,
@@ -43,7 +43,14 @@ from secureagg.he.paillier import (
     PaillierSecretKey,
     require_phe,
 )
-from secureagg.protocols.base import KEY_HOLDER, SERVER, RoundFactory, RoundSetup
+from secureagg.protocols.base import (
+    KEY_HOLDER,
+    SERVER,
+    Party,
+    Provision,
+    RoundFactory,
+    check_update,
+)
 from secureagg.protocols.he_round import (
     UPLOAD,
     HEClient,
@@ -54,6 +61,7 @@ from secureagg.protocols.he_round import (
 )
 from secureagg.protocols.paillier import PaillierScheme
 from secureagg.protocols.paillier.scheme import QUANT_BITS
+from secureagg.protocols.spec import RoundSpec
 from secureagg.validation import is_positive_real
 
 __all__ = ["PaillierAggregator"]
@@ -137,6 +145,7 @@ class PaillierAggregator(RoundFactory):
         self.key_bits = int(key_bits)
         self.key = key
         self.precompute_blinding = bool(precompute_blinding)
+        self._cached: tuple[RoundSpec, PaillierScheme, PaillierPublicKey] | None = None
         self._options: dict[str, Any] = {
             "clip": clip,
             "quant_bits": quant_bits,
@@ -176,72 +185,131 @@ class PaillierAggregator(RoundFactory):
             "error_bound": self.error_bound(),
         }
 
-    def setup_round(
-        self,
-        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
-        *,
-        weights: Sequence[float] | None,
-        session_id: bytes,
-        round_id: int,
-        seed: bytes | None,
-    ) -> RoundSetup:
-        n = self.num_clients
-        if len(updates) != n:
-            raise InvalidInputError(f"got updates for {len(updates)} clients, expected {n}")
-        if weights is not None and len(weights) != n:
-            raise ConfigurationError(f"got {len(weights)} weights for {n} clients")
-        shapes = [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
-        dimension = sum(math.prod(s) for s in shapes)
-        scheme = self._scheme(dimension=dimension, weighted=weights is not None)
+    def spec_options(self) -> dict[str, Any]:
+        return {
+            **self._options,
+            "min_clients": self.min_clients,
+            "key_bits": self.key_bits,
+            "precompute_blinding": self.precompute_blinding,
+        }
+
+    def provision(
+        self, *, session_id: bytes, round_id: int, seed: bytes | None
+    ) -> Provision:
+        """The key holder's key (fresh unless ``key=`` was given); its modulus is public."""
         key = self.key
         if key is None:
             key = PaillierSecretKey.generate(
                 self.key_bits, rng=seeded_stream(seed, session_id, round_id, KEY_HOLDER, b"keys")
             )
-        public_key = PaillierPublicKey.from_bytes(key.public_material())  # out of band
-        count = math.ceil(scheme.payload_length / scheme.packing.slots)
+        return Provision(public={KEY_HOLDER: key.public_material()}, secrets={KEY_HOLDER: key})
 
-        def pool(party: int) -> BlindingPool:
-            return BlindingPool(
-                public_key, rng=seeded_stream(seed, session_id, round_id, party, b"blinding")
+    def round_spec(
+        self,
+        *,
+        shapes: Sequence[Sequence[int]],
+        weighted: bool,
+        session_id: bytes,
+        round_id: int,
+        public_keys: Mapping[int, bytes] | None = None,
+    ) -> RoundSpec:
+        if not public_keys or KEY_HOLDER not in public_keys:
+            raise ConfigurationError("a Paillier round spec needs the key holder's public key")
+        return RoundSpec.build(
+            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
+            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
+            public_keys={KEY_HOLDER: public_keys[KEY_HOLDER]},
+        )
+
+    def _round(self, spec: RoundSpec) -> tuple[PaillierScheme, PaillierPublicKey]:
+        cached = self._cached
+        if cached is not None and cached[0] is spec:
+            return cached[1], cached[2]
+        if spec.num_clients != self.num_clients:
+            raise ConfigurationError(
+                f"the spec is for {spec.num_clients} clients, this aggregator for "
+                f"{self.num_clients}"
             )
+        material = spec.public_keys.get(KEY_HOLDER)
+        if material is None:
+            raise ConfigurationError("the round spec carries no Paillier public key")
+        public_key = PaillierPublicKey.from_bytes(material)
+        if public_key.key_bits != self.key_bits:
+            raise ConfigurationError(
+                f"the spec's public key has {public_key.key_bits} bits, the round "
+                f"{self.key_bits}"
+            )
+        scheme = self._scheme(dimension=spec.dimension, weighted=spec.weighted)
+        self._cached = (spec, scheme, public_key)
+        return scheme, public_key
 
-        server_pool = pool(SERVER)
+    @staticmethod
+    def _pool(public_key: PaillierPublicKey, spec: RoundSpec, party: int,
+              seed: bytes | None) -> BlindingPool:
+        return BlindingPool(
+            public_key, rng=seeded_stream(seed, spec.session_id, spec.round_id, party, b"blinding")
+        )
+
+    def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> HEServer:
+        scheme, public_key = self._round(spec)
+        count = math.ceil(scheme.payload_length / scheme.packing.slots)
+        server_pool = self._pool(public_key, spec, SERVER, seed)
         if self.precompute_blinding:
             server_pool.fill(count)
-        server = HEServer(
+        return HEServer(
             scheme=scheme,
             accumulator=PaillierAccumulator(public_key, count=count, pool=server_pool),
             key_fingerprint=public_key.key_fingerprint,
-            num_clients=n,
+            num_clients=spec.num_clients,
             min_clients=self.min_clients,
-            shapes=shapes,
-            session_id=session_id,
-            round_id=round_id,
+            shapes=list(spec.shapes),
+            session_id=spec.session_id,
+            round_id=spec.round_id,
         )
-        clients = {
-            cid: HEClient(
-                cid,
-                updates[cid],
-                scheme=scheme,
-                encryptor=PaillierEncryptor(public_key, scheme.packing, pool=pool(cid)),
-                session_id=session_id,
-                round_id=round_id,
-                weight=1 if weights is None else float(weights[cid]),
-                rng=seeded_stream(seed, session_id, round_id, cid, b"rounding"),
-                precompute=self.precompute_blinding,
-            )
-            for cid in range(n)
-        }
+
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> HEClient:
+        scheme, public_key = self._round(spec)
+        return HEClient(
+            client_id,
+            check_update(spec, client_id, update),
+            scheme=scheme,
+            encryptor=PaillierEncryptor(
+                public_key, scheme.packing, pool=self._pool(public_key, spec, client_id, seed)
+            ),
+            session_id=spec.session_id,
+            round_id=spec.round_id,
+            weight=1 if weight is None else float(weight),
+            rng=seeded_stream(seed, spec.session_id, spec.round_id, client_id, b"rounding"),
+            precompute=self.precompute_blinding,
+        )
+
+    def helpers_from_spec(
+        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
+    ) -> dict[int, Party]:
+        key = secrets.get(KEY_HOLDER)
+        if not isinstance(key, PaillierSecretKey):
+            raise ConfigurationError("the key holder needs its PaillierSecretKey")
+        if spec.public_keys.get(KEY_HOLDER) != key.public_material():
+            raise ConfigurationError("the round spec names another key than the key holder's")
+        scheme, _ = self._round(spec)
         holder = HEKeyHolder(
             scheme=scheme,
             decryptor=key.decryptor(scheme.packing),
-            num_clients=n,
+            num_clients=spec.num_clients,
             min_clients=self.min_clients,
-            session_id=session_id,
-            round_id=round_id,
+            session_id=spec.session_id,
+            round_id=spec.round_id,
         )
-        return RoundSetup(server=server, clients=dict(clients), helpers={KEY_HOLDER: holder})
+        return {KEY_HOLDER: holder}
 
 
 register("paillier", PaillierAggregator)

@@ -16,7 +16,7 @@ rounds or sessions refused, and ``InsufficientSurvivors`` below ``min_clients`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,10 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.aggregators.registry import register
-from secureagg.errors import ConfigurationError, InvalidInputError
-from secureagg.protocols.base import RoundFactory, RoundSetup
+from secureagg.errors import ConfigurationError
+from secureagg.protocols.base import RoundFactory, check_update
 from secureagg.protocols.plain import UPLOAD, PlainClient, PlainServer
+from secureagg.protocols.spec import RoundSpec
 from secureagg.validation import is_positive_real
 
 __all__ = ["PlainAggregator"]
@@ -65,47 +66,51 @@ class PlainAggregator(RoundFactory):
         if clip is not None:
             object.__setattr__(self, "clip", float(clip))  # a numpy scalar becomes a float
 
-    def setup_round(
+    def spec_options(self) -> dict[str, Any]:
+        return {"clip": self.clip, "min_clients": self.min_clients}
+
+    def round_spec(
         self,
-        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
         *,
-        weights: Sequence[float] | None,
+        shapes: Sequence[Sequence[int]],
+        weighted: bool,
         session_id: bytes,
         round_id: int,
-        seed: bytes | None,
-    ) -> RoundSetup:
-        """Build a :class:`PlainServer` and ``num_clients`` :class:`PlainClient` s.
+        public_keys: Mapping[int, bytes] | None = None,
+    ) -> RoundSpec:
+        return RoundSpec.build(
+            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
+            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
+        )
 
-        ``seed`` is accepted for the common interface; the plain protocol draws no randomness.
-        """
-        if len(updates) != self.num_clients:
-            raise InvalidInputError(
-                f"got updates for {len(updates)} clients, expected {self.num_clients}"
-            )
-        if weights is not None and len(weights) != self.num_clients:
-            raise ConfigurationError(
-                f"got {len(weights)} weights for {self.num_clients} clients"
-            )
-        shapes = [tuple(np.shape(t)) for t in updates[0]]
-        server = PlainServer(
-            num_clients=self.num_clients,
-            shapes=shapes,
-            session_id=session_id,
-            round_id=round_id,
+    def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> PlainServer:
+        """``seed`` is accepted for the common interface; the plain protocol draws no randomness."""
+        return PlainServer(
+            num_clients=spec.num_clients,
+            shapes=list(spec.shapes),
+            session_id=spec.session_id,
+            round_id=spec.round_id,
             min_clients=self.min_clients,
         )
-        clients = {
-            cid: PlainClient(
-                cid,
-                updates[cid],
-                session_id=session_id,
-                round_id=round_id,
-                weight=1.0 if weights is None else float(weights[cid]),
-                clip=self.clip,
-            )
-            for cid in range(self.num_clients)
-        }
-        return RoundSetup(server=server, clients=dict(clients))
+
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> PlainClient:
+        return PlainClient(
+            client_id,
+            check_update(spec, client_id, update),
+            session_id=spec.session_id,
+            round_id=spec.round_id,
+            weight=1.0 if weight is None else float(weight),
+            clip=self.clip,
+        )
 
     def parameters(self) -> dict[str, Any]:
         return {

@@ -22,8 +22,9 @@ from typing import Any
 
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import RoundFactory
+from secureagg.protocols.spec import RoundSpec
 
-__all__ = ["available", "make_aggregator", "register"]
+__all__ = ["COMPOSITION_KEYWORDS", "aggregator_for", "available", "make_aggregator", "register"]
 
 AggregatorFactory = Callable[..., RoundFactory]
 
@@ -70,12 +71,78 @@ def available() -> tuple[str, ...]:
     return tuple(sorted(set(_FACTORIES) | builtin))
 
 
+#: Keywords that compose a wrapper onto any aggregator instead of configuring the protocol:
+#: ``distributed_dp`` (:func:`secureagg.aggregators.dp.with_distributed_dp`), ``central_dp``
+#: (:func:`secureagg.aggregators.dp.with_central_dp`) and ``privacy`` (the event sink of either).
+COMPOSITION_KEYWORDS = ("distributed_dp", "central_dp", "privacy")
+
+
 def make_aggregator(name: str, /, **kwargs: Any) -> RoundFactory:
     """Build the aggregator registered as ``name`` with ``kwargs``.
 
+    ``distributed_dp=``, ``central_dp=`` and ``privacy=`` are not protocol options: the protocol's
+    aggregator is built from the other keywords, then wrapped (:mod:`secureagg.aggregators.dp`),
+    the same way for every protocol. With ``distributed_dp`` the ``clip`` defaults to its L2 bound.
     Unknown names and unknown keyword arguments raise
     :class:`~secureagg.errors.ConfigurationError` listing what is known.
     """
+    composed = {k: kwargs.pop(k) for k in COMPOSITION_KEYWORDS if k in kwargs}
+    distributed = composed.get("distributed_dp")
+    central = composed.get("central_dp")
+    if isinstance(distributed, dict):  # from a round spec's JSON options
+        from secureagg.dp.distributed import DistributedDP
+
+        distributed = _config(DistributedDP, distributed, "distributed_dp")
+    if isinstance(central, dict):
+        from secureagg.dp.central import CentralDP
+
+        central = _config(CentralDP, central, "central_dp")
+    if distributed is not None and central is not None:
+        raise ConfigurationError("pass distributed_dp or central_dp, not both")
+    if composed.get("privacy") is not None and distributed is None and central is None:
+        raise ConfigurationError(
+            "privacy= is the event sink of distributed_dp= or central_dp=; pass one of them"
+        )
+    if distributed is not None and kwargs.get("clip") is None:
+        l2_clip = getattr(distributed, "l2_clip", None)
+        if l2_clip is not None:
+            kwargs["clip"] = l2_clip
+    agg = _make(name, **kwargs)
+    if distributed is None and central is None:
+        return agg
+    # The wrappers live one module over; imported here, on use, so that no protocol's
+    # aggregator module imports the DP layer (and the DP layer imports them).
+    from secureagg.aggregators.dp import with_central_dp, with_distributed_dp
+
+    if distributed is not None:
+        return with_distributed_dp(agg, distributed, privacy=composed.get("privacy"))
+    if central is not None:
+        return with_central_dp(agg, central, privacy=composed.get("privacy"))
+    return agg
+
+
+def _config(cls: Any, values: dict[str, Any], what: str) -> Any:
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
+
+
+def aggregator_for(spec: RoundSpec) -> RoundFactory:
+    """The aggregator a round spec describes, rebuilt from its public options alone.
+
+    What a party on another machine, holding only the spec's bytes, calls before building itself
+    (``agg.client_from_spec(spec, ...)``). The options are validated as at construction: a spec
+    asking for unsafe parameters raises :class:`~secureagg.errors.ConfigurationError`.
+    """
+    options = spec.option_values
+    if "num_clients" in options:
+        raise ConfigurationError("spec options must not repeat num_clients")
+    return make_aggregator(spec.protocol, num_clients=spec.num_clients, **options)
+
+
+def _make(name: str, /, **kwargs: Any) -> RoundFactory:
+    """The protocol's own aggregator (no composition)."""
     if name not in _FACTORIES and name in _BUILTIN_MODULES:
         module = _BUILTIN_MODULES[name]
         if _module_exists(module):
@@ -97,7 +164,7 @@ def make_aggregator(name: str, /, **kwargs: Any) -> RoundFactory:
                 p.name
                 for p in signature.parameters.values()
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            ]
+            ] + list(COMPOSITION_KEYWORDS)
             raise ConfigurationError(
                 f"aggregator {name!r}: {exc}; it accepts {', '.join(accepted)}"
             ) from None

@@ -23,10 +23,12 @@ construction, with every problem listed.
 Distributed DP hooks in through ``client_noise(count, keystream) -> int64 array`` (each client's
 share of integer noise, added to its encoded vector before masking, so the server only sees the
 noised sum) and ``noise_headroom`` (the integer tail bound of the summed noise, reserved by the
-encoder's no-overflow proof). The DP layer builds both from a mechanism:
-``make_aggregator("secagg+", num_clients=n, distributed_dp=DistributedDP(...), privacy=acc)``
-returns the composition in :mod:`secureagg.aggregators.dp` (it passes ``scale=1.0``: the clients'
-values are already integers). ``scale`` otherwise defaults to the largest that fits.
+encoder's no-overflow proof). The DP layer builds both from a mechanism by *wrapping* an
+aggregator: :func:`secureagg.aggregators.dp.with_distributed_dp` rebuilds it through
+:meth:`SecAggAggregator.with_options` (``scale=1.0``: the clients' values are already integers);
+``make_aggregator("secagg+", num_clients=n, distributed_dp=DistributedDP(...), privacy=acc)`` is
+the same wrapping, done by the registry. ``scale`` otherwise defaults to the largest that fits.
+This module does not import the DP layer.
 
 In the default ``threat="curious"`` mode the server is trusted to follow the protocol: one that
 deviates can recover a single client's input exactly (docs/secagg.md, "What curious mode gives
@@ -54,11 +56,12 @@ from secureagg.aggregators.registry import register
 from secureagg.crypto import labels, prg, signing
 from secureagg.crypto.encoding import FixedPointEncoder
 from secureagg.errors import ConfigurationError
-from secureagg.protocols.base import RoundFactory, RoundSetup
+from secureagg.protocols.base import Provision, RoundFactory, check_update
 from secureagg.protocols.secagg.client import IntegerNoise, SecAggClient
 from secureagg.protocols.secagg.context import STAGES, Randomness, RoundContext
 from secureagg.protocols.secagg.params import SecAggParams, choose_parameters, validate_parameters
 from secureagg.protocols.secagg.server import SecAggServer
+from secureagg.protocols.spec import RoundSpec
 from secureagg.validation import is_int, is_positive_real
 
 __all__ = ["CURIOUS_MODE_NOTE", "SecAggAggregator"]
@@ -147,6 +150,7 @@ class SecAggAggregator(RoundFactory):
         self.num_clients = num_clients
         self.dropout_rate = float(dropout_rate)
         self.corrupt_rate = float(corrupt_rate)
+        bits_given = bits
         if bits is None:
             levels = (2**31 - 1 - noise_headroom) / (num_clients * max_weight)
             bits = 32 if levels >= 2**16 else 64
@@ -161,9 +165,20 @@ class SecAggAggregator(RoundFactory):
             scale=scale,
         )
         self.max_weight = max_weight
-        self.model_digest = model_digest
+        self._model_digest = model_digest
         self.client_noise = client_noise
+        self._cached_context: tuple[RoundSpec, RoundContext] | None = None
         self._identity_keys = dict(identity_keys) if identity_keys is not None else None
+        #: The constructor's arguments, so that a wrapper (distributed DP, malicious mode) builds
+        #: the same aggregator with a few of them changed (:meth:`with_options`).
+        self.options: dict[str, Any] = {
+            "num_clients": num_clients, "clip": clip, "complete_graph": complete_graph,
+            "dropout_rate": dropout_rate, "corrupt_rate": corrupt_rate, "threat": threat,
+            "degree": degree, "threshold": threshold, "min_survivors": min_survivors,
+            "bits": bits_given, "max_weight": max_weight, "noise_headroom": noise_headroom,
+            "scale": scale, "identity_keys": identity_keys, "model_digest": model_digest,
+            "client_noise": client_noise,
+        }
         #: The stages a client may drop at: this round's stage list (one declaration, in
         #: :data:`secureagg.protocols.secagg.context.STAGES`).
         self.dropout_stages = STAGES[self.params.threat]
@@ -227,6 +242,13 @@ class SecAggAggregator(RoundFactory):
             )
             return None
 
+    def with_options(self, **changes: Any) -> SecAggAggregator:
+        """The same aggregator with some constructor arguments changed (validated anew)."""
+        unknown = sorted(set(changes) - set(self.options))
+        if unknown:
+            raise ConfigurationError(f"unknown SecAgg options {unknown}")
+        return SecAggAggregator(**{**self.options, **changes})
+
     @property
     def registry(self) -> dict[int, bytes] | None:
         """Client id -> Ed25519 public key (malicious mode), as a deployment would publish it."""
@@ -263,58 +285,123 @@ class SecAggAggregator(RoundFactory):
             **({"threat_model_note": CURIOUS_MODE_NOTE} if p.threat == "curious" else {}),
         }
 
-    def setup_round(
+    def spec_options(self) -> dict[str, Any]:
+        secret_or_derived = ("num_clients", "complete_graph", "identity_keys", "model_digest",
+                             "client_noise")
+        return {k: v for k, v in self.options.items() if k not in secret_or_derived}
+
+    def model_digest(self) -> bytes:
+        return self._model_digest
+
+    def provision(
+        self, *, session_id: bytes, round_id: int, seed: bytes | None
+    ) -> Provision:
+        """Malicious mode: each client's Ed25519 identity key (its secret), the registry public."""
+        if self.params.threat != "malicious":
+            return Provision()
+        identities = self._identity_keys
+        if identities is None:
+            identities = {u: self._identity(u, seed) for u in range(self.num_clients)}
+            self._identity_keys = identities
+        return Provision(
+            public={u: k.public_bytes for u, k in identities.items()},
+            secrets=dict(identities),
+        )
+
+    def round_spec(
         self,
-        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
         *,
-        weights: Sequence[float] | None,
+        shapes: Sequence[Sequence[int]],
+        weighted: bool,
         session_id: bytes,
         round_id: int,
-        seed: bytes | None,
-    ) -> RoundSetup:
-        n = self.num_clients
-        if len(updates) != n:
-            raise ConfigurationError(f"expected {n} client updates, got {len(updates)}")
-        int_weights = self._integer_weights(weights)
-        shapes = tuple(tuple(int(d) for d in np.shape(a)) for a in updates[0])
-        identities = self._identity_keys
-        if self.params.threat == "malicious" and identities is None:
-            identities = {u: self._identity(u, seed) for u in range(n)}
-            self._identity_keys = identities
-        registry = (
-            {u: k.public_bytes for u, k in identities.items()} if identities is not None else None
+        public_keys: Mapping[int, bytes] | None = None,
+    ) -> RoundSpec:
+        if self.params.threat == "malicious" and sorted(public_keys or {}) != list(
+            range(self.num_clients)
+        ):
+            raise ConfigurationError(
+                "malicious mode: the round spec needs every client's identity public key"
+            )
+        return RoundSpec.build(
+            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
+            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
+            public_keys=public_keys, model_digest=self._model_digest,
         )
+
+    def _context(self, spec: RoundSpec) -> RoundContext:
+        """The round's public context (its graph computed once per spec, shared by its parties)."""
+        cached = self._cached_context
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        if spec.num_clients != self.num_clients:
+            raise ConfigurationError(
+                f"the spec is for {spec.num_clients} clients, this aggregator for "
+                f"{self.num_clients}"
+            )
+        malicious = self.params.threat == "malicious"
         ctx = RoundContext(
             params=self.params,
-            session_id=session_id,
-            round_id=round_id,
+            session_id=spec.session_id,
+            round_id=spec.round_id,
             encoder=self.encoder,
-            shapes=shapes,
-            weighted=weights is not None,
-            registry=registry,
+            shapes=spec.shapes,
+            weighted=spec.weighted,
+            registry=dict(spec.public_keys) if malicious else None,
         )
-        clients = {}
-        for u in range(n):
-            arrays = [np.asarray(a).reshape(-1) for a in updates[u]]
-            flat = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-            rand = Randomness(self._party_stream(seed, session_id, round_id, u))
-            clients[u] = SecAggClient(
-                u,
-                ctx,
-                flat,
-                weight=int_weights[u],
-                identity=identities[u] if identities else None,
-                randomness=rand,
-                noise=self.client_noise,
-            )
-        server = SecAggServer(ctx, model_digest=self.model_digest)
-        return RoundSetup(server=server, clients=dict(clients))
+        self._cached_context = (spec, ctx)
+        return ctx
 
-    def _integer_weights(self, weights: Sequence[float] | None) -> list[int]:
+    def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> SecAggServer:
+        return SecAggServer(self._context(spec), model_digest=spec.model_digest)
+
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> SecAggClient:
+        ctx = self._context(spec)
+        identity = None
+        if ctx.malicious:
+            if not isinstance(secret, signing.SigningKey):
+                raise ConfigurationError(
+                    f"client {client_id}: malicious mode needs the client's own identity "
+                    "SigningKey as its secret"
+                )
+            if ctx.registry is None or ctx.registry.get(client_id) != secret.public_bytes:
+                raise ConfigurationError(
+                    f"client {client_id}: its identity key is not the one the spec registers"
+                )
+            identity = secret
+        arrays = [a.reshape(-1) for a in check_update(spec, client_id, update)]
+        flat = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        (int_weight,) = self._integer_weights(
+            None if weight is None else [weight], first=client_id
+        )
+        return SecAggClient(
+            client_id,
+            ctx,
+            flat,
+            weight=int_weight,
+            identity=identity,
+            randomness=Randomness(
+                self._party_stream(seed, spec.session_id, spec.round_id, client_id)
+            ),
+            noise=self.client_noise,
+        )
+
+    def _integer_weights(
+        self, weights: Sequence[float] | None, *, first: int = 0
+    ) -> list[int]:
         if weights is None:
-            return [1] * self.num_clients
+            return [1]
         problems, out = [], []
-        for u, w in enumerate(weights):
+        for u, w in enumerate(weights, start=first):
             if not (
                 isinstance(w, int | float | np.integer | np.floating)
                 and math.isfinite(w)
@@ -352,42 +439,24 @@ class SecAggAggregator(RoundFactory):
         return signing.SigningKey.from_private_bytes(stream.read(32))
 
 
-def _build(**kwargs: Any) -> RoundFactory:
-    if kwargs.get("distributed_dp") is not None or "privacy" in kwargs:
-        # Distributed DP (clients' noise shares inside SecAgg) is composed in aggregators/dp.py.
-        from secureagg.aggregators.dp import distributed_dp_aggregator
-
-        return distributed_dp_aggregator(**kwargs)
-    kwargs.pop("distributed_dp", None)
-    return SecAggAggregator(**kwargs)
-
-
 def _secagg(**kwargs: Any) -> RoundFactory:
-    return _build(complete_graph=True, **kwargs)
+    return SecAggAggregator(complete_graph=True, **kwargs)
 
 
 def _secagg_plus(**kwargs: Any) -> RoundFactory:
-    return _build(complete_graph=False, **kwargs)
+    return SecAggAggregator(complete_graph=False, **kwargs)
 
 
 def _factory_signature() -> inspect.Signature:
-    """What ``make_aggregator("secagg"/"secagg+", ...)`` accepts, for its keyword check.
-
-    The factories take ``**kwargs`` (they forward to SecAggAggregator or to the distributed-DP
-    composition), which would let any misspelt name through to a raw TypeError; this signature -
-    SecAggAggregator's parameters without ``complete_graph`` (fixed by the name), plus
-    ``distributed_dp`` and ``privacy`` - is what :func:`make_aggregator` binds against.
-    """
-    own = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for name, p in inspect.signature(SecAggAggregator.__init__).parameters.items()
-        if name not in ("self", "complete_graph")
-    ]
-    extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
-        for name in ("distributed_dp", "privacy")
-    ]
-    return inspect.Signature([*own, *extra])
+    """What ``make_aggregator("secagg"/"secagg+", ...)`` accepts, for its keyword check:
+    SecAggAggregator's parameters without ``complete_graph`` (fixed by the name)."""
+    return inspect.Signature(
+        [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for name, p in inspect.signature(SecAggAggregator.__init__).parameters.items()
+            if name not in ("self", "complete_graph")
+        ]
+    )
 
 
 _secagg.__signature__ = _secagg_plus.__signature__ = _factory_signature()  # type: ignore[attr-defined]

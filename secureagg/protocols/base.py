@@ -20,12 +20,18 @@ Addressing: clients are ``0 .. n-1``; :data:`SERVER` and :data:`KEY_HOLDER` are 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+
+from secureagg.errors import ConfigurationError, InvalidInputError
+
+if TYPE_CHECKING:  # the spec module imports this one
+    from secureagg.protocols.spec import RoundSpec
 
 __all__ = [
     "KEY_HOLDER",
@@ -35,7 +41,11 @@ __all__ = [
     "Envelope",
     "Message",
     "Party",
+    "Provision",
+    "RoundFactory",
+    "RoundSetup",
     "ServerParty",
+    "check_update",
     "message_types",
 ]
 
@@ -81,9 +91,24 @@ class Envelope:
 
 
 class Party(abc.ABC):
-    """Anything that receives messages and answers with envelopes."""
+    """Anything that receives messages and answers with envelopes: the one party contract.
+
+    Every party of every protocol has :meth:`receive`; :meth:`start` (what it sends before it
+    receives anything) and :meth:`precompute` (offline work before the round) are declared here
+    once, with the defaults of a party that has neither, so a driver calls them on every party
+    instead of probing for them.
+    """
 
     party_id: int
+
+    def start(self) -> list[Envelope]:
+        """The messages this party sends before it receives any (default: none)."""
+        return []
+
+    def precompute(self) -> int:
+        """Offline work before the round, timed apart by the driver; returns how many items of
+        work it did (default: none, 0)."""
+        return 0
 
     @abc.abstractmethod
     def receive(self, sender: int, message: Message) -> list[Envelope]:
@@ -158,8 +183,26 @@ class RoundSetup:
     helpers: dict[int, Party] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Provision:
+    """A round's key material: ``public`` goes into the round spec (party id -> bytes); each
+    entry of ``secrets`` (party id -> that party's secret object) is handed to that party alone."""
+
+    public: Mapping[int, bytes] = field(default_factory=dict)
+    secrets: Mapping[int, Any] = field(default_factory=dict)
+
+
 class RoundFactory(abc.ABC):
-    """What an aggregator is to a driver: it builds the parties of a round.
+    """What an aggregator is to a driver: it describes a round and builds its parties.
+
+    The deployed path, which the simulator also takes: :meth:`provision` makes the round's key
+    material (in a deployment the key holder and the clients make their own), :meth:`round_spec`
+    the public :class:`~secureagg.protocols.spec.RoundSpec`, and each party is built from the spec
+    plus only what it holds - :meth:`server_from_spec` (nothing), :meth:`client_from_spec` (its own
+    update, weight and secret), :meth:`helpers_from_spec` (the key holder's secret key). A process
+    that holds only the spec's bytes rebuilds the aggregator with
+    :func:`secureagg.aggregators.aggregator_for` (``make_aggregator(spec.protocol,
+    num_clients=..., **spec options)``): :meth:`spec_options` are exactly those options.
 
     ``updates[i]`` is client ``i``'s list of float arrays (all clients share shapes); ``weights``
     are optional positive FedAvg weights. ``seed`` makes every random choice reproducible and
@@ -170,8 +213,60 @@ class RoundFactory(abc.ABC):
     num_clients: int
     #: Stage names a client may drop at (keys of the ``dropouts`` mapping), in protocol order.
     dropout_stages: tuple[str, ...] = ()
+    #: The aggregator's name in a round spec (its make_aggregator name); wrappers keep the inner's.
+    @property
+    def protocol(self) -> str:
+        return self.name
 
     @abc.abstractmethod
+    def spec_options(self) -> dict[str, Any]:
+        """The public options (JSON values) that rebuild this aggregator from a round spec."""
+
+    def provision(
+        self, *, session_id: bytes, round_id: int, seed: bytes | None
+    ) -> Provision:
+        """The round's key material (default: none)."""
+        return Provision()
+
+    def model_digest(self) -> bytes:
+        """SHA-256 of the model the round belongs to, bound into the spec (default: none)."""
+        return b""
+
+    @abc.abstractmethod
+    def round_spec(
+        self,
+        *,
+        shapes: Sequence[Sequence[int]],
+        weighted: bool,
+        session_id: bytes,
+        round_id: int,
+        public_keys: Mapping[int, bytes] | None = None,
+    ) -> RoundSpec:
+        """The public spec of one round."""
+
+    @abc.abstractmethod
+    def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> ServerParty:
+        """The server of the round described by ``spec`` (it holds no update)."""
+
+    @abc.abstractmethod
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> ClientParty:
+        """Client ``client_id`` of the round, from the spec and what it alone holds."""
+
+    def helpers_from_spec(
+        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
+    ) -> dict[int, Party]:
+        """The helper parties (an HE key holder), each from the spec and its own secret."""
+        return {}
+
     def setup_round(
         self,
         updates: Sequence[Sequence[npt.NDArray[np.float64]]],
@@ -181,8 +276,72 @@ class RoundFactory(abc.ABC):
         round_id: int,
         seed: bytes | None,
     ) -> RoundSetup:
-        """Build fresh parties for one round."""
+        """Every party of one round, each built from the spec and its own inputs (in memory)."""
+        shapes = self._round_shapes(updates, weights)
+        provision = self.provision(session_id=session_id, round_id=round_id, seed=seed)
+        spec = self.round_spec(
+            shapes=shapes, weighted=weights is not None, session_id=session_id,
+            round_id=round_id, public_keys=provision.public,
+        )
+        return self.parties_from_spec(
+            spec, updates, weights=weights, secrets=provision.secrets, seed=seed
+        )
+
+    def parties_from_spec(
+        self,
+        spec: RoundSpec,
+        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
+        *,
+        weights: Sequence[float] | None,
+        secrets: Mapping[int, Any],
+        seed: bytes | None,
+    ) -> RoundSetup:
+        """The server, every client and the helpers, each from ``spec`` and its own inputs."""
+        self._round_shapes(updates, weights)
+        server = self.server_from_spec(spec, seed=seed)
+        clients = {
+            cid: self.client_from_spec(
+                spec, cid, updates[cid],
+                weight=None if weights is None else float(weights[cid]),
+                secret=secrets.get(cid), seed=seed,
+            )
+            for cid in range(spec.num_clients)
+        }
+        return RoundSetup(
+            server=server, clients=clients,
+            helpers=self.helpers_from_spec(spec, secrets, seed=seed),
+        )
+
+    def _round_shapes(
+        self,
+        updates: Sequence[Sequence[npt.NDArray[np.float64]]],
+        weights: Sequence[float] | None,
+    ) -> list[tuple[int, ...]]:
+        n = self.num_clients
+        if len(updates) != n:
+            raise InvalidInputError(f"got updates for {len(updates)} clients, expected {n}")
+        if weights is not None and len(weights) != n:
+            raise ConfigurationError(f"got {len(weights)} weights for {n} clients")
+        if not len(updates[0]):
+            raise InvalidInputError("client 0: the update holds no tensors")
+        return [tuple(int(d) for d in np.shape(a)) for a in updates[0]]
 
     @abc.abstractmethod
     def parameters(self) -> dict[str, Any]:
         """The chosen parameters, JSON-serialisable, for reports and run directories."""
+
+
+def check_update(
+    spec: RoundSpec, client_id: int, update: Sequence[npt.NDArray[np.floating[Any]]]
+) -> list[npt.NDArray[np.floating[Any]]]:
+    """A client's update as arrays, refused unless its shapes are the spec's."""
+    arrays = [np.asarray(a) for a in update]
+    shapes = tuple(tuple(int(d) for d in a.shape) for a in arrays)
+    if shapes != spec.shapes:
+        raise InvalidInputError(
+            f"client {client_id}: update shapes {list(shapes)} differ from the round's "
+            f"{list(spec.shapes)}"
+        )
+    if sum(math.prod(s) for s in shapes) != spec.dimension:  # pragma: no cover - same shapes
+        raise InvalidInputError(f"client {client_id}: wrong number of values")
+    return arrays

@@ -15,9 +15,13 @@ from secureagg.protocols.base import (
     ClientParty,
     Envelope,
     Message,
+    Party,
+    Provision,
     RoundFactory,
     RoundSetup,
+    ServerParty,
 )
+from secureagg.protocols.spec import RoundSpec
 
 # rewrite(client, outgoing message) -> the message to send instead
 Rewrite = Callable[[Any, Message], Message]
@@ -41,7 +45,7 @@ class RewritingClient(ClientParty):
 
 
 class Tampered(RoundFactory):
-    """``inner``'s rounds with ``edit(setup)`` applied after every ``setup_round``."""
+    """``inner``'s rounds with ``edit(setup)`` applied once its parties are built from the spec."""
 
     def __init__(self, inner: RoundFactory, edit: Callable[[RoundSetup], None]) -> None:
         self.inner = inner
@@ -54,18 +58,28 @@ class Tampered(RoundFactory):
     def parameters(self) -> dict[str, Any]:
         return self.inner.parameters()
 
-    def setup_round(
-        self,
-        updates: Sequence[Any],
-        *,
-        weights: Sequence[float] | None,
-        session_id: bytes,
-        round_id: int,
-        seed: bytes | None,
-    ) -> RoundSetup:
-        setup = self.inner.setup_round(
-            updates, weights=weights, session_id=session_id, round_id=round_id, seed=seed
-        )
+    def spec_options(self) -> dict[str, Any]:
+        return self.inner.spec_options()
+
+    def provision(self, **kwargs: Any) -> Provision:
+        return self.inner.provision(**kwargs)
+
+    def round_spec(self, **kwargs: Any) -> RoundSpec:
+        return self.inner.round_spec(**kwargs)
+
+    def server_from_spec(self, spec: RoundSpec, **kwargs: Any) -> ServerParty:
+        return self.inner.server_from_spec(spec, **kwargs)
+
+    def client_from_spec(self, spec: RoundSpec, client_id: int, update: Any,
+                         **kwargs: Any) -> ClientParty:
+        return self.inner.client_from_spec(spec, client_id, update, **kwargs)
+
+    def helpers_from_spec(self, spec: RoundSpec, secrets: Any, **kwargs: Any) -> dict[int, Party]:
+        return self.inner.helpers_from_spec(spec, secrets, **kwargs)
+
+    def parties_from_spec(self, spec: RoundSpec, updates: Sequence[Any],
+                          **kwargs: Any) -> RoundSetup:
+        setup = self.inner.parties_from_spec(spec, updates, **kwargs)
         self.edit(setup)
         self.last_setup = setup
         return setup

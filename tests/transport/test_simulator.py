@@ -30,10 +30,10 @@ from secureagg.protocols.base import (
     Message,
     Party,
     RoundFactory,
-    RoundSetup,
     ServerParty,
 )
 from secureagg.protocols.plain import PlainClient, PlainUpload
+from secureagg.protocols.spec import RoundSpec
 from secureagg.transport import (
     Delay,
     Drop,
@@ -426,15 +426,21 @@ class WrappedPlain(RoundFactory):
         self.inner = PlainAggregator(n)
         self.replace = replace
 
-    def setup_round(self, updates: Any, **kwargs: Any) -> RoundSetup:
-        setup = self.inner.setup_round(updates, **kwargs)
-        for cid, cls in self.replace.items():
-            old = setup.clients[cid]
-            assert isinstance(old, PlainClient)
-            setup.clients[cid] = cls(
-                cid, updates[cid], session_id=old.session_id, round_id=old.round_id
-            )
-        return setup
+    def spec_options(self) -> dict[str, Any]:
+        return self.inner.spec_options()
+
+    def round_spec(self, **kwargs: Any) -> RoundSpec:
+        return self.inner.round_spec(**kwargs)
+
+    def server_from_spec(self, spec: RoundSpec, **kwargs: Any) -> ServerParty:
+        return self.inner.server_from_spec(spec, **kwargs)
+
+    def client_from_spec(self, spec: RoundSpec, client_id: int, update: Any,
+                         **kwargs: Any) -> ClientParty:
+        cls = self.replace.get(client_id)
+        if cls is None:
+            return self.inner.client_from_spec(spec, client_id, update, **kwargs)
+        return cls(client_id, update, session_id=spec.session_id, round_id=spec.round_id)
 
     def parameters(self) -> dict[str, Any]:
         return {"protocol": self.name}
@@ -562,11 +568,23 @@ class RelayFactory(RoundFactory):
     def __init__(self, n: int) -> None:
         self.num_clients = n
 
-    def setup_round(self, updates: Any, **kwargs: Any) -> RoundSetup:
-        clients: dict[int, ClientParty] = {
-            c: RelayClient(c, int(updates[c][0][0])) for c in range(self.num_clients)
-        }
-        return RoundSetup(RelayServer(self.num_clients), clients, {KEY_HOLDER: KeyHolder()})
+    def spec_options(self) -> dict[str, Any]:
+        return {}
+
+    def round_spec(self, **kwargs: Any) -> RoundSpec:
+        kwargs.pop("public_keys", None)
+        return RoundSpec.build(protocol="relay", options={}, num_clients=self.num_clients,
+                               **kwargs)
+
+    def server_from_spec(self, spec: RoundSpec, **kwargs: Any) -> ServerParty:
+        return RelayServer(self.num_clients)
+
+    def client_from_spec(self, spec: RoundSpec, client_id: int, update: Any,
+                         **kwargs: Any) -> ClientParty:
+        return RelayClient(client_id, int(update[0][0]))
+
+    def helpers_from_spec(self, spec: RoundSpec, secrets: Any, **kwargs: Any) -> dict[int, Party]:
+        return {KEY_HOLDER: KeyHolder()}
 
     def parameters(self) -> dict[str, Any]:
         return {"protocol": "relay"}

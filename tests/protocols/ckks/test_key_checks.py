@@ -103,17 +103,18 @@ def test_an_upload_under_another_key_through_simulate() -> None:
         def encrypt(self, values) -> Iterator[bytes]:
             return self._other.encrypt(values)
 
-    honest_setup = agg.setup_round
+    honest_client = agg.client_from_spec
 
-    def setup_round(updates, **kw):
-        setup = honest_setup(updates, **kw)
-        other = CkksPublicContext(CkksSecretKey(agg.params).public_material()).encryptor(
-            scale=agg.scheme.scale
-        )
-        setup.clients[3].encryptor = Liar(setup.clients[3].encryptor, other)
-        return setup
+    def client_from_spec(spec, client_id, update, **kw):
+        client = honest_client(spec, client_id, update, **kw)
+        if client_id == 3:  # client 3 lies; everything else is the real round
+            other = CkksPublicContext(CkksSecretKey(agg.params).public_material()).encryptor(
+                scale=agg.scheme.scale
+            )
+            client.encryptor = Liar(client.encryptor, other)
+        return client
 
-    agg.setup_round = setup_round  # client 3 lies; everything else is the real round
+    agg.client_from_spec = client_from_spec
     res = sa.simulate(agg, ups, dropouts={0: "upload"})
     assert res.survivors == (1, 2, 4)
     assert "3" in res.details["refused"]
