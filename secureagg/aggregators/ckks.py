@@ -56,6 +56,7 @@ from secureagg.he.ckks import CkksParameters, CkksPublicContext, CkksSecretKey, 
 from secureagg.protocols.base import (
     KEY_HOLDER,
     SERVER,
+    Message,
     Party,
     Provision,
     RoundFactory,
@@ -308,7 +309,7 @@ class CkksAggregator(RoundFactory):
         seed: bytes | None = None,
     ) -> HEClient:
         scheme, _, context = self._round(spec)
-        return HEClient(
+        client = HEClient(
             client_id,
             check_update(spec, client_id, update),
             scheme=scheme,
@@ -317,6 +318,15 @@ class CkksAggregator(RoundFactory):
             round_id=spec.round_id,
             weight=1.0 if weight is None else float(weight),
             rng=seeded_stream(seed, spec.session_id, spec.round_id, client_id, b"rounding"),
+            precompute=self.precompute_encryption,
+        )
+        client.spec_digest = spec.digest
+        return client
+
+    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> HEClient:
+        scheme, _, context = self._round(spec)
+        return HEClient.restore(
+            spec, state, scheme=scheme, encryptor=context.encryptor(scale=scheme.scale),
             precompute=self.precompute_encryption,
         )
 

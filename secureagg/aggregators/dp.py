@@ -316,6 +316,10 @@ class DistributedDPAggregator(RoundFactory):
             self._inner_spec(spec), client_id, [prepared], secret=secret, seed=seed
         )
 
+    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> ClientParty:
+        """The inner client, restored: its state holds the prepared (noised-to-be) vector."""
+        return self.inner.restore_client(self._inner_spec(spec), state, secret=secret)
+
     def _emit(self, event: PrivacyEvent, *, seeded: bool) -> None:
         if seeded:
             self.privacy.emit(
@@ -514,6 +518,10 @@ class CentralDPAggregator(RoundFactory):
         return self.inner.client_from_spec(
             self._inner_spec(spec), client_id, clipped, secret=secret, seed=seed
         )
+
+    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> ClientParty:
+        """The inner client, restored: its state holds the clipped update."""
+        return self.inner.restore_client(self._inner_spec(spec), state, secret=secret)
 
     def helpers_from_spec(
         self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None

@@ -46,6 +46,7 @@ from secureagg.he.paillier import (
 from secureagg.protocols.base import (
     KEY_HOLDER,
     SERVER,
+    Message,
     Party,
     Provision,
     RoundFactory,
@@ -278,7 +279,7 @@ class PaillierAggregator(RoundFactory):
         seed: bytes | None = None,
     ) -> HEClient:
         scheme, public_key = self._round(spec)
-        return HEClient(
+        client = HEClient(
             client_id,
             check_update(spec, client_id, update),
             scheme=scheme,
@@ -289,6 +290,19 @@ class PaillierAggregator(RoundFactory):
             round_id=spec.round_id,
             weight=1 if weight is None else float(weight),
             rng=seeded_stream(seed, spec.session_id, spec.round_id, client_id, b"rounding"),
+            precompute=self.precompute_blinding,
+        )
+        client.spec_digest = spec.digest
+        return client
+
+    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> HEClient:
+        scheme, public_key = self._round(spec)
+        return HEClient.restore(
+            spec, state, scheme=scheme,
+            encryptor=PaillierEncryptor(
+                public_key, scheme.packing,
+                pool=BlindingPool(public_key),  # fresh OS randomness: no pool is carried over
+            ),
             precompute=self.precompute_blinding,
         )
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from secureagg.aggregators.registry import register
 from secureagg.errors import ConfigurationError
-from secureagg.protocols.base import RoundFactory, check_update
+from secureagg.protocols.base import Message, RoundFactory, check_update
 from secureagg.protocols.plain import UPLOAD, PlainClient, PlainServer
 from secureagg.protocols.spec import RoundSpec
 from secureagg.validation import is_positive_real
@@ -103,7 +103,7 @@ class PlainAggregator(RoundFactory):
         secret: Any = None,
         seed: bytes | None = None,
     ) -> PlainClient:
-        return PlainClient(
+        client = PlainClient(
             client_id,
             check_update(spec, client_id, update),
             session_id=spec.session_id,
@@ -111,6 +111,11 @@ class PlainAggregator(RoundFactory):
             weight=1.0 if weight is None else float(weight),
             clip=self.clip,
         )
+        client.spec_digest = spec.digest
+        return client
+
+    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> PlainClient:
+        return PlainClient.restore(spec, state)
 
     def parameters(self) -> dict[str, Any]:
         return {

@@ -56,7 +56,7 @@ from secureagg.aggregators.registry import register
 from secureagg.crypto import labels, prg, signing
 from secureagg.crypto.encoding import FixedPointEncoder
 from secureagg.errors import ConfigurationError
-from secureagg.protocols.base import Provision, RoundFactory, check_update
+from secureagg.protocols.base import Message, Provision, RoundFactory, check_update
 from secureagg.protocols.secagg.client import IntegerNoise, SecAggClient
 from secureagg.protocols.secagg.context import STAGES, Randomness, RoundContext
 from secureagg.protocols.secagg.params import SecAggParams, choose_parameters, validate_parameters
@@ -366,24 +366,13 @@ class SecAggAggregator(RoundFactory):
         seed: bytes | None = None,
     ) -> SecAggClient:
         ctx = self._context(spec)
-        identity = None
-        if ctx.malicious:
-            if not isinstance(secret, signing.SigningKey):
-                raise ConfigurationError(
-                    f"client {client_id}: malicious mode needs the client's own identity "
-                    "SigningKey as its secret"
-                )
-            if ctx.registry is None or ctx.registry.get(client_id) != secret.public_bytes:
-                raise ConfigurationError(
-                    f"client {client_id}: its identity key is not the one the spec registers"
-                )
-            identity = secret
+        identity = self._identity_secret(ctx, client_id, secret)
         arrays = [a.reshape(-1) for a in check_update(spec, client_id, update)]
         flat = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         (int_weight,) = self._integer_weights(
             None if weight is None else [weight], first=client_id
         )
-        return SecAggClient(
+        client = SecAggClient(
             client_id,
             ctx,
             flat,
@@ -394,6 +383,33 @@ class SecAggAggregator(RoundFactory):
             ),
             noise=self.client_noise,
         )
+        client.spec_digest = spec.digest
+        return client
+
+    def restore_client(
+        self, spec: RoundSpec, state: Message, *, secret: Any = None
+    ) -> SecAggClient:
+        ctx = self._context(spec)
+        identity = self._identity_secret(ctx, getattr(state, "party_id", -1), secret)
+        return SecAggClient.restore(spec, ctx, state, identity=identity, noise=self.client_noise)
+
+    @staticmethod
+    def _identity_secret(
+        ctx: RoundContext, client_id: int, secret: Any
+    ) -> signing.SigningKey | None:
+        """Malicious mode: the client's own identity key, the one the spec registers."""
+        if not ctx.malicious:
+            return None
+        if not isinstance(secret, signing.SigningKey):
+            raise ConfigurationError(
+                f"client {client_id}: malicious mode needs the client's own identity "
+                "SigningKey as its secret"
+            )
+        if ctx.registry is None or ctx.registry.get(client_id) != secret.public_bytes:
+            raise ConfigurationError(
+                f"client {client_id}: its identity key is not the one the spec registers"
+            )
+        return secret
 
     def _integer_weights(
         self, weights: Sequence[float] | None, *, first: int = 0

@@ -124,7 +124,36 @@ class Keystream:
 
     def __init__(self, seed: bytes, *, label: Label | str, context: bytes = b"") -> None:
         key = kdf.derive(_check_seed(seed), label=label, context=context, length=KEY_BYTES)
-        self._ctx: CipherContext = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._start(key, 0)
+
+    def _start(self, key: bytes, position: int) -> None:
+        """AES-CTR under ``key``, ``position`` bytes into the stream (the counter block is the
+        128-bit big-endian block index, as ``modes.CTR`` increments it)."""
+        block, skip = divmod(position, 16)
+        self._key = key
+        self._position = position - skip
+        self._ctx: CipherContext = Cipher(
+            algorithms.AES(key), modes.CTR(block.to_bytes(16, "big"))
+        ).encryptor()
+        if skip:
+            self.read(skip)
+
+    #: Bytes of :meth:`state`: the AES key (16) and the stream position (u64, big-endian).
+    STATE_BYTES = KEY_BYTES + 8
+
+    def state(self) -> bytes:
+        """Where the stream stands: its key and position. **Secret**: whoever holds it can
+        produce every byte this stream will yield (a seeded run's keys and masks)."""
+        return self._key + self._position.to_bytes(8, "big")
+
+    @classmethod
+    def resume(cls, state: bytes) -> Keystream:
+        """The stream that :meth:`state` described, continuing where it stood."""
+        if not isinstance(state, bytes) or len(state) != cls.STATE_BYTES:
+            raise InvalidKeyError(f"a keystream state is {cls.STATE_BYTES} bytes")
+        stream = cls.__new__(cls)
+        stream._start(state[:KEY_BYTES], int.from_bytes(state[KEY_BYTES:], "big"))
+        return stream
 
     def fill(self, out: npt.NDArray[np.generic]) -> None:
         """Overwrite the bytes of the C-contiguous array ``out`` with keystream."""
@@ -132,6 +161,7 @@ class Keystream:
             raise ValueError("Keystream.fill needs a C-contiguous array")
         flat = out.reshape(-1).view(np.uint8)
         total = flat.nbytes
+        self._position += total
         view = flat.data
         pos = 0
         while total - pos > _CTR_SLACK:
@@ -144,7 +174,9 @@ class Keystream:
 
     def read(self, n: int) -> bytes:
         """The next ``n`` keystream bytes."""
-        return self._ctx.update(bytes(_check_count(n)))
+        n = _check_count(n)
+        self._position += n
+        return self._ctx.update(bytes(n))
 
     def words(self, count: int, bits: int) -> npt.NDArray[np.unsignedinteger[npt.NBitBase]]:
         """The next ``count`` little-endian words of ``bits`` bits, uniform over ``[0, 2^bits)``."""

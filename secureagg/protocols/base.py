@@ -120,9 +120,20 @@ class Party(abc.ABC):
 
 
 class ClientParty(Party):
-    """A client. ``clipped`` counts values clipped by its encoder (local metric, never sent)."""
+    """A client. ``clipped`` counts values clipped by its encoder (local metric, never sent);
+    ``spec_digest`` is the digest of the round spec it was built from (its exported state is
+    bound to it).
+
+    Between stages a client exports its state (:meth:`export_state`, a message its aggregator's
+    ``restore_client`` reads back in a fresh process; :mod:`secureagg.protocols.state`).
+    """
 
     clipped: int = 0
+    spec_digest: bytes = b""
+
+    def export_state(self) -> Message:
+        """This client's state between two stages, as a message (secrets marked in it)."""
+        raise ConfigurationError(f"{type(self).__name__} cannot export its state")
 
 
 @dataclass
@@ -266,6 +277,11 @@ class RoundFactory(abc.ABC):
     ) -> dict[int, Party]:
         """The helper parties (an HE key holder), each from the spec and its own secret."""
         return {}
+
+    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> ClientParty:
+        """The client a state exported between stages describes (checked like a message), with
+        its ``secret`` passed again (an identity key is never in a state)."""
+        raise ConfigurationError(f"the {self.name!r} aggregator cannot restore a client")
 
     def setup_round(
         self,

@@ -7,12 +7,14 @@ upload attempt (:mod:`~secureagg.protocols.he_round.stages`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.crypto import prg
 from secureagg.crypto.encoding import require_finite
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.he.backend import Encryptor
@@ -24,6 +26,9 @@ from secureagg.protocols.he_round.stages import (
     check_round,
     refusal,
 )
+from secureagg.protocols.he_round.state import HEClientState, check_fields
+from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.state import STATE_VERSION
 
 __all__ = ["HEClient"]
 
@@ -152,3 +157,47 @@ class HEClient(ClientParty):
             ciphertexts=ciphertexts,
         )
         return Envelope(self.party_id, SERVER, upload)
+
+    # ------------------------------------------------------------------------------ state
+
+    def export_state(self) -> HEClientState:
+        """This client's state now, between two stages (secret fields: ``SECRET_FIELDS``)."""
+        arrays = self._arrays
+        dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+        rng = self._rng
+        return HEClientState(
+            version=STATE_VERSION, spec_digest=self.spec_digest, party_id=self.party_id,
+            stage=self.stage, attempt=self._attempt,
+            update=np.concatenate([np.asarray(a, dtype=dtype).reshape(-1) for a in arrays]),
+            weight=float(self.weight), clipped=int(self.clipped),
+            randomness=rng.state() if isinstance(rng, prg.Keystream) else b"",
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        spec: RoundSpec,
+        state: object,
+        *,
+        scheme: HEScheme,
+        encryptor: Encryptor,
+        precompute: bool = False,
+    ) -> HEClient:
+        """The client ``state`` describes, checked like a message from another party; its
+        encryptor is built anew from the spec's public key (no pool is carried over)."""
+        checked = check_fields(spec, state)
+        arrays, start = [], 0
+        for shape in spec.shapes:
+            size = math.prod(shape)
+            arrays.append(np.array(checked.update[start : start + size]).reshape(shape))
+            start += size
+        client = cls(
+            checked.party_id, arrays, scheme=scheme, encryptor=encryptor,
+            session_id=spec.session_id, round_id=spec.round_id, weight=checked.weight,
+            rng=prg.Keystream.resume(checked.randomness) if checked.randomness else None,
+            precompute=precompute,
+        )
+        client.spec_digest = spec.digest
+        client._stage, client._attempt = checked.stage, checked.attempt
+        client.clipped = checked.clipped
+        return client

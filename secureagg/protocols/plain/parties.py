@@ -53,6 +53,9 @@ from secureagg.protocols.base import (
     ServerParty,
 )
 from secureagg.protocols.plain.messages import PlainRequest, PlainUpload
+from secureagg.protocols.plain.state import PlainClientState, check_fields
+from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.state import STATE_VERSION
 from secureagg.validation import is_positive_real
 
 __all__ = ["UPLOAD", "PlainClient", "PlainServer"]
@@ -313,3 +316,27 @@ class PlainClient(ClientParty):
             weight=self.weight,
         )
         return [Envelope(self.party_id, SERVER, upload)]
+
+    # ------------------------------------------------------------------------------ state
+
+    def export_state(self) -> PlainClientState:
+        """This client's state now (secret fields: ``SECRET_FIELDS``)."""
+        return PlainClientState(
+            version=STATE_VERSION, spec_digest=self.spec_digest, party_id=self.party_id,
+            stage=self.stage, values=np.asarray(self._values, dtype=np.float64),
+            weight=float(self.weight), clipped=int(self.clipped),
+        )
+
+    @classmethod
+    def restore(cls, spec: RoundSpec, state: object) -> PlainClient:
+        """The client ``state`` describes, checked like a message from another party."""
+        checked = check_fields(spec, state)
+        # The values are already clipped and weighted: rebuild with weight 1, then set it.
+        client = cls(
+            checked.party_id, [np.array(checked.values)], session_id=spec.session_id,
+            round_id=spec.round_id,
+        )
+        client.spec_digest = spec.digest
+        client.weight, client.clipped = checked.weight, checked.clipped
+        client._stage = checked.stage
+        return client

@@ -38,6 +38,9 @@ from secureagg.errors import (
 from secureagg.protocols.base import SERVER, ClientParty, Envelope, Message
 from secureagg.protocols.secagg import messages as m
 from secureagg.protocols.secagg.context import Randomness, RoundContext
+from secureagg.protocols.secagg.state import SecAggClientState, check_fields
+from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.state import STATE_VERSION, check_state
 
 __all__ = ["IntegerNoise", "SecAggClient"]
 
@@ -107,6 +110,74 @@ class SecAggClient(ClientParty):
         self._self_mask_seed = b""
         self._share_keys: dict[int, bytes] = {}  # AEAD key with each peer
         self._pair_seeds: dict[int, bytes] = {}  # s_uv with each peer
+
+    # ----------------------------------------------------------------------------- state
+
+    def export_state(self) -> SecAggClientState:
+        """This client's state now, between two stages (secret fields: ``SECRET_FIELDS``)."""
+        peers = sorted(self._peers.items())
+        cipher, mask = self._cipher_keys, self._mask_keys
+        return SecAggClientState(
+            version=STATE_VERSION, spec_digest=self.spec_digest, party_id=self.party_id,
+            stage=self.stage, aborted=self.aborted,
+            # its own dtype, encoded as it was; empty once the masked input has been sent
+            update=np.ascontiguousarray(getattr(self, "_update", np.zeros(0))),
+            weight=int(self._weight), clipped=int(self.clipped), model_digest=self._model_digest,
+            cipher_private_key=b"" if cipher is None else cipher.private_bytes(),
+            mask_private_key=b"" if mask is None else mask.private_bytes(),
+            peer_ids=tuple(v for v, _ in peers),
+            peer_cipher_keys=tuple(k.cipher_public_key for _, k in peers),
+            peer_mask_keys=tuple(k.mask_public_key for _, k in peers),
+            share_view=tuple(sorted(self._share_view)),
+            held_self_mask=dict(sorted(self._held_self_mask.items())),
+            held_mask_key=dict(sorted(self._held_mask_key.items())),
+            signed_survivors=self._signed_survivors, self_mask_seed=self._self_mask_seed,
+            share_keys=dict(sorted(self._share_keys.items())),
+            pair_seeds=dict(sorted(self._pair_seeds.items())),
+            randomness=self._rand.export(),
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        spec: RoundSpec,
+        context: RoundContext,
+        state: object,
+        *,
+        identity: signing.SigningKey | None = None,
+        noise: IntegerNoise | None = None,
+    ) -> SecAggClient:
+        """The client ``state`` describes, checked like a message from another party."""
+        check_state(state, spec, SecAggClientState, stages=(*context.stages, "done", "aborted"))
+        if not isinstance(state, SecAggClientState):  # pragma: no cover - check_state refuses
+            raise ProtocolError("not a SecAgg client state", stage="restore")
+        check_fields(state, context)
+        sent = state.update.size == 0  # the plaintext was dropped with the masked input
+        update = np.zeros(context.dimension - context.weighted) if sent else np.array(state.update)
+        client = cls(
+            state.party_id, context, update, weight=state.weight,
+            identity=identity, randomness=Randomness.resume(state.randomness), noise=noise,
+        )
+        if sent:
+            del client._update
+        client.spec_digest = spec.digest
+        client.stage, client.aborted, client.clipped = state.stage, state.aborted, state.clipped
+        client._model_digest = state.model_digest
+        if state.cipher_private_key:
+            client._cipher_keys = keyagree.KeyPair.from_private_bytes(state.cipher_private_key)
+            client._mask_keys = keyagree.KeyPair.from_private_bytes(state.mask_private_key)
+        client._peers = {
+            v: _PeerKeys(c, k) for v, c, k in zip(
+                state.peer_ids, state.peer_cipher_keys, state.peer_mask_keys, strict=True
+            )
+        }
+        client._share_view = frozenset(state.share_view)
+        client._held_self_mask = dict(state.held_self_mask)
+        client._held_mask_key = dict(state.held_mask_key)
+        client._signed_survivors = state.signed_survivors
+        client._self_mask_seed = state.self_mask_seed
+        client._share_keys, client._pair_seeds = dict(state.share_keys), dict(state.pair_seeds)
+        return client
 
     # ----------------------------------------------------------------------------- plumbing
 

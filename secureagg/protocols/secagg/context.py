@@ -7,6 +7,7 @@ session and round into every KDF context so that no key or mask is reused across
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
 import struct
@@ -127,6 +128,16 @@ class Randomness:
 
     def bytes(self, n: int) -> bytes:
         return os.urandom(n) if self._stream is None else self._stream.read(n)
+
+    def export(self) -> builtins.bytes:
+        """Where a seeded stream stands (secret; see :meth:`prg.Keystream.state`); ``b""`` for
+        the OS CSPRNG, which has nothing to carry over."""
+        return b"" if self._stream is None else self._stream.state()
+
+    @classmethod
+    def resume(cls, state: builtins.bytes) -> Randomness:
+        """The randomness :meth:`export` described."""
+        return cls(prg.Keystream.resume(state) if state else None)
 
     def keystream(self, label: labels.Label) -> prg.Keystream | None:
         """A derived keystream for a sampler, or ``None`` to let it use the OS CSPRNG."""
