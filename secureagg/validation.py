@@ -15,9 +15,17 @@ of its messages.
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
-__all__ = ["int_text", "is_int", "is_positive_real", "is_rate", "is_real", "shown"]
+__all__ = [
+    "int_text",
+    "is_int",
+    "is_integer_scalar",
+    "is_positive_real",
+    "is_rate",
+    "is_real",
+    "shown",
+]
 
 _SHOWN_BITS = 64  # integers wider than this are described, not printed
 _SHOWN_CHARS = 200
@@ -26,6 +34,15 @@ _SHOWN_CHARS = 200
 def is_int(value: object) -> bool:
     """A Python ``int`` that is not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_integer_scalar(value: object) -> bool:
+    """An integer from Python or numpy (``numbers.Integral``), not a ``bool``.
+
+    Unlike :func:`is_int` (Python ``int`` only) it takes numpy integers, which callers pass from
+    arrays and shapes: the encoders' and the HE backends' check of counts and sizes.
+    """
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def is_real(value: object) -> bool:

@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,7 @@ from secureagg.errors import (
     InvalidInputError,
     NonFiniteInputError,
 )
+from secureagg.validation import is_integer_scalar
 
 __all__ = ["MAX_QUANTIZED", "EncodedVector", "FixedPointEncoder", "require_finite"]
 
@@ -94,10 +95,6 @@ class EncodedVector:
 
     values: npt.NDArray[np.unsignedinteger[npt.NBitBase]]
     clipped: int
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _is_real(value: object) -> bool:
@@ -132,17 +129,17 @@ class FixedPointEncoder:
         clip_ok = _is_real(self.clip) and math.isfinite(self.clip) and self.clip > 0
         if not clip_ok:
             problems.append(f"clip must be a finite number > 0, got {self.clip!r}")
-        if not _is_int(self.num_summands) or self.num_summands < 1:
+        if not is_integer_scalar(self.num_summands) or self.num_summands < 1:
             problems.append(f"num_summands must be an integer >= 1, got {self.num_summands!r}")
-        if not _is_int(self.bits) or self.bits not in prg.SUPPORTED_BITS:
+        if not is_integer_scalar(self.bits) or self.bits not in prg.SUPPORTED_BITS:
             problems.append(f"bits must be one of {prg.SUPPORTED_BITS}, got {self.bits!r}")
-        if not _is_int(self.max_weight) or self.max_weight < 1:
+        if not is_integer_scalar(self.max_weight) or self.max_weight < 1:
             problems.append(f"max_weight must be an integer >= 1, got {self.max_weight!r}")
         if self.scale is not None and not (
             _is_real(self.scale) and math.isfinite(self.scale) and self.scale > 0
         ):
             problems.append(f"scale must be None or a finite number > 0, got {self.scale!r}")
-        if not _is_int(self.noise_headroom) or self.noise_headroom < 0:
+        if not is_integer_scalar(self.noise_headroom) or self.noise_headroom < 0:
             problems.append(
                 f"noise_headroom must be an integer >= 0, got {self.noise_headroom!r}"
             )
@@ -249,7 +246,7 @@ class FixedPointEncoder:
         (before drawing any randomness), :class:`ConfigurationError` for a weight outside
         ``1..max_weight`` and :class:`InvalidInputError` for non-numeric input.
         """
-        if not _is_int(weight) or not 1 <= weight <= self.max_weight:
+        if not is_integer_scalar(weight) or not 1 <= weight <= self.max_weight:
             raise ConfigurationError(
                 f"weight must be an integer in 1..max_weight={self.max_weight}, got {weight!r}; "
                 "raise max_weight when constructing the encoder if you need larger weights"
@@ -311,7 +308,7 @@ class FixedPointEncoder:
         """
         problems: list[str] = []
         if summands is not None and (
-            not _is_int(summands) or not 0 <= summands <= self.num_summands
+            not is_integer_scalar(summands) or not 0 <= summands <= self.num_summands
         ):
             problems.append(
                 f"summands must be an integer in 0..num_summands={self.num_summands}, "
@@ -319,7 +316,7 @@ class FixedPointEncoder:
             )
         max_total = int(self.num_summands) * int(self.max_weight)
         if total_weight is not None and (
-            not _is_int(total_weight) or not 0 <= total_weight <= max_total
+            not is_integer_scalar(total_weight) or not 0 <= total_weight <= max_total
         ):
             problems.append(
                 f"total_weight must be an integer in 0..num_summands*max_weight={max_total}, "

@@ -60,6 +60,7 @@ from secureagg.crypto.encoding import MAX_QUANTIZED
 from secureagg.dp import noise, rdp
 from secureagg.dp.events import DistributedNoiseRound
 from secureagg.errors import ConfigurationError, InvalidInputError, NonFiniteInputError
+from secureagg.validation import is_int
 
 __all__ = ["DistributedDP", "DistributedPlan", "hadamard", "rotation_seed"]
 
@@ -69,10 +70,6 @@ FloatArray = npt.NDArray[np.float64]
 _MAX_CLIENT_VARIANCE = 2.0**50  # Poisson means stay exact float64 integers (noise.py)
 _MAX_ROUNDING_TRIES = 1000
 _MAX_INFLATION = 1.5  # rounding may not add more than half the clip to the sensitivity
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_real(value: object) -> bool:
@@ -115,7 +112,7 @@ class DistributedDP:
                 f"noise_multiplier must be a finite number > 0 (0 releases the sum without "
                 f"privacy), got {z!r}"
             )
-        if not _is_int(self.dimension) or self.dimension < 1:
+        if not is_int(self.dimension) or self.dimension < 1:
             problems.append(f"dimension must be an integer >= 1, got {self.dimension!r}")
         if self.mechanism not in ("skellam", "ddgauss"):
             problems.append(f"mechanism must be 'skellam' or 'ddgauss', got {self.mechanism!r}")
@@ -128,14 +125,14 @@ class DistributedDP:
             problems.append(f"rounding_beta must be in (0, 1), got {self.rounding_beta!r}")
         if self.bits not in (32, 64):
             problems.append(f"bits must be 32 or 64 (the SecAgg modulus width), got {self.bits!r}")
-        if not _is_int(self.tail_bits) or not 20 <= self.tail_bits <= 128:
+        if not is_int(self.tail_bits) or not 20 <= self.tail_bits <= 128:
             problems.append(f"tail_bits must be an integer in [20, 128], got {self.tail_bits!r}")
         if problems:
             raise ConfigurationError(problems)
 
     def plan(self, *, num_clients: int) -> DistributedPlan:
         """Choose the scale, per-client noise and headroom for ``num_clients`` clients."""
-        if not _is_int(num_clients) or num_clients < 1:
+        if not is_int(num_clients) or num_clients < 1:
             raise ConfigurationError(f"num_clients must be an integer >= 1, got {num_clients!r}")
         return _calibrate(self, num_clients)
 

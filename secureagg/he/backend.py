@@ -53,7 +53,6 @@ __all__ = [
     "ProbeDraw",
     "chunk_sizes",
     "fingerprint",
-    "is_integer_scalar",
     "size_groups",
 ]
 
@@ -78,16 +77,6 @@ def chunk_sizes(length: int, per_ciphertext: int) -> tuple[int, ...]:
         )
     full, rest = divmod(length, per_ciphertext)
     return (per_ciphertext,) * full + ((rest,) if rest else ())
-
-
-def is_integer_scalar(value: object) -> bool:
-    """A Python ``int`` or a numpy integer scalar, not a ``bool`` (nor ``numpy.bool_``).
-
-    The HE backends' check of counts, sizes and key parameters. Unlike
-    :func:`secureagg.validation.is_int` (Python ``int`` only) it takes numpy integers, which
-    callers pass from arrays and shapes.
-    """
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def fingerprint(scheme: str, public_material: bytes) -> bytes:

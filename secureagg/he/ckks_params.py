@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from secureagg.errors import ConfigurationError
-from secureagg.he.backend import HE_STANDARD_MAX_MODULUS_BITS, is_integer_scalar
+from secureagg.he.backend import HE_STANDARD_MAX_MODULUS_BITS
+from secureagg.validation import is_integer_scalar
 
 __all__ = ["FFT_SAFE_BITS", "FLARE_DEFAULT", "CkksParameters"]
 

@@ -54,9 +54,9 @@ from secureagg.he.backend import (
     ProbeDraw,
     chunk_sizes,
     fingerprint,
-    is_integer_scalar,
 )
 from secureagg.he.paillier_packing import SlotPacking
+from secureagg.validation import is_integer_scalar
 
 __all__ = [
     "DEFAULT_KEY_BITS",

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.errors import ConfigurationError, HeadroomError, MalformedMessage
-from secureagg.he.backend import is_integer_scalar
+from secureagg.validation import is_integer_scalar
 
 __all__ = ["MAX_SLOT_BITS", "SlotPacking"]
 

@@ -36,9 +36,10 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.errors import ConfigurationError
-from secureagg.he.backend import Encryptor, chunk_sizes, is_integer_scalar
+from secureagg.he.backend import Encryptor, chunk_sizes
 from secureagg.he.ckks.ciphertexts import _check_scale
 from secureagg.he.ckks.keys import SCHEME, CkksPublicContext, require_tenseal
+from secureagg.validation import is_integer_scalar
 
 __all__ = ["CkksEncryptor", "CkksZeroPool"]
 

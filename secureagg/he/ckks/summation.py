@@ -40,7 +40,6 @@ from secureagg.he.backend import (
     Decryptor,
     ProbeDraw,
     chunk_sizes,
-    is_integer_scalar,
     size_groups,
 )
 from secureagg.he.ckks.ciphertexts import _byte_budget, _check_scale, _parse_native
@@ -51,6 +50,7 @@ from secureagg.he.ckks.keys import (
     _context_parameters,
     require_tenseal,
 )
+from secureagg.validation import is_integer_scalar
 
 __all__ = ["CkksAccumulator", "CkksDecryptor"]
 
