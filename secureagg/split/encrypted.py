@@ -6,10 +6,11 @@ decrypts it; the server never sees an activation, an output or (by default) a gr
 clear, only the client's clipped and noised weight gradient that it needs for its SGD step. What
 each side learns is in :mod:`secureagg.split.he_cut` and ``protocols/split_he_cut/spec.md``.
 
-This module gives :class:`EncryptedSplitLearning`, the driver that trains the user's ``(bottom,
-nn.Linear, head)`` with the user's optimizer on the client parts, moving the
-:mod:`~secureagg.split.he_cut` messages (codec-registered, strict, no pickle) through the codec and
-recording the transcript of what the server received.
+This module gives :class:`EncryptedSplitLearning`, which trains the user's ``(bottom, nn.Linear,
+head)`` with the user's optimizer on the client parts; the :mod:`~secureagg.split.he_cut` messages
+(codec-registered, strict, no pickle) move through the codec with
+:class:`~secureagg.transport.driver.ExchangeDriver` (the setup, then per step the forward and the
+backward exchange), which records the transcript of what the server received.
 
 >>> import torch
 >>> from torch.utils.data import DataLoader, TensorDataset
@@ -34,13 +35,21 @@ import numpy as np
 from secureagg.dp._torch import require_torch
 from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.errors import ConfigurationError
-from secureagg.protocols.base import Message
+from secureagg.protocols.base import SERVER, Envelope, Party
 from secureagg.split import he_cut
 from secureagg.split.model import split_sequential
 from secureagg.split.run import SplitStats, _batches
-from secureagg.transport import TranscriptEntry, decode, encode, message_digest
+from secureagg.transport import TranscriptEntry
+from secureagg.transport.driver import ExchangeDriver
 
 __all__ = ["EncryptedSplitLearning"]
+
+
+def _arrived(value: Any) -> Any:
+    """What the last exchange left with the client (the server always answers a request)."""
+    if value is None:  # pragma: no cover - a refused response raises before this
+        raise ConfigurationError("the server's response did not arrive")
+    return value
 
 
 class EncryptedSplitLearning:
@@ -138,26 +147,24 @@ class EncryptedSplitLearning:
             bias=self.linear.bias.detach().double().numpy(), learning_rate=self.server_lr,
         )
         self._batch = batch
-        self._server.accept_setup(self._send(self._client.setup(), to_server=True, step=-1))
+        self._exchange(self._client, self._server, self._client.start(), step=-1)
 
-    def _send(self, message: Message, *, to_server: bool, step: int) -> Any:
-        t = time.perf_counter()
-        data = encode(message)
-        received = decode(data)
-        self.stats.codec_seconds += time.perf_counter() - t
-        kind = message.KIND
-        self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + len(data)
-        if to_server:
+    def _exchange(
+        self, client: Party, server: Party, envelopes: list[Envelope], *, step: int
+    ) -> None:
+        """Deliver the client's envelopes and the replies (the one delivery loop,
+        :class:`ExchangeDriver`); record what the server received."""
+        wire = ExchangeDriver(
+            {client.party_id: client, SERVER: server},
+            stage="u-shaped-encrypted", round_id=step, keep_raw=self.raw_uplink is not None,
+        )
+        try:
+            wire.run(envelopes)
+        finally:
             if self.raw_uplink is not None:
-                self.raw_uplink.append(data)
-            self.stats.bytes_up += len(data)
-            self.transcript.append(TranscriptEntry(
-                stage="u-shaped-encrypted", kind=kind, sender=0, recipient=-1,
-                round_id=step, size=len(data), sha256=message_digest(data),
-            ))
-        else:
-            self.stats.bytes_down += len(data)
-        return received
+                self.raw_uplink.extend(wire.raw_uplink)
+            self.transcript.extend(wire.transcript)
+            self.stats.add_exchange(wire)
 
     def _step(self, x: Any, y: Any) -> float:
         torch = require_torch()
@@ -168,28 +175,20 @@ class EncryptedSplitLearning:
         t = time.perf_counter()
         self.optimizer.zero_grad()
         acts = self.bottom(x)
-        request = client.forward(acts.detach().double().numpy())
+        sent = client.send_forward(acts.detach().double().numpy())
         self.stats.client_seconds += time.perf_counter() - t
-        request = self._send(request, to_server=True, step=step)
+        self._exchange(client, server, sent, step=step)  # the server evaluates; client decrypts
         t = time.perf_counter()
-        reply = server.forward(request)
-        self.stats.server_seconds += time.perf_counter() - t
-        reply = self._send(reply, to_server=False, step=step)
-        t = time.perf_counter()
-        z = torch.from_numpy(client.finish_forward(reply)).float().requires_grad_(True)
+        z = torch.from_numpy(_arrived(client.outputs)).float().requires_grad_(True)
         loss = self.loss_fn(self.head(z), y)
         loss.backward()
         if z.grad is None:
             raise ConfigurationError("the head does not depend on the cut layer's output")
-        back = client.backward(z.grad.double().numpy())
+        sent = client.send_backward(z.grad.double().numpy())
         self.stats.client_seconds += time.perf_counter() - t
-        back = self._send(back, to_server=True, step=step)
+        self._exchange(client, server, sent, step=step)  # the server steps; client decrypts
         t = time.perf_counter()
-        back_reply = server.backward(back)
-        self.stats.server_seconds += time.perf_counter() - t
-        back_reply = self._send(back_reply, to_server=False, step=step)
-        t = time.perf_counter()
-        grad_a = client.finish_backward(back_reply)
+        grad_a = _arrived(client.input_gradient)
         acts.backward(torch.from_numpy(grad_a).to(acts.dtype))
         self.optimizer.step()
         self.stats.client_seconds += time.perf_counter() - t

@@ -11,6 +11,13 @@ that is not bound to the pending request with :class:`~secureagg.errors.Protocol
 response leaves the stage unchanged. Activations and gradients are checked against
 ``activation_bound`` here, before anything is encrypted or sent. Protocol, threat model and an
 example: :mod:`secureagg.split.he_cut`.
+
+It is a party of the one contract (:class:`~secureagg.protocols.base.Party`): :meth:`~HeCutClient.
+start` is the setup envelope, the training loop's steps :meth:`~HeCutClient.send_forward` and
+:meth:`~HeCutClient.send_backward` return envelopes to the server, and the responses arrive
+through ``receive(sender, message)``, which leaves Z in :attr:`~HeCutClient.outputs` and dL/dA in
+:attr:`~HeCutClient.input_gradient`. The message-level steps (:meth:`~HeCutClient.setup`,
+:meth:`~HeCutClient.forward`, :meth:`~HeCutClient.finish_forward`, ...) are what those call.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from secureagg.dp.events import EventSink, SeededNoise
 from secureagg.dp.noise import CsprngGaussian
 from secureagg.errors import ConfigurationError, MalformedMessage, ProtocolError
 from secureagg.he.ckks import CutLayerSecretKey
+from secureagg.protocols.base import SERVER, Envelope, Message, Party
 from secureagg.split.cut_slots import choose_layout
 from secureagg.split.he_cut_config import HeCutConfig
 from secureagg.split.he_cut_messages import (
@@ -57,12 +65,13 @@ def _random_canaries(count: int) -> FloatArray:
     return (words >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0  # uniform on [-1, 1)
 
 
-class HeCutClient:
+class HeCutClient(Party):
     """The client's half: encrypts activations, decrypts results, forms the DP weight gradient.
 
     Stages: ``setup`` -> ``ready`` -> ``forward_sent`` -> ``forward_done`` -> ``backward_sent``
     -> ``ready``; a call out of stage raises :class:`~secureagg.errors.ProtocolError`. A rejected
-    response leaves the stage unchanged (nothing is applied).
+    response leaves the stage unchanged (nothing is applied). Its party id is ``party`` (default
+    0); it speaks to :data:`~secureagg.protocols.base.SERVER` only.
     """
 
     def __init__(
@@ -88,6 +97,11 @@ class HeCutClient:
         self._noise = noise if noise is not None else CsprngGaussian()
         self._sink = event_sink
         self._party = party
+        self.party_id = 0 if party is None else party
+        #: Z of the last forward response received (``batch_size x out_features``), else None
+        self.outputs: FloatArray | None = None
+        #: dL/dA of the last backward response received (``batch_size x in_features``), else None
+        self.input_gradient: FloatArray | None = None
         self.session_id = os.urandom(16)
         self.step = 0
         self.stage = "setup"
@@ -102,6 +116,44 @@ class HeCutClient:
             raise ProtocolError(
                 f"the client is in stage {self.stage!r}, not {stage!r}", stage=self.stage
             )
+
+    def start(self) -> list[Envelope]:
+        """The setup (the key-free evaluation context and the configuration), to the server."""
+        return [Envelope(self.party_id, SERVER, self.setup())]
+
+    def send_forward(self, activations: npt.ArrayLike) -> list[Envelope]:
+        """:meth:`forward`'s encrypted activations, as the envelope to the server."""
+        request = self.forward(activations)
+        self.outputs = None
+        return [Envelope(self.party_id, SERVER, request)]
+
+    def send_backward(self, grad_output: npt.ArrayLike) -> list[Envelope]:
+        """:meth:`backward`'s request (Enc(G), the noised weight gradient), to the server."""
+        request = self.backward(grad_output)
+        self.input_gradient = None
+        return [Envelope(self.party_id, SERVER, request)]
+
+    def receive(self, sender: int, message: Message) -> list[Envelope]:
+        """Take the server's response: Z into :attr:`outputs` (a forward response) or dL/dA into
+        :attr:`input_gradient` (a backward response). Nothing is sent back."""
+        if sender != SERVER:
+            raise ProtocolError(
+                f"a {getattr(message, 'KIND', '?')} message from party {sender}, not the server; "
+                "refused",
+                stage=self.stage,
+                node_ids=(sender,),
+            )
+        if isinstance(message, ForwardResponse):
+            self.outputs = self.finish_forward(message)
+        elif isinstance(message, BackwardResponse):
+            self.input_gradient = self.finish_backward(message)
+        else:
+            raise ProtocolError(
+                f"the client takes the server's responses, not {type(message).__name__}; refused",
+                stage=self.stage,
+                node_ids=(sender,),
+            )
+        return []
 
     def setup(self) -> CutSetup:
         self._expect("setup")

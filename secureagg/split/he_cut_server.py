@@ -8,6 +8,12 @@ the modulus, and never sees Z, dL/dA, or G (unless ``encrypt_gradient=False``). 
 backward request is validated in full, and dL/dA computed with the W of the forward pass, before
 the SGD step is applied; a refused message changes nothing. Protocol, threat model and an example:
 :mod:`secureagg.split.he_cut`.
+
+It is a party of the one contract (:class:`~secureagg.protocols.base.Party`): ``receive(sender,
+message)`` takes the setup (no reply), a forward or a backward request (the response, to the
+sender), each through its message-level step (:meth:`~HeCutServer.accept_setup`,
+:meth:`~HeCutServer.forward`, :meth:`~HeCutServer.backward`); once a setup has arrived that way, a
+message from another party is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy.typing as npt
 
 from secureagg.errors import ConfigurationError, MalformedMessage, ProtocolError
 from secureagg.he.ckks import CutLayerEvaluator
+from secureagg.protocols.base import SERVER, Envelope, Message, Party
 from secureagg.split.cut_slots import CutLayout, choose_layout
 from secureagg.split.he_cut_config import HeCutConfig
 from secureagg.split.he_cut_messages import (
@@ -45,13 +52,15 @@ __all__ = ["HeCutServer"]
 FloatArray = npt.NDArray[np.float64]
 
 
-class HeCutServer:
+class HeCutServer(Party):
     """The server's half: holds W and b, evaluates on ciphertexts, applies the noised update.
 
     ``weight`` is ``in_features x out_features``, ``bias`` ``out_features``; both are copied.
     The SGD step ``W -= learning_rate * dW`` happens only after the whole backward request has
     been validated and dL/dA computed (with the W of the forward pass).
     """
+
+    party_id = SERVER
 
     def __init__(
         self,
@@ -74,6 +83,31 @@ class HeCutServer:
         self.step = 0
         self.stage = "setup"
         self._forward_digest = b""
+        self._peer: int | None = None  # the client whose setup arrived through receive()
+
+    def receive(self, sender: int, message: Message) -> list[Envelope]:
+        """Take the client's setup (no reply), forward request or backward request (the
+        response, to the sender). A message from another party than the setup's is refused."""
+        if self._peer is not None and sender != self._peer:
+            raise ProtocolError(
+                f"a {getattr(message, 'KIND', '?')} message from party {sender}; this session "
+                f"belongs to party {self._peer}; refused",
+                stage=self.stage,
+                node_ids=(sender,),
+            )
+        if isinstance(message, CutSetup):
+            self.accept_setup(message)
+            self._peer = sender
+            return []
+        if isinstance(message, ForwardRequest):
+            return [Envelope(SERVER, sender, self.forward(message))]
+        if isinstance(message, BackwardRequest):
+            return [Envelope(SERVER, sender, self.backward(message))]
+        raise ProtocolError(
+            f"the server takes a setup, forward or backward request, not "
+            f"{type(message).__name__}; refused",
+            stage=self.stage,
+        )
 
     @property
     def weight(self) -> FloatArray:

@@ -1,8 +1,12 @@
 """The two sides of split learning as sans-I/O objects: :class:`SplitClient`, :class:`SplitServer`.
 
-They consume and produce the typed messages of :mod:`secureagg.split.messages`; a driver
-(:class:`secureagg.split.SplitRun`, or your own transport) moves the bytes through the codec.
-Neither side opens sockets or reads clocks.
+Both are parties of the one party contract (:class:`secureagg.protocols.base.Party`): every
+message reaches them through ``receive(sender, message)``, which returns the
+:class:`~secureagg.protocols.base.Envelope` s it causes. The client's training loop starts each
+step with :meth:`SplitClient.send_forward` (the activations, as the envelope to the server). The
+messages are those of :mod:`secureagg.split.messages`; a driver (:class:`secureagg.split.
+SplitLearning` through :class:`secureagg.transport.driver.ExchangeDriver`, or your own transport)
+moves their bytes through the codec. Neither side opens sockets or reads clocks.
 
 Topologies (chosen by which parts the client holds):
 
@@ -29,8 +33,10 @@ with ``labels at the server``. What still leaks, and the protections, are in ``d
 >>> client = SplitClient(bottom, torch.optim.SGD(bottom.parameters(), lr=0.1), session_id=sid)
 >>> server = SplitServer(top, torch.optim.SGD(top.parameters(), lr=0.1), session_id=sid,
 ...                      labels=torch.tensor([0, 1, 1]))
->>> msg = client.forward(torch.randn(3, 4), example_ids=torch.arange(3))
->>> client.receive(server.receive(msg))   # the gradients come back; both sides stepped
+>>> [up] = client.send_forward(torch.randn(3, 4), example_ids=torch.arange(3))
+>>> [down] = server.receive(up.sender, up.message)   # the cut gradients, back to client 0
+>>> client.receive(down.sender, down.message)        # nothing more to send: both sides stepped
+[]
 >>> client.step, server.steps_done
 (1, 1)
 """
@@ -51,7 +57,7 @@ from secureagg.errors import (
     NonFiniteInputError,
     ProtocolError,
 )
-from secureagg.protocols.base import Message
+from secureagg.protocols.base import SERVER, Envelope, Message, Party
 from secureagg.split.cut_validation import check_class_labels, check_example_ids, receive_tensor
 from secureagg.split.messages import (
     Activations,
@@ -62,6 +68,7 @@ from secureagg.split.messages import (
 )
 from secureagg.split.protections import ActivationDP, NoPeek
 from secureagg.split.scope import SplitSetting
+from secureagg.validation import is_int
 
 __all__ = ["GradientProtection", "SplitClient", "SplitServer"]
 
@@ -134,7 +141,7 @@ class _Pending:
     head_loss: float = math.nan
 
 
-class SplitClient:
+class SplitClient(Party):
     """The data holder: runs the bottom (and, U-shaped, the head), keeps inputs (and labels).
 
     ``bottom``/``optimizer``: the client's first part and its optimizer. ``head``/
@@ -142,6 +149,7 @@ class SplitClient:
     labels). ``activation_dp`` clips and noises what is sent; ``nopeek`` adds the decorrelation
     loss. ``send_labels=True`` (vanilla only) sends the labels with the batch, when the server
     has no label table of its own - then the server knows the labels, which is the user's choice.
+    ``client_id`` is its party id: the sender of its envelopes (default 0).
     """
 
     def __init__(
@@ -157,8 +165,11 @@ class SplitClient:
         nopeek: NoPeek | None = None,
         send_labels: bool = False,
         protect: GradientProtection | None = None,
+        client_id: int = 0,
     ) -> None:
         problems = []
+        if not is_int(client_id) or client_id < 0:
+            problems.append(f"client_id must be an integer >= 0, got {client_id!r}")
         if protect is not None and head is None:
             problems.append("a client's label protection is for the U-shaped topology (head=)")
         if head is not None and (head_optimizer is None or loss_fn is None):
@@ -177,6 +188,7 @@ class SplitClient:
         self.send_labels = send_labels
         self.protect = protect
         self.session_id = session_id
+        self.party_id = int(client_id)
         self.topology = "u-shaped" if head is not None else "vanilla"
         self.step = 0
         self.stage = "ready"
@@ -193,8 +205,16 @@ class SplitClient:
                 nopeek=nopeek is not None,
             )
 
+    def send_forward(
+        self, inputs: Any, *, labels: Any = None, example_ids: Any = None
+    ) -> list[Envelope]:
+        """Start a step: the activations of :meth:`forward`, as the envelope to the server."""
+        message = self.forward(inputs, labels=labels, example_ids=example_ids)
+        return [Envelope(self.party_id, SERVER, message)]
+
     def forward(self, inputs: Any, *, labels: Any = None, example_ids: Any = None) -> Activations:
-        """Run the bottom on a batch and return the activations to send."""
+        """Run the bottom on a batch and return the activations to send (the bare message;
+        :meth:`send_forward` addresses it)."""
         torch = require_torch()
         if self.stage != "ready":
             raise ProtocolError("client: forward() before the step finished", stage=self.stage)
@@ -234,9 +254,17 @@ class SplitClient:
             ),
         )
 
-    def receive(self, message: Message) -> OutputGradients | None:
-        """Take the server's reply; returns the next message to send, or ``None`` when done."""
+    def receive(self, sender: int, message: Message) -> list[Envelope]:
+        """Take the server's reply; returns the next envelope to send (U-shaped: the output
+        gradients), or none when the step is done."""
         torch = require_torch()
+        if sender != SERVER:
+            raise ProtocolError(
+                f"client: a {getattr(message, 'KIND', '?')} message from party {sender}, not the "
+                "server; refused",
+                stage=self.stage,
+                node_ids=(sender,) if is_int(sender) else (),
+            )
         pending = self._pending
         if pending is not None and isinstance(message, ServerOutputs) and (
             self.stage == "awaiting-outputs"
@@ -261,7 +289,8 @@ class SplitClient:
                 raise
             pending.outputs, pending.head_loss = outputs, value
             self.stage = "awaiting-gradients"
-            return _tensor_message(OutputGradients, self.session_id, self.step, grad)
+            reply = _tensor_message(OutputGradients, self.session_id, self.step, grad)
+            return [Envelope(self.party_id, SERVER, reply)]
         if pending is not None and isinstance(message, CutGradients) and (
             self.stage == "awaiting-gradients"
         ):
@@ -281,11 +310,12 @@ class SplitClient:
             self._pending = None
             self.stage = "ready"
             self.step += 1
-            return None
+            return []
         raise ProtocolError(
             f"client: {type(message).__name__} ({getattr(message, 'KIND', '?')}) is out of stage "
             f"{self.stage!r}; refused",
             stage=self.stage,
+            node_ids=(sender,),
         )
 
     def abandon(self) -> None:
@@ -305,15 +335,18 @@ class _ServerPending:
     outputs: Any
 
 
-class SplitServer:
+class SplitServer(Party):
     """The server: runs the top (vanilla, with the labels) or the middle (U-shaped).
 
     ``labels`` (vanilla): the server's label table, indexed by the ``example_ids`` that come with
     each batch; without it, the vanilla server expects the client to send labels. ``loss_fn``:
     default cross-entropy (vanilla only). ``protect``: label protection applied to the cut
     gradients before they are sent (vanilla). The server serves several clients (SplitFed): it
-    keeps a step counter and at most one step in progress per client id.
+    keeps a step counter and at most one step in progress per client id (the sender of each
+    message, ``>= 0``).
     """
+
+    party_id = SERVER
 
     def __init__(
         self,
@@ -374,8 +407,17 @@ class SplitServer:
         except _MISFIT as exc:
             raise _misfit("the activations", exc) from exc
 
-    def receive(self, message: Message, *, sender: int = 0) -> Message:
-        """Take one client message; return the reply to that client."""
+    def receive(self, sender: int, message: Message) -> list[Envelope]:
+        """Take one client message; return the reply to that client (one envelope)."""
+        if not is_int(sender) or sender < 0:
+            raise ProtocolError(
+                f"server: a {getattr(message, 'KIND', '?')} message from party {sender!r}; only "
+                "clients (ids >= 0) send to the server; refused",
+                stage="awaiting-inputs",
+            )
+        return [Envelope(SERVER, sender, self._reply(sender, message))]
+
+    def _reply(self, sender: int, message: Message) -> Message:
         torch = require_torch()
         if isinstance(message, Activations):
             if sender in self._pending:

@@ -1,8 +1,9 @@
 """Split training of the user's model over the in-memory transport: vanilla, U-shaped, SplitFed.
 
 :class:`SplitLearning` wires a :class:`~secureagg.split.parties.SplitClient` per data holder and
-one :class:`~secureagg.split.parties.SplitServer`, and moves every message through the versioned
-codec (:mod:`secureagg.transport.codec`; no pickle), recording what the server received (kind,
+one :class:`~secureagg.split.parties.SplitServer`, and moves every message of a training step
+through the versioned codec (:mod:`secureagg.transport.codec`; no pickle) with
+:class:`~secureagg.transport.driver.ExchangeDriver`, recording what the server received (kind,
 sender, size, sha256) and the cost of each side. With several clients and an ``aggregator``, it
 is **SplitFed** (Thapa et al. 2022, arXiv 2004.12088): every client trains its own copy of the
 client-side parts against the one server part, and after each epoch the copies are averaged
@@ -40,12 +41,13 @@ from secureagg.dp import CentralDP, PrivacyAccountant
 from secureagg.dp._torch import require_torch
 from secureagg.dp.events import DistributedNoiseRound, GaussianSteps, MechanismConfigured
 from secureagg.errors import ConfigurationError, InvalidInputError
-from secureagg.protocols.base import Message, RoundFactory
+from secureagg.protocols.base import SERVER, Message, RoundFactory
 from secureagg.split.model import split_sequential
 from secureagg.split.parties import GradientProtection, SplitClient, SplitServer
 from secureagg.split.protections import ActivationDP, NoPeek
 from secureagg.split.scope import Sharing, SplitSetting, privacy_scope
-from secureagg.transport import TranscriptEntry, decode, encode, message_digest, simulate
+from secureagg.transport import TranscriptEntry, simulate
+from secureagg.transport.driver import ExchangeDriver
 
 __all__ = ["Exchange", "Observer", "SplitLearning", "SplitStats"]
 
@@ -94,6 +96,16 @@ class SplitStats:
             "aggregation_bytes": self.aggregation_bytes,
             "bytes_by_kind": dict(self.by_kind),
         }
+
+    def add_exchange(self, wire: ExchangeDriver) -> None:
+        """Count what one exchange carried: bytes by direction and kind, codec and party time."""
+        self.bytes_up += sum(e.size for e in wire.transcript)
+        self.bytes_down += sum(e.size for e in (*wire.downlink, *wire.peer))
+        for kind, size in wire.bytes_by_kind.items():
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + size
+        self.codec_seconds += wire.codec_seconds
+        self.server_seconds += wire.seconds.get(SERVER, 0.0)
+        self.client_seconds += sum(t for pid, t in wire.seconds.items() if pid != SERVER)
 
 
 def _batches(loader: Any) -> Iterator[tuple[list[int], Any, Any]]:
@@ -291,54 +303,34 @@ class SplitLearning:
             head=head, head_optimizer=None if head is None else self.optimizer(head.parameters()),
             loss_fn=self.loss_fn if head is not None else None,
             activation_dp=self._dp[c], nopeek=self.nopeek,
-            protect=self.label_protection if head is not None else None,
+            protect=self.label_protection if head is not None else None, client_id=c,
         )
 
     # -------------------------------------------------------------------------------- transport
 
-    def _send(
-        self, message: Message, *, sender: int, recipient: int, step: int, batch: tuple[Any, ...]
-    ) -> Message:
-        t = time.perf_counter()
-        data = encode(message)
-        received = decode(data)
-        self.stats.codec_seconds += time.perf_counter() - t
-        kind = message.KIND
-        self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + len(data)
-        if recipient < 0:
-            self.stats.bytes_up += len(data)
-            self.transcript.append(
-                TranscriptEntry(
-                    stage=self.topology, kind=kind, sender=sender, recipient=recipient,
-                    round_id=step, size=len(data), sha256=message_digest(data),
-                )
-            )
-        else:
-            self.stats.bytes_down += len(data)
-        if self.observe is not None:
-            client, ids, labels = batch
-            self.observe(Exchange(received, sender, recipient, client, tuple(ids), labels))
-        return received
-
     def _step(self, c: int, client: SplitClient, ids: list[int], x: Any, y: Any) -> None:
+        """One training step: the client's activations, then the exchange until none is in
+        flight (the one delivery loop, :class:`ExchangeDriver`); records what the server got."""
         t = time.perf_counter()
         example_ids = None
         if self.topology == "vanilla":
             example_ids = np.asarray(ids, dtype=np.int64) + self._offsets[c]
-        message: Message | None = client.forward(
+        sent = client.send_forward(
             x, labels=y if self.topology == "u-shaped" else None, example_ids=example_ids
         )
         self.stats.client_seconds += time.perf_counter() - t
-        step = client.step
-        while message is not None:
-            received = self._send(message, sender=c, recipient=-1, step=step, batch=(c, ids, y))
-            t = time.perf_counter()
-            reply = self.server.receive(received, sender=c)
-            self.stats.server_seconds += time.perf_counter() - t
-            back = self._send(reply, sender=-1, recipient=c, step=step, batch=(c, ids, y))
-            t = time.perf_counter()
-            message = client.receive(back)
-            self.stats.client_seconds += time.perf_counter() - t
+        wire = ExchangeDriver(
+            {c: client, SERVER: self.server}, stage=self.topology, round_id=client.step
+        )
+        observe = self.observe
+        watch = None if observe is None else (  # what the receiving party got, with its batch
+            lambda env: observe(Exchange(env.message, env.sender, env.recipient, c, tuple(ids), y))
+        )
+        try:
+            wire.run(sent, observe=watch)
+        finally:
+            self.transcript.extend(wire.transcript)
+            self.stats.add_exchange(wire)
         self.stats.steps += 1
         losses = client.losses if self.topology == "u-shaped" else self.server.losses
         self._loss_log.append(losses[-1])

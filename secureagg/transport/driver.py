@@ -21,12 +21,17 @@ the HE key holder, or to other parties) until nothing is in flight, then calls
 ``ProtocolError`` is recorded in ``metrics["rejected"]`` and the round goes on.
 :class:`~secureagg.errors.InsufficientSurvivors` propagates. :func:`secureagg.simulate` builds the
 round and hands it to :class:`Driver`.
+
+An exchange without collection stages - split learning: one exchange per training step, started
+by the envelopes a client's training loop produced - goes through :class:`ExchangeDriver`, the
+same delivery (codec both ways, the same transcript entries, every party called through
+``receive(sender, message)``) without stages, deadlines or faults.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -56,7 +61,7 @@ from secureagg.transport.results import (
 )
 from secureagg.validation import is_int
 
-__all__ = ["Driver"]
+__all__ = ["Driver", "ExchangeDriver"]
 
 _MAX_WAVES = 10_000  # replies-to-replies within one stage; a protocol looping forever is a bug
 _STAGE_COUNTERS = (
@@ -85,6 +90,22 @@ class _InFlight:
 
 def _new_stage_metrics() -> dict[str, float]:
     return dict.fromkeys(_STAGE_COUNTERS, 0.0)
+
+
+def _transcript_entry(
+    stage: str, sender: int, recipient: int, data: bytes, msg: Message | None, round_id: int
+) -> TranscriptEntry:
+    """The record of one message on the wire: the message's own ``round_id`` when it has one."""
+    rid = getattr(msg, "round_id", round_id) if msg is not None else round_id
+    return TranscriptEntry(
+        stage=stage,
+        kind=msg.KIND if msg is not None else "<malformed>",
+        sender=sender,
+        recipient=recipient,
+        round_id=rid if is_int(rid) else round_id,
+        size=len(data),
+        sha256=message_digest(data),
+    )
 
 
 class Driver:
@@ -150,16 +171,7 @@ class Driver:
     def _entry(
         self, stage: str, sender: int, recipient: int, data: bytes, msg: Message | None
     ) -> TranscriptEntry:
-        rid = getattr(msg, "round_id", self.round_id) if msg is not None else self.round_id
-        return TranscriptEntry(
-            stage=stage,
-            kind=msg.KIND if msg is not None else "<malformed>",
-            sender=sender,
-            recipient=recipient,
-            round_id=rid if is_int(rid) else self.round_id,
-            size=len(data),
-            sha256=message_digest(data),
-        )
+        return _transcript_entry(stage, sender, recipient, data, msg, self.round_id)
 
     def _decode(self, stage: str, data: bytes) -> Message:
         return self._timed(stage, "codec_seconds", lambda: decode(data))
@@ -457,3 +469,99 @@ class Driver:
             "silent": {str(cid): stage for cid, stage in sorted(self.silent.items())},
             "faults": list(self.fault_log),
         }
+
+
+class ExchangeDriver:
+    """One exchange without collection stages, moved through the codec until none is in flight.
+
+    ``parties`` maps party id to :class:`~secureagg.protocols.base.Party`. :meth:`run` takes the
+    envelopes that start the exchange (a split client's step; a party's ``start()``) and, wave by
+    wave, encodes each envelope, records it, decodes the bytes, shows the decoded envelope to
+    ``observe`` and hands the message to ``recipient.receive(sender, message)``; the envelopes
+    that returns (a party speaks only in its own name) are the next wave. Records, as
+    :class:`Driver` does: :attr:`transcript` (what the server received: kind, sender, recipient,
+    ``round_id``, size, sha256), :attr:`downlink` (what the server sent), :attr:`peer` (the rest),
+    :attr:`raw_uplink` (the server-received bytes, with ``keep_raw``), :attr:`bytes_by_kind`
+    (both directions, in the order first sent), :attr:`codec_seconds` and :attr:`seconds` (each
+    party's time in ``receive``).
+
+    It injects no fault and swallows no error: a refused message (``ProtocolError``,
+    ``InvalidInputError``, ``MalformedMessage``, ...) propagates to the caller, with what was
+    recorded up to it kept; the refusing party stays in its stage and the caller decides (the
+    split parties' ``abandon``).
+    """
+
+    def __init__(
+        self, parties: Mapping[int, Party], *, stage: str, round_id: int, keep_raw: bool = False
+    ) -> None:
+        self.parties = dict(parties)
+        self.stage = stage
+        self.round_id = round_id
+        self.keep_raw = keep_raw
+        self.transcript: list[TranscriptEntry] = []
+        self.downlink: list[TranscriptEntry] = []
+        self.peer: list[TranscriptEntry] = []
+        self.raw_uplink: list[bytes] = []
+        self.bytes_by_kind: dict[str, int] = {}
+        self.codec_seconds = 0.0
+        self.seconds: dict[int, float] = {}
+
+    def run(
+        self, envelopes: Iterable[Envelope], *, observe: Callable[[Envelope], None] | None = None
+    ) -> None:
+        """Deliver ``envelopes`` and every reply they cause, until nothing is in flight."""
+        wave = [self._checked(env, env.sender if isinstance(env, Envelope) else None)
+                for env in envelopes]
+        for _ in range(_MAX_WAVES):
+            if not wave:
+                return
+            following: list[Envelope] = []
+            for env in wave:
+                following.extend(self._deliver(env, observe))
+            wave = following
+        raise ProtocolError(
+            f"messages still in flight after {_MAX_WAVES} exchanges; the protocol does not settle",
+            stage=self.stage,
+        )
+
+    def _checked(self, env: object, sender: int | None) -> Envelope:
+        if not isinstance(env, Envelope) or env.sender != sender or sender not in self.parties:
+            raise ProtocolError(
+                f"party {sender} emitted {env!r}; a party may only send envelopes in its own name",
+                stage=self.stage,
+                node_ids=[] if sender is None else [sender],
+            )
+        if env.recipient not in self.parties:
+            raise ProtocolError(
+                f"envelope addressed to unknown party {env.recipient}",
+                stage=self.stage,
+                node_ids=[env.sender],
+            )
+        return env
+
+    def _deliver(
+        self, env: Envelope, observe: Callable[[Envelope], None] | None
+    ) -> list[Envelope]:
+        sender, recipient = env.sender, env.recipient
+        t0 = time.perf_counter()
+        data = encode(env.message)
+        message = decode(data)
+        self.codec_seconds += time.perf_counter() - t0
+        entry = _transcript_entry(self.stage, sender, recipient, data, message, self.round_id)
+        self.bytes_by_kind[entry.kind] = self.bytes_by_kind.get(entry.kind, 0) + len(data)
+        if recipient == SERVER:
+            self.transcript.append(entry)
+            if self.keep_raw:
+                self.raw_uplink.append(data)
+        elif sender == SERVER:
+            self.downlink.append(entry)
+        else:
+            self.peer.append(entry)
+        if observe is not None:
+            observe(Envelope(sender, recipient, message))
+        t0 = time.perf_counter()
+        try:
+            replies = self.parties[recipient].receive(sender, message)
+        finally:
+            self.seconds[recipient] = self.seconds.get(recipient, 0.0) + time.perf_counter() - t0
+        return [self._checked(reply, recipient) for reply in replies]

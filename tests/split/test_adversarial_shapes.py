@@ -43,6 +43,7 @@ from secureagg.transport import (  # noqa: E402
     decode,
     encode,
 )
+from tests.split.exchange import to_client, to_server  # noqa: E402
 
 SID = b"s" * 16
 OVERFLOWING = [
@@ -135,14 +136,14 @@ def test_decode_refuses_a_split_message_whose_shape_overflows_int64(
 
 def test_client_refuses_cut_gradients_with_an_overflowing_shape_and_applies_nothing() -> None:
     _net, client, server = vanilla_pair()
-    reply = server.receive(client.forward(torch.randn(2, 6), example_ids=torch.arange(2)))
+    reply = to_server(server, client.forward(torch.randn(2, 6), example_ids=torch.arange(2)))
     before = flat(client.bottom)
     for shape in OVERFLOWING:
         bad = raw_message(CutGradients, shape, np.ones(4, dtype=np.float32))
         with pytest.raises(InvalidInputError):
-            client.receive(bad)
+            to_client(client, bad)
     np.testing.assert_array_equal(flat(client.bottom), before)
-    assert client.receive(reply) is None and client.step == 1
+    assert to_client(client, reply) is None and client.step == 1
 
 
 def test_every_party_refuses_overflowing_shapes_with_a_library_error() -> None:
@@ -155,23 +156,24 @@ def test_every_party_refuses_overflowing_shapes_with_a_library_error() -> None:
                           example_ids=np.arange(shape[0] if shape[0] < 8 else 1, dtype=np.int64),
                           labels=None)
         with pytest.raises(InvalidInputError):
-            server.receive(bad)
+            to_server(server, bad)
     # U-shaped: server (activations, output gradients) and client (server outputs)
     net, client, server = u_pair()
     y = torch.tensor([0, 1])
     for shape in OVERFLOWING:
         with pytest.raises(InvalidInputError):
-            server.receive(raw_message(Activations, shape, values, example_ids=None, labels=None))
-    outputs = server.receive(client.forward(torch.randn(2, 6), labels=y))
+            to_server(server, raw_message(Activations, shape, values, example_ids=None,
+                                          labels=None))
+    outputs = to_server(server, client.forward(torch.randn(2, 6), labels=y))
     for shape in OVERFLOWING:
         with pytest.raises(InvalidInputError):
-            client.receive(raw_message(ServerOutputs, shape, values))
-    og = client.receive(outputs)
+            to_client(client, raw_message(ServerOutputs, shape, values))
+    og = to_client(client, outputs)
     assert og is not None
     for shape in OVERFLOWING:
         with pytest.raises(InvalidInputError):
-            server.receive(raw_message(OutputGradients, shape, values))
-    assert client.receive(server.receive(og)) is None  # the genuine exchange still completes
+            to_server(server, raw_message(OutputGradients, shape, values))
+    assert to_client(client, to_server(server, og)) is None  # the genuine exchange still completes
     assert not np.array_equal(flat(net), before)
 
 
@@ -236,12 +238,12 @@ def test_first_activations_of_the_wrong_width_are_refused_and_do_not_fix_the_wid
     bad = Activations(session_id=SID, step=0, shape=(2, 15),
                       values=np.ones(30, dtype=np.float32), example_ids=None, labels=None)
     with pytest.raises(InvalidInputError):
-        server.receive(bad)  # the middle takes 16 features: a library error, not torch's
+        to_server(server, bad)  # the middle takes 16 features: a library error, not torch's
     np.testing.assert_array_equal(flat(net), before)
     y = torch.tensor([0, 1])
-    outputs = server.receive(client.forward(torch.randn(2, 6), labels=y))  # still accepted
-    og = client.receive(outputs)
-    assert og is not None and client.receive(server.receive(og)) is None
+    outputs = to_server(server, client.forward(torch.randn(2, 6), labels=y))  # still accepted
+    og = to_client(client, outputs)
+    assert og is not None and to_client(client, to_server(server, og)) is None
 
 
 def test_vanilla_server_first_activations_of_the_wrong_width_do_not_poison_it() -> None:
@@ -250,22 +252,22 @@ def test_vanilla_server_first_activations_of_the_wrong_width_do_not_poison_it() 
                       values=np.ones(30, dtype=np.float32),
                       example_ids=np.arange(2, dtype=np.int64), labels=None)
     with pytest.raises(InvalidInputError):
-        server.receive(bad)
-    reply = server.receive(client.forward(torch.randn(2, 6), example_ids=torch.arange(2)))
-    assert client.receive(reply) is None and server.steps_done == 1
+        to_server(server, bad)
+    reply = to_server(server, client.forward(torch.randn(2, 6), example_ids=torch.arange(2)))
+    assert to_client(client, reply) is None and server.steps_done == 1
 
 
 def test_u_shaped_client_refuses_server_outputs_that_do_not_fit_its_head() -> None:
     _net, client, server = u_pair()
-    outputs = server.receive(client.forward(torch.randn(2, 6), labels=torch.tensor([0, 1])))
+    outputs = to_server(server, client.forward(torch.randn(2, 6), labels=torch.tensor([0, 1])))
     head_before = flat(client.head)
     bad = dataclasses.replace(outputs, shape=(2, 7), values=np.ones(14, dtype=np.float32))
     with pytest.raises(InvalidInputError):
-        client.receive(bad)  # the head takes 8 features
+        to_client(client, bad)  # the head takes 8 features
     np.testing.assert_array_equal(flat(client.head), head_before)
     assert client.stage == "awaiting-outputs"
-    og = client.receive(outputs)
-    assert og is not None and client.receive(server.receive(og)) is None
+    og = to_client(client, outputs)
+    assert og is not None and to_client(client, to_server(server, og)) is None
 
 
 @pytest.mark.parametrize(
@@ -286,9 +288,9 @@ def test_vanilla_server_refuses_labels_sent_by_the_client_that_are_not_class_ind
     good = client.forward(torch.randn(2, 6), labels=torch.tensor([0, 1]))
     before = flat(net)
     with pytest.raises(InvalidInputError):
-        server.receive(dataclasses.replace(good, labels=labels))
+        to_server(server, dataclasses.replace(good, labels=labels))
     np.testing.assert_array_equal(flat(net), before)
-    assert client.receive(server.receive(good)) is None
+    assert to_client(client, to_server(server, good)) is None
 
 
 # --------------------------------------------------------------------- property: any shape
@@ -357,24 +359,24 @@ def test_property_every_party_refuses_any_bad_shape_with_a_library_error(
         _net, _client, server = vanilla_pair()
         msg = raw_message(Activations, shape, values,
                           example_ids=np.arange(2, dtype=np.int64), labels=None)
-        _only_library_errors(lambda: server.receive(msg))
+        _only_library_errors(lambda: to_server(server, msg))
     elif which == "v-client":
         _net, client, server = vanilla_pair()
-        server.receive(client.forward(torch.randn(2, 6), example_ids=torch.arange(2)))
-        _only_library_errors(lambda: client.receive(raw_message(CutGradients, shape, values)))
+        to_server(server, client.forward(torch.randn(2, 6), example_ids=torch.arange(2)))
+        _only_library_errors(lambda: to_client(client, raw_message(CutGradients, shape, values)))
     else:
         _net, client, server = u_pair()
         if which == "u-server":
             msg = raw_message(Activations, shape, values, example_ids=None, labels=None)
-            _only_library_errors(lambda: server.receive(msg))
+            _only_library_errors(lambda: to_server(server, msg))
             return
-        outputs = server.receive(client.forward(torch.randn(2, 6), labels=torch.tensor([0, 1])))
+        outputs = to_server(server, client.forward(torch.randn(2, 6), labels=torch.tensor([0, 1])))
         if which == "u-client":
-            _only_library_errors(lambda: client.receive(raw_message(ServerOutputs, shape,
+            _only_library_errors(lambda: to_client(client, raw_message(ServerOutputs, shape,
                                                                      values)))
             return
-        client.receive(outputs)
-        _only_library_errors(lambda: server.receive(raw_message(OutputGradients, shape, values)))
+        to_client(client, outputs)
+        _only_library_errors(lambda: to_server(server, raw_message(OutputGradients, shape, values)))
 
 
 def test_huge_integers_from_a_peer_are_refused_without_printing_them() -> None:
@@ -388,5 +390,5 @@ def test_huge_integers_from_a_peer_are_refused_without_printing_them() -> None:
         decode(wire_bytes(CutGradients, (huge, 2), np.ones(4, dtype=np.float32)))
     _net, _client, server = vanilla_pair()
     with pytest.raises(InvalidInputError):
-        server.receive(raw_message(Activations, (huge, 2), np.ones(4, dtype=np.float32),
+        to_server(server, raw_message(Activations, (huge, 2), np.ones(4, dtype=np.float32),
                                    example_ids=np.arange(2, dtype=np.int64), labels=None))

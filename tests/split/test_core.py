@@ -33,6 +33,7 @@ from secureagg.split import (  # noqa: E402
     split_sequential,
 )
 from secureagg.transport import decode, encode  # noqa: E402
+from tests.split.exchange import to_client, to_server  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::secureagg.dp.SeededNoiseWarning")
 
@@ -192,17 +193,17 @@ def test_server_rejects_bad_activations_without_applying(change: dict[str, Any],
                                                            error: type) -> None:
     net, client, server = vanilla_pair()
     good = client.forward(torch.randn(8, 6), example_ids=torch.arange(8))
-    server.receive(good)  # fixes the feature shape (8, 16) and step 0 -> 1
+    to_server(server, good)  # fixes the feature shape (8, 16) and step 0 -> 1
     nxt = Activations(session_id=SID, step=1, shape=good.shape, values=good.values,
                       example_ids=good.example_ids, labels=None)
     if "step" in change:
         change = {"step": 0}  # a replay of step 0
     before = flat(net)
     with pytest.raises(error):
-        server.receive(tampered(nxt, **change))
+        to_server(server, tampered(nxt, **change))
     check_unchanged(net, before)
     assert server.steps_done == 1
-    server.receive(nxt)  # the genuine message is still accepted
+    to_server(server, nxt)  # the genuine message is still accepted
     assert server.steps_done == 2
 
 
@@ -219,13 +220,13 @@ def test_server_rejects_bad_activations_without_applying(change: dict[str, Any],
 def test_client_rejects_bad_gradients_without_applying(change: dict[str, Any],
                                                          error: type) -> None:
     _net, client, server = vanilla_pair()
-    reply = server.receive(client.forward(torch.randn(8, 6), example_ids=torch.arange(8)))
+    reply = to_server(server, client.forward(torch.randn(8, 6), example_ids=torch.arange(8)))
     bottom_before = flat(client.bottom)
     with pytest.raises(error):
-        client.receive(tampered(reply, **change))
+        to_client(client, tampered(reply, **change))
     np.testing.assert_array_equal(flat(client.bottom), bottom_before)
     assert client.step == 0 and client.stage == "awaiting-gradients"
-    client.receive(reply)
+    to_client(client, reply)
     assert client.step == 1
     assert not np.array_equal(flat(client.bottom), bottom_before)
 
@@ -235,12 +236,12 @@ def test_out_of_stage_messages_are_refused() -> None:
     grad = CutGradients(session_id=SID, step=0, shape=(8, 16),
                         values=np.zeros(128, dtype=np.float32))
     with pytest.raises(ProtocolError):
-        client.receive(grad)  # no step in progress
+        to_client(client, grad)  # no step in progress
     client.forward(torch.randn(8, 6), example_ids=torch.arange(8))
     with pytest.raises(ProtocolError):
         client.forward(torch.randn(8, 6), example_ids=torch.arange(8))
     with pytest.raises(ProtocolError):
-        server.receive(grad)  # a gradient is not what a vanilla server takes
+        to_server(server, grad)  # a gradient is not what a vanilla server takes
     client.abandon()
     assert client.stage == "ready" and client.step == 1
 
@@ -253,17 +254,17 @@ def test_u_shaped_server_rejects_bad_output_gradients() -> None:
                          loss_fn=torch.nn.functional.cross_entropy)
     server = SplitServer(middle, sgd(middle.parameters()), session_id=SID, topology="u-shaped")
     y = torch.tensor([0, 1, 2, 0])
-    outputs = server.receive(decode(encode(client.forward(torch.randn(4, 6), labels=y))))
-    og = client.receive(decode(encode(outputs)))
+    outputs = to_server(server, decode(encode(client.forward(torch.randn(4, 6), labels=y))))
+    og = to_client(client, decode(encode(outputs)))
     assert og is not None
     before = flat(net)
     for change in ({"values": np.full(og.values.size, np.nan, dtype=np.float32)},
                    {"shape": (2, 16)}):
         with pytest.raises((InvalidInputError, NonFiniteInputError)):
-            server.receive(tampered(og, **change))
+            to_server(server, tampered(og, **change))
     check_unchanged(net, before)
-    cut = server.receive(og)
-    assert client.receive(cut) is None and client.step == 1
+    cut = to_server(server, og)
+    assert to_client(client, cut) is None and client.step == 1
     with pytest.raises(InvalidInputError, match="labels"):
         SplitClient(bottom, sgd(bottom.parameters()), session_id=SID, head=head,
                     head_optimizer=sgd(head.parameters()),
@@ -351,7 +352,7 @@ def test_a_label_protection_that_returns_garbage_is_refused_without_applying() -
                              protect=garbage)
         before = flat(net)
         with pytest.raises(InvalidInputError, match="label protection"):
-            server.receive(client.forward(torch.randn(8, 6), example_ids=torch.arange(8)))
+            to_server(server, client.forward(torch.randn(8, 6), example_ids=torch.arange(8)))
         check_unchanged(net, before)
         assert server.steps_done == 0
 

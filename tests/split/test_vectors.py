@@ -18,6 +18,7 @@ from tests.vectors import load_vectors, regenerate, write_vectors
 torch = pytest.importorskip("torch")
 from secureagg.split import SplitClient, SplitServer  # noqa: E402
 from secureagg.transport import decode, encode  # noqa: E402
+from tests.split.exchange import to_client, to_server  # noqa: E402
 
 SID = bytes(range(16))
 
@@ -106,10 +107,10 @@ def test_one_step_matches_the_known_answer(topology: str) -> None:
         msg = decode(encode(client.forward(x, labels=labels)))
     np.testing.assert_allclose(np.asarray(msg.values).reshape(3, 2), exp["activations"],
                                rtol=1e-6, atol=1e-7)
-    reply = decode(encode(server.receive(msg)))
+    reply = decode(encode(to_server(server, msg)))
     if topology == "u-shaped":
-        reply = decode(encode(server.receive(decode(encode(client.receive(reply))))))
-    assert client.receive(reply) is None
+        reply = decode(encode(to_server(server, decode(encode(to_client(client, reply))))))
+    assert to_client(client, reply) is None
     loss = (server.losses if topology == "vanilla" else client.losses)[-1]
     np.testing.assert_allclose(np.asarray(reply.values).reshape(3, 2), exp["cut_gradients"],
                                rtol=1e-5, atol=1e-7)
