@@ -54,7 +54,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import torch  # noqa: E402
 
 import secureagg as sa  # noqa: E402
-from secureagg.fl import FederatedRun, demo  # noqa: E402
+from secureagg.demos import federated_task as demo  # noqa: E402
+from secureagg.fl import FederatedRun  # noqa: E402
 from secureagg.transport import SeededRunWarning  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "fl.json"

@@ -24,7 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def one_run(epsilon: float | None, seed: int, workers: Any) -> dict[str, Any]:
-    from secureagg.fl.demo import DemoSettings, digits_task, run_demo
+    from secureagg.demos.federated_task import DemoSettings, digits_task, run_demo
 
     settings = replace(DemoSettings(), epsilon=epsilon, seed=seed, workers=workers)
     task = digits_task(settings)
@@ -86,7 +86,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS / "fl_dp_curve.json"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from secureagg.fl.demo import use_one_thread
+    from secureagg.demos.federated_task import use_one_thread
 
     use_one_thread()
     workers: Any = args.workers if args.workers == "auto" else int(args.workers)

@@ -1,8 +1,8 @@
 """Benchmark of split learning (issue 7): the cost of each protection, and what it buys.
 
 All on sklearn's digits (1,438 training / 359 test images), the MLP of
-:func:`secureagg.split.experiments.digits_mlp` (64-64-64-10), batch 32, one process, torch on one
-thread. Every figure comes from the same run:
+:func:`secureagg.demos.split_experiments.digits_mlp` (64-64-64-10), batch 32, one process, torch
+on one thread. Every figure comes from the same run:
 
 * **cost per batch** (seconds, bytes both ways) of unsplit training (the same model in one
   piece), vanilla split learning, and each protection (vanilla + Marvell label protection,
@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 
 import secureagg
-from secureagg.fl.data import load_digits_federated
-from secureagg.split import experiments as ex
+from secureagg.demos import split_experiments as ex
+from secureagg.demos.data import load_digits_federated
 from secureagg.split.label_protection import MarvellNoise
 
 RESULTS = Path(__file__).resolve().parent / "results"

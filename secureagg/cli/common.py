@@ -1,22 +1,20 @@
-"""Shared pieces of the ``secureagg`` command: exit codes, errors, run directories."""
+"""Shared pieces of the ``secureagg`` command: exit codes, errors, choosing a run directory.
+
+What a run directory holds is written by :class:`secureagg.audit.rundir.RunDirectory`; here are
+only the checks of ``--out`` and the default path."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from secureagg.aggregators.secagg import CURIOUS_MODE_NOTE
+from secureagg.audit.rundir import new_run_path
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import RoundFactory
-from secureagg.transport import (
-    TranscriptEntry,
-)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INSUFFICIENT, EXIT_INTERNAL = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -100,21 +98,10 @@ def _clip_of(agg: RoundFactory, requested: float | None) -> float | None:
     return None if clip is None else float(clip)
 
 
-def _new_run_dir(name: str) -> Path:
-    """``runs/<UTC time>-<name>`` under the working directory, made unique (not created yet)."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path.cwd() / "runs" / f"{stamp}-{name.replace(os.sep, '_')}"
-    path, k = base, 0
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
-
-
 def _run_dir(out: str | None, name: str) -> Path:
-    """``--out`` if given (checked by :func:`_check_out`), else a fresh :func:`_new_run_dir`
-    (the demos)."""
-    return _check_out(out) if out is not None else _new_run_dir(name)
+    """``--out`` if given (checked by :func:`_check_out`), else a fresh
+    :func:`~secureagg.audit.rundir.new_run_path` (the demos)."""
+    return _check_out(out) if out is not None else new_run_path(name)
 
 
 def _choose_run_dir(args: argparse.Namespace) -> Path:
@@ -124,23 +111,7 @@ def _choose_run_dir(args: argparse.Namespace) -> Path:
         if (path / "result.json").exists() and not args.force:
             raise _CliError(f"{path} already holds a run; choose another --out or pass --force")
         return path
-    return _new_run_dir(args.protocol)
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _write_transcript(
-    path: Path,
-    up: Sequence[TranscriptEntry],
-    down: Sequence[TranscriptEntry],
-    peer: Sequence[TranscriptEntry] = (),
-) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for direction, entries in (("up", up), ("down", down), ("peer", peer)):
-            for entry in entries:
-                fh.write(json.dumps({"direction": direction, **entry.to_dict()}) + "\n")
+    return new_run_path(args.protocol)
 
 
 def _stage_table(metrics: dict[str, Any]) -> list[str]:

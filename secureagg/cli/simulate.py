@@ -1,4 +1,5 @@
-"""``secureagg simulate``: one aggregation round in memory, written to a run directory."""
+"""``secureagg simulate``: one aggregation round in memory, written to a run directory (through
+:class:`secureagg.audit.rundir.RunDirectory`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy.typing as npt
 
 import secureagg
 from secureagg.aggregators import make_aggregator
+from secureagg.audit.rundir import CONFIG, RESULT, RunDirectory, transcript_records
 from secureagg.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -26,8 +28,6 @@ from secureagg.cli.common import (
     _one_line,
     _stage_table,
     _warn,
-    _write_json,
-    _write_transcript,
     seeded_warning,
     threat_model_note,
 )
@@ -135,10 +135,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", SeededRunWarning)  # reported below instead
             res = simulate(agg, [[row] for row in data], dropouts=dropouts, seed=args.seed)
     except InsufficientSurvivors as exc:  # an aborted round is still recorded for the audit
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", config)
-        _write_json(
-            run_dir / "result.json",
+        run = RunDirectory(run_dir)
+        run.write_json(CONFIG, config)
+        run.write_json(
+            RESULT,
             {
                 "status": "insufficient_survivors",
                 "error": _one_line(exc),
@@ -147,18 +147,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 "metrics": getattr(exc, "metrics", {}),
             },
         )
-        _write_transcript(
-            run_dir / "transcript.jsonl",
-            getattr(exc, "transcript", []),
-            getattr(exc, "downlink", []),
+        run.write_transcript(
+            transcript_records(getattr(exc, "transcript", []), getattr(exc, "downlink", []))
         )
         raise
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", config)
+    run = RunDirectory(run_dir)
+    run.write_json(CONFIG, config)
     summary = _summarise(args, agg, res, data, dropouts, run_dir)
-    _write_json(run_dir / "result.json", summary["result"])
-    _write_transcript(run_dir / "transcript.jsonl", res.transcript, res.downlink, res.peer_traffic)
+    run.write_json(RESULT, summary["result"])
+    run.write_transcript(transcript_records(res.transcript, res.downlink, res.peer_traffic))
     if args.json:
         print(json.dumps(summary["report"], allow_nan=False))
     elif not args.quiet:

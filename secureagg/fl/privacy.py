@@ -47,12 +47,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from secureagg.audit.rundir import PRIVACY_EVENTS, RunDirectory
 from secureagg.dp import (
     CentralDP,
     DistributedDP,
@@ -73,7 +72,7 @@ from secureagg.transport import derive_sim_seed
 
 __all__ = ["EVENTS_FILE", "FederatedDP", "PrivacyController"]
 
-EVENTS_FILE = "privacy_events.jsonl"
+EVENTS_FILE = PRIVACY_EVENTS
 
 
 class _TaggedJsonLines:
@@ -81,8 +80,8 @@ class _TaggedJsonLines:
     file and fsyncs once (after each client's training and after each aggregation: an event
     matters once something is released, and nothing is released between two flushes)."""
 
-    def __init__(self, path: Path, level: str) -> None:
-        self.path = path
+    def __init__(self, run_dir: RunDirectory, level: str) -> None:
+        self.run_dir = run_dir
         self.level = level
         self.pending: list[str] = []
 
@@ -92,10 +91,7 @@ class _TaggedJsonLines:
     def flush(self) -> None:
         if not self.pending:
             return
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in self.pending))
-            fh.flush()
-            os.fsync(fh.fileno())
+        self.run_dir.append_lines(EVENTS_FILE, self.pending)
         self.pending.clear()
 
 
@@ -151,12 +147,11 @@ class PrivacyController:
 
     # ---------------------------------------------------------------------------- durability
 
-    def attach(self, run_dir: Path, *, replay: bool) -> int:
+    def attach(self, run_dir: RunDirectory, *, replay: bool) -> int:
         """Replay ``privacy_events.jsonl`` (resume) and log every new event to it."""
-        path = run_dir / EVENTS_FILE
         replayed = 0
-        if replay and path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+        if replay:
+            for line in run_dir.read_lines(EVENTS_FILE):
                 try:
                     raw = json.loads(line)
                 except json.JSONDecodeError:
@@ -171,7 +166,7 @@ class PrivacyController:
                 self._learn(event)
         for level, acc in (("sample", self.sample), ("user", self.user)):
             if acc is not None:
-                sink = _TaggedJsonLines(path, level)
+                sink = _TaggedJsonLines(run_dir, level)
                 self._sinks.append(sink)
                 acc.sink = sink
         return replayed

@@ -63,7 +63,7 @@ from secureagg.fl.privacy import FederatedDP, PrivacyController
 from secureagg.fl.records import RoundRecord
 from secureagg.fl.round_loop import RoundLoop
 from secureagg.fl.run_config import DEFAULT_CLIP, AggregatorSpec, Weighting, seed_from_json
-from secureagg.fl.rundir import RunDirectory
+from secureagg.fl.rundir import FederatedRunDirectory
 from secureagg.fl.schedule import Failures
 from secureagg.transport import SeededRunWarning
 from secureagg.validation import is_int
@@ -193,7 +193,7 @@ class FederatedRun(RoundLoop):
         self.completed_rounds = 0
         self.stopped = None
         self._checkpoint = None
-        self.run_dir = RunDirectory(run_dir) if run_dir is not None else None
+        self.run_dir = FederatedRunDirectory(run_dir) if run_dir is not None else None
         resuming = bool(resume) and self.run_dir is not None and self.run_dir.exists()
         stored: dict[str, Any] = {}
         if resuming and self.run_dir is not None:

@@ -34,7 +34,7 @@ from secureagg.fl.model_state import StateCodec
 from secureagg.fl.pool import ClientPool
 from secureagg.fl.privacy import FederatedDP, PrivacyController
 from secureagg.fl.records import RoundRecord
-from secureagg.fl.rundir import RunDirectory
+from secureagg.fl.rundir import FederatedRunDirectory
 from secureagg.fl.schedule import Failures
 from secureagg.protocols.base import RoundFactory
 
@@ -149,7 +149,7 @@ class RunConfiguration:
     pool: ClientPool | None
     weights: list[int]
     max_weight: int
-    run_dir: RunDirectory | None
+    run_dir: FederatedRunDirectory | None
     seed: bytes | int | None
     seeded: bool
     training_seed: int | None

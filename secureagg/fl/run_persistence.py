@@ -2,7 +2,8 @@
 
 :class:`RunPersistence` is the base of :class:`~secureagg.fl.FederatedRun` that owns the run's
 progress (``history``, ``completed_rounds``, the committed checkpoint) and writes it through the
-run directory's single writer (:class:`~secureagg.fl.rundir.RunDirectory`): ``config.json`` when
+run directory's single writer (:class:`~secureagg.fl.rundir.FederatedRunDirectory`, which writes
+every file through :class:`~secureagg.audit.rundir.RunDirectory`): ``config.json`` when
 the run is created, then per round the transcript lines, the checkpoint of a completed round, the
 privacy ledger, ``history.json`` (the commit point), ``model.pt`` and ``result.json``.
 
@@ -24,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from secureagg.audit.rundir import CONFIG, HISTORY_FORMAT, PRIVACY_LEDGER, RESULT
 from secureagg.errors import ConfigurationError
 from secureagg.fl import records
 from secureagg.fl.records import RoundRecord
 from secureagg.fl.run_config import RunConfiguration, jsonable, resume_mismatches
-from secureagg.fl.rundir import HISTORY_FORMAT
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +58,7 @@ class RunPersistence(RunConfiguration):
             return
         rd.create(self.config)
         if self.privacy is not None:
-            self.privacy.attach(rd.path, replay=False)
+            self.privacy.attach(rd, replay=False)
         self._checkpoint = rd.save_checkpoint(0, self.model.state_dict())
         self.write_ledger()
         rd.commit(self._history_doc())
@@ -86,14 +87,14 @@ class RunPersistence(RunConfiguration):
         if self.rounds != int(stored.get("rounds", self.rounds)):
             config = dict(stored)
             config["rounds"] = self.rounds
-            rd.write_json("config.json", config)
+            rd.write_json(CONFIG, config)
 
     # ------------------------------------------------------------------ privacy hooks (DP layer)
 
     def restore_privacy(self, history: Sequence[Mapping[str, Any]]) -> None:
         """Replay the run's privacy events (resume); nothing without DP."""
         if self.privacy is not None and self.run_dir is not None:
-            self.privacy.attach(self.run_dir.path, replay=True)
+            self.privacy.attach(self.run_dir, replay=True)
 
     def write_ledger(self) -> None:
         """Write ``privacy_ledger.json`` (without DP: a statement saying so)."""
@@ -101,10 +102,10 @@ class RunPersistence(RunConfiguration):
             return
         if self.privacy is not None:
             self.privacy.flush()
-            self.run_dir.write_json("privacy_ledger.json", jsonable(self.privacy.ledger()))
+            self.run_dir.write_json(PRIVACY_LEDGER, jsonable(self.privacy.ledger()))
             return
         self.run_dir.write_json(
-            "privacy_ledger.json",
+            PRIVACY_LEDGER,
             {
                 "format": "secureagg/fl-privacy-ledger/v1",
                 "differential_privacy": False,
@@ -173,7 +174,7 @@ class RunPersistence(RunConfiguration):
         """``result.json``: totals that ``secureagg audit`` checks against the transcript."""
         if self.run_dir is not None:
             self.run_dir.write_json(
-                "result.json",
+                RESULT,
                 records.result_summary(
                     self.history, rounds=self.rounds, stopped=stopped, seeded=self.seeded
                 ),

@@ -13,8 +13,8 @@ import pytest
 from secureagg.errors import ConfigurationError, InvalidInputError
 
 torch = pytest.importorskip("torch")
+from secureagg.audit.rundir import RunDirectory  # noqa: E402
 from secureagg.fl import Failures, FederatedRun  # noqa: E402
-from secureagg.fl.rundir import RunDirectory  # noqa: E402
 from tests.fl.conftest import (  # noqa: E402
     flat_params,
     make_evaluate,

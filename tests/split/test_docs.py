@@ -41,7 +41,7 @@ MODULES = [
     "secureagg.split.model", "secureagg.split.cut_validation", "secureagg.split.parties",
     "secureagg.split.protections", "secureagg.split.run", "secureagg.split.messages",
     "secureagg.split.attacks", "secureagg.split.label_protection",
-    "secureagg.split.experiments", "secureagg.split.scope",
+    "secureagg.split.scope",
 ]
 if importlib.util.find_spec("tenseal") is not None:
     MODULES += ["secureagg.split.he_cut", "secureagg.split.encrypted"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-from secureagg.split.experiments import label_leakage
+from secureagg.demos.split_experiments import label_leakage
 from secureagg.split.label_protection import MarvellNoise
 
 pytestmark = pytest.mark.filterwarnings("ignore::secureagg.dp.SeededNoiseWarning")

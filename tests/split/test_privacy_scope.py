@@ -170,7 +170,7 @@ def test_a_run_without_dp_claims_no_epsilon_and_lists_the_activations_as_uncover
 
 
 def test_experiments_record_the_scope_of_each_run() -> None:
-    from secureagg.split import experiments as ex
+    from secureagg.demos import split_experiments as ex
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 8)).astype(np.float32)

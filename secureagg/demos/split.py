@@ -12,7 +12,8 @@ and what the attacks in :mod:`secureagg.split.attacks` get out of the exchange:
 * input reconstruction: a ridge decoder from the activations the server received to the images,
   relative to guessing the mean image, with no protection, NoPeek and ActivationDP.
 
-Everything lands in a run directory (``split.json``). ``--quick`` trains for fewer epochs. For
+Everything lands in a run directory (``split.json``, written through
+:class:`~secureagg.audit.rundir.RunDirectory`). ``--quick`` trains for fewer epochs. For
 every configuration the record carries ``privacy``: the ε claimed (or ``None``) and its scope -
 what that ε covers, what it does not (labels, output gradients, the client model trained on every
 record, the averaged client parts), adjacency and what is public (:mod:`secureagg.split.scope`);
@@ -21,42 +22,40 @@ record, the averaged client parts), adjacency and what is public (:mod:`secureag
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from secureagg.cli.common import EXIT_OK, _CliError, _run_dir, _write_json
+from secureagg.audit.rundir import RunDirectory
+from secureagg.demos import split_experiments as ex
+from secureagg.demos.data import load_digits_federated
+from secureagg.split.label_protection import MarvellNoise
 
-__all__ = ["cmd_demo_split"]
+__all__ = ["run_split_demo"]
 
 
-def cmd_demo_split(args: argparse.Namespace) -> int:
-    """Split learning on digits: accuracy, attacks and cost, protections off and on."""
-    quiet = bool(getattr(args, "quiet", False))
+def run_split_demo(
+    *,
+    clients: int,
+    epochs: int,
+    epsilon: float,
+    aggregator: str,
+    quick: bool,
+    out: Path,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Split learning on digits: accuracy, attacks and cost, protections off and on; print them,
+    write ``split.json`` into ``out`` and return the results."""
 
     def say(text: str) -> None:
         if not quiet:
             print(text, flush=True)
 
-    try:
-        import torch
-
-        from secureagg.fl.data import load_digits_federated
-        from secureagg.split import experiments as ex
-        from secureagg.split.label_protection import MarvellNoise
-    except ImportError as exc:
-        raise _CliError(f"the split demo needs the 'dp' extra (torch): {exc}") from None
     torch.set_num_threads(1)
-    clients = args.clients if args.clients is not None else 3
-    epochs = args.rounds if args.rounds is not None else (3 if args.quick else 6)
-    epsilon = args.epsilon if args.epsilon is not None else 8.0
-    aggregator = args.protocol or "secagg+"
-    if clients < 1 or epochs < 1 or epsilon <= 0:
-        raise _CliError("--clients and --rounds must be >= 1 and --epsilon > 0")
-    out = _run_dir(args.out, "split")
     data = load_digits_federated(num_clients=2, alpha=100.0, seed=0)
     x, y, xt, yt = data.x_train, data.y_train, data.x_test, data.y_test
     t_start = time.perf_counter()
@@ -87,7 +86,7 @@ def cmd_demo_split(args: argparse.Namespace) -> int:
     runs["u-shaped-activation-dp"] = r
     row(f"u-shaped + ActivationDP (eps={r['epsilon']:.2f})", r,
         f"   noise x{r['noise_multiplier']:.2f} per coordinate")
-    enc_epochs = min(epochs, 2 if args.quick else 3)
+    enc_epochs = min(epochs, 2 if quick else 3)
     r = ex.train_encrypted(x, y, xt, yt, epochs=enc_epochs, seed=0)
     runs["u-shaped-encrypted-cut"] = r
     row(f"u-shaped, encrypted cut layer ({enc_epochs} epochs)", r)
@@ -109,9 +108,12 @@ def cmd_demo_split(args: argparse.Namespace) -> int:
     say("\ninput reconstruction from the activations the server received "
         "(MSE / MSE of the mean image; 1.0 = nothing learned)")
     inv = results["inversion"] = {}
-    inv_epochs = 2 if args.quick else 3
-    for name, kw in (("no protection", {}), ("NoPeek (weight 1.0)", {"nopeek": 1.0}),
-                     (f"ActivationDP (eps {epsilon:g})", {"epsilon": epsilon})):
+    inv_epochs = 2 if quick else 3
+    protections: list[tuple[str, dict[str, Any]]] = [
+        ("no protection", {}), ("NoPeek (weight 1.0)", {"nopeek": 1.0}),
+        (f"ActivationDP (eps {epsilon:g})", {"epsilon": epsilon}),
+    ]
+    for name, kw in protections:
         r = ex.inversion(x, y, epochs=inv_epochs, **kw)
         inv[name] = r
         say(f"  {name:<28} ratio {r['mse_ratio']:.3f}   pixel correlation "
@@ -123,14 +125,6 @@ def cmd_demo_split(args: argparse.Namespace) -> int:
         **{f"inversion/{k}": v["privacy"] for k, v in inv.items()},
     }
     results["seconds"] = time.perf_counter() - t_start
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "split.json", json.loads(json.dumps(results, default=float)))
+    RunDirectory(out).write_json("split.json", json.loads(json.dumps(results, default=float)))
     say(f"\nfinished in {results['seconds']:.0f} s; everything is in {out / 'split.json'}")
-    if getattr(args, "json", False):
-        print(json.dumps({
-            "accuracy": {k: v["accuracy"] for k, v in runs.items()},
-            "label_leakage": {k: [v["norm_auc"], v["cosine_auc"]] for k, v in leaks.items()},
-            "inversion": {k: v["mse_ratio"] for k, v in inv.items()},
-            "run_dir": str(out),
-        }))
-    return EXIT_OK
+    return results

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from secureagg.demos.data import dirichlet_split, gamma_variate, permutation, split_stream
 from secureagg.errors import ConfigurationError
-from secureagg.fl.data import dirichlet_split, gamma_variate, permutation, split_stream
 
 
 def test_split_is_a_reproducible_partition() -> None:
@@ -54,7 +54,7 @@ def test_impossible_splits_are_refused() -> None:
 
 def test_digits_split_for_the_demo() -> None:
     pytest.importorskip("sklearn")
-    from secureagg.fl.data import load_digits_federated
+    from secureagg.demos.data import load_digits_federated
 
     data = load_digits_federated(num_clients=10, alpha=0.5, seed=0)
     assert data.x_train.shape[1] == 64

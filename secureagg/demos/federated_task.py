@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from secureagg.demos.data import FederatedData, load_digits_federated, make_loaders
 from secureagg.dp._torch import require_torch
 from secureagg.errors import ConfigurationError
-from secureagg.fl.data import FederatedData, load_digits_federated, make_loaders
 from secureagg.fl.pool import Workers, worker_problems
 from secureagg.fl.privacy import FederatedDP
 from secureagg.fl.records import RoundRecord
