@@ -244,7 +244,7 @@ def make_loaders(
     Client loaders shuffle with torch's global RNG, which a seeded federated run seeds per
     (round, client) so that runs and resumes are reproducible.
     """
-    from secureagg.dp._torch import require_torch
+    from secureagg.dp.torch_import import require_torch
 
     torch_ = require_torch()
     data_mod = torch_.utils.data

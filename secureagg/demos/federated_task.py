@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from secureagg.demos.data import FederatedData, load_digits_federated, make_loaders
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.fl.pool import Workers, worker_problems
 from secureagg.fl.privacy import FederatedDP

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.split.attacks import cosine_attack, inversion_probe, norm_attack
 from secureagg.split.messages import Activations, CutGradients, OutputGradients

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import PrivacyBudgetExceeded
 from secureagg.fl.model_state import StateCodec
 from secureagg.fl.schedule import TRAIN_STAGE, Failures, RoundSchedule, earliest, upload_stage

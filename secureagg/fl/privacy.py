@@ -60,9 +60,9 @@ from secureagg.dp import (
     PrivacyEvent,
     make_private,
 )
-from secureagg.dp._torch import require_torch
 from secureagg.dp.events import BudgetStop, event_from_dict
 from secureagg.dp.ledger import FEDERATED_LEDGER_FORMAT
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError, PrivacyBudgetExceeded
 from secureagg.fl.calibration import calibrate_noise
 from secureagg.fl.scope import sample_scope, user_scope

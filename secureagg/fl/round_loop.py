@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import InvalidInputError, PrivacyBudgetExceeded, ProtocolError
 from secureagg.fl import records, schedule
 from secureagg.fl.client import ClientOutcome, local_phase

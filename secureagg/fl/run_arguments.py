@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.fl import schedule
 from secureagg.fl.client import takes_optimizer

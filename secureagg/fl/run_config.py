@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import secureagg
 from secureagg.aggregators import make_aggregator
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.fl.model_state import StateCodec
 from secureagg.fl.pool import ClientPool

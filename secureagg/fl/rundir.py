@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from secureagg.audit.rundir import HISTORY_FORMAT, RunDirectory
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import InvalidInputError
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.errors import ConfigurationError, InvalidInputError
+from secureagg.errors import ConfigurationError, InvalidInputError, ProtocolError
 
 if TYPE_CHECKING:  # the spec module imports this one
     from secureagg.protocols.spec import RoundSpec
@@ -109,6 +109,20 @@ class Party(abc.ABC):
         """Offline work before the round, timed apart by the driver; returns how many items of
         work it did (default: none, 0)."""
         return 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether this party's part of the round is over (a party with a ``stage``: when it
+        reads ``"done"``)."""
+        return getattr(self, "stage", None) == "done"
+
+    def result(self) -> Any:
+        """What this party obtained from the round. The server's is the aggregate; a client's
+        and a key holder's part ends with what they sent, so they have none and say so."""
+        raise ProtocolError(
+            f"{type(self).__name__} obtains no result from the round; the server does",
+            stage=str(getattr(self, "stage", "done")),
+        )
 
     @abc.abstractmethod
     def receive(self, sender: int, message: Message) -> list[Envelope]:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from secureagg.dp._torch import require_torch
 from secureagg.dp.accounting import PrivacyAccountant
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import SERVER, Envelope, Party
 from secureagg.split import he_cut

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from secureagg.dp._torch import require_torch
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import (
     ConfigurationError,
     InvalidInputError,

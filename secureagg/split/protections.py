@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from secureagg.dp._torch import require_torch
 from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.dp.events import GaussianSteps
 from secureagg.dp.noise import CsprngGaussian
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError
 from secureagg.split.scope import SplitSetting, privacy_scope
 

@@ -38,8 +38,8 @@ import numpy as np
 from secureagg.aggregators import make_aggregator
 from secureagg.aggregators.dp import with_central_dp
 from secureagg.dp import CentralDP, PrivacyAccountant
-from secureagg.dp._torch import require_torch
 from secureagg.dp.events import DistributedNoiseRound, GaussianSteps, MechanismConfigured
+from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError, InvalidInputError
 from secureagg.protocols.base import SERVER, Message, RoundFactory
 from secureagg.split.model import split_sequential

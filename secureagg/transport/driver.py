@@ -121,7 +121,11 @@ class Driver:
         driver_seed: bytes,
         round_id: int,
         keep_raw: bool,
+        intercept: Callable[[str, Envelope], Envelope | None] | None = None,
     ) -> None:
+        """``intercept(stage, envelope)`` - for tests and adversaries only - sees every envelope a
+        party sends before it is encoded and returns the one to send instead (None: send
+        nothing): a party that *chooses* what it sends, which no fault on bytes can play."""
         self.server: ServerParty = setup.server
         self.clients: dict[int, ClientParty] = dict(setup.clients)
         self.helpers: dict[int, Party] = dict(setup.helpers)
@@ -152,6 +156,11 @@ class Driver:
         self.rejected: list[dict[str, Any]] = []
         self.client_aborts: list[dict[str, Any]] = []
         self.fault_log: list[dict[str, Any]] = []
+        self.intercept = intercept
+        #: Every refusal as (stage, sender, recipient, the exception), for inspection.
+        self.errors: list[tuple[str, int, int, Exception]] = []
+        #: With ``keep_raw``: every message on every link, as (stage, sender, recipient, bytes).
+        self.wire: list[tuple[str, int, int, bytes]] = []
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -177,6 +186,7 @@ class Driver:
         return self._timed(stage, "codec_seconds", lambda: decode(data))
 
     def _reject(self, stage: str, sender: int, recipient: int, exc: Exception) -> None:
+        self.errors.append((stage, sender, recipient, exc))
         self.rejected.append(
             {
                 "sender": sender,
@@ -193,7 +203,13 @@ class Driver:
     ) -> list[_InFlight]:
         """Encode what a party sent; apply faults; record downlink/peer traffic."""
         out: list[_InFlight] = []
-        for env in envelopes:
+        for sent in envelopes:
+            env = sent
+            if self.intercept is not None and isinstance(sent, Envelope):
+                replaced = self.intercept(stage, sent)
+                if replaced is None:
+                    continue
+                env = replaced
             if not isinstance(env, Envelope) or env.sender != expected_sender:
                 raise ProtocolError(
                     f"party {expected_sender} emitted {env!r}; a party may only send envelopes "
@@ -221,6 +237,8 @@ class Driver:
                     }
                 )
             item = _InFlight(sender, recipient, data)
+            if self.keep_raw:
+                self.wire.append((stage, sender, recipient, data))
             metrics = self._m(stage)
             if sender == SERVER:
                 self.downlink.append(self._entry(stage, sender, recipient, data, env.message))
@@ -290,6 +308,7 @@ class Driver:
             replies = party.receive(sender, message)
         except ProtocolError as exc:
             if recipient in self.clients:
+                self.errors.append((stage, sender, recipient, exc))
                 self.client_aborts.append(
                     {"client": recipient, "stage": stage, "error": f"{type(exc).__name__}: {exc}"}
                 )

@@ -1,8 +1,10 @@
-"""A small in-test driver for HE rounds that records the bytes of *every* message.
+"""HE rounds through the one driver, with every message's bytes kept and a hook to rewrite them.
 
-``sa.simulate`` is the real driver; this one exists so that tests can see every message on every
-link (client -> server, server -> key holder, key holder -> server, server -> clients), rewrite a
-message in flight (a malicious party) and inspect the parties. Messages cross the codec both ways.
+``sa.simulate`` builds rounds from the spec; tests here build the parties themselves
+(``make_setup``), then run them through :class:`secureagg.transport.driver.Driver` - the same
+driver ``simulate`` uses - with ``keep_raw`` (the bytes of every message on every link) and its
+``intercept`` hook (a party rewriting a message it sends: a malicious party). Messages cross the
+codec both ways, as always.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from secureagg.errors import InsufficientSurvivors, ProtocolError
-from secureagg.protocols.base import KEY_HOLDER, SERVER, Envelope, RoundSetup
+from secureagg.errors import ProtocolError
+from secureagg.protocols.base import Envelope, RoundSetup
 from secureagg.transport import codec
+from secureagg.transport.driver import Driver
 
 # hook(stage, envelope) -> envelope to deliver instead (or None to drop it)
 Hook = Callable[[str, Envelope], Envelope | None]
@@ -40,46 +43,34 @@ def make_setup(agg, updates, *, weights=None, session_id=b"S" * 16, round_id=0, 
     )
 
 
+@dataclass
+class _Stages:
+    dropout_stages: tuple[str, ...]
+
+
 def drive(
     setup: RoundSetup, *, dropouts: Collection[int] = (), hook: Hook | None = None
 ) -> HERun:
-    """Run one round; InsufficientSurvivors and the server's end-of-stage errors propagate."""
+    """Run one round; InsufficientSurvivors and the server's end-of-stage errors propagate
+    (with the run attached as ``exc.run``); parties' refusals are in ``run.rejections``."""
+    stages = tuple(setup.server.stages)
+    driver = Driver(
+        setup=setup,
+        agg=_Stages(stages),  # type: ignore[arg-type]
+        drop_map={u: stages[0] for u in dropouts},
+        faults=(),
+        driver_seed=bytes(32),
+        round_id=0,
+        keep_raw=True,
+        intercept=hook,
+    )
     run = HERun(setup)
-    server = setup.server
-    holder = setup.helpers[KEY_HOLDER]
-    out = server.start()
-    while not server.finished:
-        stage = server.stage
-        pending: list[Envelope] = list(out)
-        while pending:
-            env = pending.pop(0)
-            if hook is not None:
-                replaced = hook(stage, env)
-                if replaced is None:
-                    continue
-                env = replaced
-            if env.recipient in dropouts or env.sender in dropouts:
-                continue
-            data = codec.encode(env.message)
-            run.wire.append((stage, env.sender, env.recipient, data))
-            msg = codec.decode(data)
-            if env.recipient == SERVER:
-                party = server
-            elif env.recipient == KEY_HOLDER:
-                party = holder
-            else:
-                party = setup.clients[env.recipient]
-            try:
-                pending.extend(party.receive(env.sender, msg))
-            except InsufficientSurvivors as exc:
-                if env.recipient == SERVER:
-                    raise
-                run.rejections.append((stage, env.sender, env.recipient, exc))
-            except ProtocolError as exc:
-                run.rejections.append((stage, env.sender, env.recipient, exc))
-        try:
-            out = server.end_stage()
-        except ProtocolError as exc:
-            vars(exc)["run"] = run  # tests read the rejections that led here
-            raise
+    try:
+        driver.run()
+    except ProtocolError as exc:
+        vars(exc)["run"] = run  # tests read the rejections that led here
+        raise
+    finally:
+        run.wire[:] = [w for w in driver.wire if not (set(w[1:3]) & set(dropouts))]
+        run.rejections[:] = driver.errors
     return run

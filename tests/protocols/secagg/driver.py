@@ -1,8 +1,10 @@
-"""A minimal in-test driver for SecAgg parties with hooks to play a malicious server.
+"""SecAgg rounds through the one driver, with a hook to play a malicious server.
 
-The real driver is ``secureagg.simulate``; this one exists so that tests can rewrite what the
-server sends to each client (a malicious server), which no network fault can do, and inspect the
-parties' state. Messages still cross the codec in both directions.
+Tests build the parties (``make_setup``) and run them through
+:class:`secureagg.transport.driver.Driver` - the driver ``sa.simulate`` uses - with its
+``intercept`` hook rewriting what the server sends to each client (a malicious server), which no
+network fault can do, and inspect the parties' state. Messages cross the codec in both
+directions.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import secureagg as sa
-from secureagg.errors import InsufficientSurvivors, ProtocolError
 from secureagg.protocols.base import SERVER, Envelope, Message, RoundSetup
 from secureagg.transport import codec
+from secureagg.transport.driver import Driver
 
 # hook(stage, recipient, message) -> message to deliver instead (or None to drop it)
 ServerHook = Callable[[str, int, Message], Message | None]
@@ -35,6 +37,11 @@ def make_setup(agg, updates, *, weights=None, session_id=b"S" * 16, round_id=0, 
     )
 
 
+@dataclass
+class _Stages:
+    dropout_stages: tuple[str, ...]
+
+
 def drive(
     setup: RoundSetup,
     *,
@@ -44,38 +51,36 @@ def drive(
 ) -> DriverRun:
     """Run one round. Raises InsufficientSurvivors/ProtocolError from the server, like simulate."""
     run = DriverRun(setup)
-    dropouts = dict(dropouts or {})
-    server = setup.server
-    out = server.start()
-    while not server.finished:
-        stage = server.stage
-        index = stages.index(stage)
-        for env in out:
-            u = env.recipient
-            if u in run.client_errors:
-                continue
-            if u in dropouts and stages.index(dropouts[u]) <= index:
-                continue
-            msg: Message | None = codec.decode(codec.encode(env.message))
-            if server_hook is not None and msg is not None:
-                msg = server_hook(stage, u, msg)
-            if msg is None:
-                continue
-            try:
-                replies = setup.clients[u].receive(SERVER, msg)
-            except ProtocolError as exc:
-                run.client_errors[u] = exc
-                continue
-            for reply in replies:
-                wire = codec.decode(codec.encode(reply.message))
-                run.uplink.append((stage, u, wire))
-                try:
-                    server.receive(u, wire)
-                except InsufficientSurvivors:
-                    raise
-                except ProtocolError as exc:
-                    run.server_rejections.append((stage, u, exc))
-        out = server.end_stage()
+
+    def intercept(stage: str, env: Envelope) -> Envelope | None:
+        if server_hook is None or env.sender != SERVER:
+            return env
+        msg = server_hook(stage, env.recipient, codec.decode(codec.encode(env.message)))
+        return None if msg is None else Envelope(env.sender, env.recipient, msg)
+
+    driver = Driver(
+        setup=setup,
+        agg=_Stages(stages),  # type: ignore[arg-type]
+        drop_map=dict(dropouts or {}),
+        faults=(),
+        driver_seed=bytes(32),
+        round_id=0,
+        keep_raw=True,
+        intercept=intercept,
+    )
+    try:
+        driver.run()
+    finally:
+        run.uplink[:] = [
+            (stage, sender, codec.decode(data))
+            for stage, sender, recipient, data in driver.wire
+            if recipient == SERVER
+        ]
+        for stage, sender, recipient, exc in driver.errors:
+            if recipient == SERVER:
+                run.server_rejections.append((stage, sender, exc))
+            elif recipient in setup.clients:
+                run.client_errors.setdefault(recipient, exc)
     return run
 
 
