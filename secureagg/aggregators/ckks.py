@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.aggregators.key_holder import key_holder_secret
 from secureagg.aggregators.registry import register
 from secureagg.errors import ConfigurationError
 from secureagg.he.ckks import CkksParameters, CkksPublicContext, CkksSecretKey, require_tenseal
@@ -254,9 +255,8 @@ class CkksAggregator(RoundFactory):
     ) -> RoundSpec:
         if not public_keys or KEY_HOLDER not in public_keys:
             raise ConfigurationError("a CKKS round spec needs the key holder's public context")
-        return RoundSpec.build(
-            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
-            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
+        return super().round_spec(
+            shapes=shapes, weighted=weighted, session_id=session_id, round_id=round_id,
             public_keys={KEY_HOLDER: public_keys[KEY_HOLDER]},
         )
 
@@ -265,11 +265,7 @@ class CkksAggregator(RoundFactory):
         cached = self._cached
         if cached is not None and cached[0] is spec:
             return cached[1], cached[2], cached[3]
-        if spec.num_clients != self.num_clients:
-            raise ConfigurationError(
-                f"the spec is for {spec.num_clients} clients, this aggregator for "
-                f"{self.num_clients}"
-            )
+        self.check_spec(spec)
         scheme = self._scheme(dimension=spec.dimension, weighted=spec.weighted)
         plan = scheme.probe_plan(self.params.slots)
         context = self._public_context(spec)
@@ -333,11 +329,7 @@ class CkksAggregator(RoundFactory):
     def helpers_from_spec(
         self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
     ) -> dict[int, Party]:
-        key = secrets.get(KEY_HOLDER)
-        if not isinstance(key, CkksSecretKey):
-            raise ConfigurationError("the key holder needs its CkksSecretKey")
-        if spec.public_keys.get(KEY_HOLDER) != key.public_material():
-            raise ConfigurationError("the round spec names another key than the key holder's")
+        key = key_holder_secret(spec, secrets, CkksSecretKey)
         scheme, plan, _ = self._round(spec)
         holder = HEKeyHolder(
             scheme=scheme,

@@ -209,6 +209,9 @@ class DistributedDPAggregator(RoundFactory):
     def protocol(self) -> str:
         return self.inner.protocol
 
+    def model_digest(self) -> bytes:
+        return self.inner.model_digest()
+
     def spec_options(self) -> dict[str, Any]:
         return {**self.base_options, "distributed_dp": dataclasses.asdict(self.plan.config)}
 
@@ -226,10 +229,10 @@ class DistributedDPAggregator(RoundFactory):
         round_id: int,
         public_keys: Mapping[int, bytes] | None = None,
     ) -> RoundSpec:
-        return RoundSpec.build(
-            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
-            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=False,
-            public_keys=public_keys, model_digest=self.inner.model_digest(),
+        # Unweighted sums only: a client refuses a weight other than 1 (client_from_spec).
+        return super().round_spec(
+            shapes=shapes, weighted=False, session_id=session_id, round_id=round_id,
+            public_keys=public_keys,
         )
 
     def _inner_spec(self, spec: RoundSpec) -> RoundSpec:
@@ -435,6 +438,9 @@ class CentralDPAggregator(RoundFactory):
     def protocol(self) -> str:
         return self.inner.protocol
 
+    def model_digest(self) -> bytes:
+        return self.inner.model_digest()
+
     def spec_options(self) -> dict[str, Any]:
         return {**self.inner.spec_options(),
                 "central_dp": dataclasses.asdict(self.mechanism.config)}
@@ -453,10 +459,10 @@ class CentralDPAggregator(RoundFactory):
         round_id: int,
         public_keys: Mapping[int, bytes] | None = None,
     ) -> RoundSpec:
-        return RoundSpec.build(
-            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
-            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=False,
-            public_keys=public_keys, model_digest=self.inner.model_digest(),
+        # Unweighted sums only: a client refuses a weight other than 1 (client_from_spec).
+        return super().round_spec(
+            shapes=shapes, weighted=False, session_id=session_id, round_id=round_id,
+            public_keys=public_keys,
         )
 
     def _inner_spec(self, spec: RoundSpec) -> RoundSpec:

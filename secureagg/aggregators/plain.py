@@ -16,7 +16,7 @@ rounds or sessions refused, and ``InsufficientSurvivors`` below ``min_clients`` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,20 +68,6 @@ class PlainAggregator(RoundFactory):
 
     def spec_options(self) -> dict[str, Any]:
         return {"clip": self.clip, "min_clients": self.min_clients}
-
-    def round_spec(
-        self,
-        *,
-        shapes: Sequence[Sequence[int]],
-        weighted: bool,
-        session_id: bytes,
-        round_id: int,
-        public_keys: Mapping[int, bytes] | None = None,
-    ) -> RoundSpec:
-        return RoundSpec.build(
-            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
-            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
-        )
 
     def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> PlainServer:
         """``seed`` is accepted for the common interface; the plain protocol draws no randomness."""

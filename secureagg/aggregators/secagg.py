@@ -323,10 +323,9 @@ class SecAggAggregator(RoundFactory):
             raise ConfigurationError(
                 "malicious mode: the round spec needs every client's identity public key"
             )
-        return RoundSpec.build(
-            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
-            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
-            public_keys=public_keys, model_digest=self._model_digest,
+        return super().round_spec(
+            shapes=shapes, weighted=weighted, session_id=session_id, round_id=round_id,
+            public_keys=public_keys,
         )
 
     def _context(self, spec: RoundSpec) -> RoundContext:
@@ -334,11 +333,7 @@ class SecAggAggregator(RoundFactory):
         cached = self._cached_context
         if cached is not None and cached[0] is spec:
             return cached[1]
-        if spec.num_clients != self.num_clients:
-            raise ConfigurationError(
-                f"the spec is for {spec.num_clients} clients, this aggregator for "
-                f"{self.num_clients}"
-            )
+        self.check_spec(spec)
         malicious = self.params.threat == "malicious"
         ctx = RoundContext(
             params=self.params,

@@ -257,7 +257,6 @@ class RoundFactory(abc.ABC):
         """SHA-256 of the model the round belongs to, bound into the spec (default: none)."""
         return b""
 
-    @abc.abstractmethod
     def round_spec(
         self,
         *,
@@ -267,7 +266,25 @@ class RoundFactory(abc.ABC):
         round_id: int,
         public_keys: Mapping[int, bytes] | None = None,
     ) -> RoundSpec:
-        """The public spec of one round."""
+        """The public spec of one round: this aggregator's protocol, options and model digest,
+        and the round's ids, shapes, weighting and public key material. Aggregators that need
+        key material check it, then call this."""
+        # spec.py imports this module (RoundSpec is a Message), so it is imported here, on use.
+        from secureagg.protocols.spec import RoundSpec
+
+        return RoundSpec.build(
+            protocol=self.protocol, options=self.spec_options(), session_id=session_id,
+            round_id=round_id, num_clients=self.num_clients, shapes=shapes, weighted=weighted,
+            public_keys=public_keys, model_digest=self.model_digest(),
+        )
+
+    def check_spec(self, spec: RoundSpec) -> None:
+        """Refuse a spec for another number of clients than this aggregator's."""
+        if spec.num_clients != self.num_clients:
+            raise ConfigurationError(
+                f"the spec is for {spec.num_clients} clients, this aggregator for "
+                f"{self.num_clients}"
+            )
 
     @abc.abstractmethod
     def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> ServerParty:
