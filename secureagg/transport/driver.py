@@ -61,7 +61,7 @@ from secureagg.transport.results import (
 )
 from secureagg.validation import is_int
 
-__all__ = ["Driver", "ExchangeDriver"]
+__all__ = ["Driver", "ExchangeDriver", "transcript_entry"]
 
 _MAX_WAVES = 10_000  # replies-to-replies within one stage; a protocol looping forever is a bug
 _STAGE_COUNTERS = (
@@ -92,7 +92,7 @@ def _new_stage_metrics() -> dict[str, float]:
     return dict.fromkeys(_STAGE_COUNTERS, 0.0)
 
 
-def _transcript_entry(
+def transcript_entry(
     stage: str, sender: int, recipient: int, data: bytes, msg: Message | None, round_id: int
 ) -> TranscriptEntry:
     """The record of one message on the wire: the message's own ``round_id`` when it has one."""
@@ -180,7 +180,7 @@ class Driver:
     def _entry(
         self, stage: str, sender: int, recipient: int, data: bytes, msg: Message | None
     ) -> TranscriptEntry:
-        return _transcript_entry(stage, sender, recipient, data, msg, self.round_id)
+        return transcript_entry(stage, sender, recipient, data, msg, self.round_id)
 
     def _decode(self, stage: str, data: bytes) -> Message:
         return self._timed(stage, "codec_seconds", lambda: decode(data))
@@ -566,7 +566,7 @@ class ExchangeDriver:
         data = encode(env.message)
         message = decode(data)
         self.codec_seconds += time.perf_counter() - t0
-        entry = _transcript_entry(self.stage, sender, recipient, data, message, self.round_id)
+        entry = transcript_entry(self.stage, sender, recipient, data, message, self.round_id)
         self.bytes_by_kind[entry.kind] = self.bytes_by_kind.get(entry.kind, 0) + len(data)
         if recipient == SERVER:
             self.transcript.append(entry)

@@ -1,0 +1,85 @@
+"""One message at a node: rebuild the client from bytes, deliver, export the state again.
+
+An engine may start a fresh process for every message a node receives. :func:`client_step` is
+what that process runs: it reads the round spec from its bytes (strictly, bound to the session it
+expects), rebuilds the aggregator from the spec alone, builds the client - from the node's own
+update at the first message, from the node's stored state afterwards - delivers the message and
+returns the replies as bytes together with the state to store until the next message.
+
+Threat model: everything arriving here (spec, message, stored state) is checked like bytes from
+another party; a refusal raises a :class:`~secureagg.errors.SecureAggError` subclass and the node
+sends nothing (the server sees a dropout). The state holds the node's secrets: the engine must
+keep it on the node (see :mod:`secureagg.protocols.state`). The update is read only at the first
+message; afterwards it is in the state.
+
+>>> import numpy as np, secureagg as sa
+>>> from secureagg.transport.round_spec import spec_to_bytes
+>>> agg = sa.make_aggregator("plain", num_clients=2)
+>>> spec = agg.round_spec(shapes=[(2,)], weighted=False, session_id=b"s" * 16, round_id=0)
+>>> server = agg.server_from_spec(spec)
+>>> (request, _) = server.start()
+>>> from secureagg.transport.codec import encode
+>>> step = client_step(spec_to_bytes(spec), None, request.sender, encode(request.message),
+...                    client_id=0, update=[np.ones(2)])
+>>> [recipient for recipient, _ in step.replies], len(step.state) > 0
+([-1], True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from secureagg.aggregators import aggregator_for
+from secureagg.errors import ConfigurationError, MalformedMessage
+from secureagg.transport.codec import decode, encode
+from secureagg.transport.party_state import state_from_bytes, state_to_bytes
+from secureagg.transport.round_spec import spec_from_bytes
+
+__all__ = ["ClientStep", "client_step"]
+
+
+@dataclass(frozen=True)
+class ClientStep:
+    """The replies to send, ``(recipient, message bytes)``, and the state to keep on the node."""
+
+    replies: tuple[tuple[int, bytes], ...]
+    state: bytes
+
+
+def client_step(
+    spec_bytes: bytes,
+    state: bytes | None,
+    sender: int,
+    message: bytes,
+    *,
+    client_id: int,
+    update: Sequence[npt.NDArray[np.floating[Any]]] | None = None,
+    weight: float | None = None,
+    secret: Any = None,
+    session_id: bytes | None = None,
+) -> ClientStep:
+    """Deliver one message to client ``client_id``; see the module docstring."""
+    spec = spec_from_bytes(spec_bytes, session_id=session_id)
+    agg = aggregator_for(spec)
+    if state is None:
+        if update is None:
+            raise ConfigurationError(
+                f"client {client_id}: the first message of a round needs the node's update"
+            )
+        client = agg.client_from_spec(spec, client_id, update, weight=weight, secret=secret)
+    else:
+        client = agg.restore_client(spec, state_from_bytes(state), secret=secret)
+        if client.party_id != client_id:
+            raise MalformedMessage(
+                f"the stored state is client {client.party_id}'s, this node is {client_id}"
+            )
+    replies = client.receive(sender, decode(message))
+    return ClientStep(
+        replies=tuple((e.recipient, encode(e.message)) for e in replies),
+        state=state_to_bytes(client),
+    )

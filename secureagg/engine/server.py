@@ -1,0 +1,171 @@
+"""The server side of a round on an engine: stage deadlines over a link to parties elsewhere.
+
+:class:`EngineRound` runs the server party of a round in this process and reaches every other
+party (clients; an HE key holder on a designated node) through a :class:`Link`, the engine's way
+of delivering bytes and bringing answers back. Each stage has a deadline: the stage closes when
+every party asked has answered or the deadline passes, whichever is first, and the server then
+decides with what arrived (``end_stage``). A party that did not answer in time, whose process
+failed, or whose reply does not decode or is refused, is a dropout of that stage - handled by the
+protocol exactly as in the simulator. Below the protocol's threshold the round raises
+:class:`~secureagg.errors.InsufficientSurvivors` and releases nothing.
+
+Everything the server receives is recorded as in simulation (kind, sender, stage, size, sha256;
+:func:`secureagg.transport.driver.transcript_entry`), with per-stage wall seconds, bytes, the
+parties that timed out and the refusals.
+
+Threat model: the link is the engine's (Flower: its SuperLink); it authenticates which node an
+answer comes from. Everything in an answer is bytes from another party, decoded strictly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from secureagg.errors import InsufficientSurvivors, MalformedMessage, ProtocolError
+from secureagg.protocols.base import SERVER, AggregateOutcome, Envelope, ServerParty
+from secureagg.transport.codec import decode, encode
+from secureagg.transport.driver import transcript_entry
+from secureagg.transport.results import TranscriptEntry
+
+__all__ = ["Answer", "EngineRound", "Link", "RoundRecord"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one party sent back for one message: its replies (recipient, bytes), possibly none,
+    or ``error`` when it failed (refused, crashed, was killed)."""
+
+    party: int
+    replies: tuple[tuple[int, bytes], ...] = ()
+    error: str = ""
+
+
+class Link(Protocol):
+    """How an engine moves bytes to the parties elsewhere and brings their answers back."""
+
+    def send(self, recipient: int, sender: int, data: bytes) -> None:
+        """Deliver ``data`` from ``sender`` to ``recipient`` (one answer will follow, or none)."""
+
+    def collect(self, *, until: float) -> list[Answer]:
+        """Answers that have arrived, waiting for at least one until ``until``
+        (``time.monotonic()`` seconds); ``[]`` when none came by then."""
+
+
+@dataclass
+class RoundRecord:
+    """What the server side saw: the transcript, per-stage figures, timeouts and refusals."""
+
+    transcript: list[TranscriptEntry] = field(default_factory=list)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    timed_out: dict[str, list[int]] = field(default_factory=dict)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EngineRound:
+    """One round: the server party here, every other party through ``link``.
+
+    ``deadlines`` maps a stage to its seconds (``default_deadline`` for the others).
+    """
+
+    def __init__(
+        self,
+        server: ServerParty,
+        link: Link,
+        *,
+        round_id: int,
+        default_deadline: float = 60.0,
+        deadlines: Mapping[str, float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.server = server
+        self.link = link
+        self.round_id = round_id
+        self.default_deadline = float(default_deadline)
+        self.deadlines = dict(deadlines or {})
+        self.clock = clock
+        self.record = RoundRecord()
+
+    def _stage(self, stage: str) -> dict[str, float]:
+        return self.record.stages.setdefault(
+            stage, {"seconds": 0.0, "bytes_up": 0, "bytes_down": 0, "messages_up": 0,
+                    "messages_down": 0}
+        )
+
+    def _send(self, stage: str, envelopes: list[Envelope], asked: dict[int, int]) -> None:
+        for env in envelopes:
+            data = encode(env.message)
+            figures = self._stage(stage)
+            figures["bytes_down"] += len(data)
+            figures["messages_down"] += 1
+            self.link.send(env.recipient, SERVER, data)
+            asked[env.recipient] = asked.get(env.recipient, 0) + 1
+
+    def _receive(self, stage: str, sender: int, data: bytes, asked: dict[int, int]) -> None:
+        figures = self._stage(stage)
+        figures["bytes_up"] += len(data)
+        figures["messages_up"] += 1
+        try:
+            message = decode(data)
+        except MalformedMessage as exc:
+            self.record.transcript.append(
+                transcript_entry(stage, sender, SERVER, data, None, self.round_id)
+            )
+            self._reject(stage, sender, exc)
+            return
+        self.record.transcript.append(
+            transcript_entry(stage, sender, SERVER, data, message, self.round_id)
+        )
+        try:
+            replies = self.server.receive(sender, message)
+        except InsufficientSurvivors:
+            raise
+        except ProtocolError as exc:
+            self._reject(stage, sender, exc)
+            return
+        self._send(stage, replies, asked)
+
+    def _reject(self, stage: str, sender: int, exc: Exception) -> None:
+        self.record.rejected.append(
+            {"stage": stage, "sender": sender, "error": f"{type(exc).__name__}: {exc}"}
+        )
+
+    def run(self) -> AggregateOutcome:
+        """Run the round to its end; the server's outcome (``InsufficientSurvivors`` below the
+        threshold, nothing released)."""
+        server = self.server
+        out = server.start()
+        while not server.finished:
+            stage = server.stage
+            started = self.clock()
+            asked: dict[int, int] = {}
+            self._send(stage, out, asked)
+            until = started + self.deadlines.get(stage, self.default_deadline)
+            while asked and self.clock() < until:
+                for answer in self.link.collect(until=until):
+                    left = asked.get(answer.party, 0) - 1
+                    if left > 0:
+                        asked[answer.party] = left
+                    else:
+                        asked.pop(answer.party, None)
+                    if answer.error:
+                        self.record.failed.append(
+                            {"stage": stage, "party": answer.party, "error": answer.error}
+                        )
+                        continue
+                    for recipient, data in answer.replies:
+                        if recipient != SERVER:
+                            self._reject(stage, answer.party, ProtocolError(
+                                f"a reply addressed to party {recipient}: parties talk to the "
+                                "server only", stage=stage, node_ids=[answer.party],
+                            ))
+                            continue
+                        self._receive(stage, answer.party, data, asked)
+            if asked:
+                self.record.timed_out[stage] = sorted(asked)
+            self._stage(stage)["seconds"] += self.clock() - started
+            out = server.end_stage()
+        return server.result()
