@@ -2,7 +2,9 @@
 
 :class:`EngineRound` runs the server party of a round in this process and reaches every other
 party (clients; an HE key holder on a designated node) through a :class:`Link`, the engine's way
-of delivering bytes and bringing answers back. Each stage has a deadline: the stage closes when
+of delivering bytes and bringing answers back. Every message has a ticket and its answer carries
+it: an answer to another stage's message (late) or to no message of ours is recorded and
+dropped, never delivered to the server. Each stage has a deadline: the stage closes when
 every party asked has answered or the deadline passes, whichever is first, and the server then
 decides with what arrived (``end_stage``). A party that did not answer in time, whose process
 failed, or whose reply does not decode or is refused, is a dropout of that stage - handled by the
@@ -35,10 +37,12 @@ __all__ = ["Answer", "EngineRound", "Link", "RoundRecord"]
 
 @dataclass(frozen=True)
 class Answer:
-    """What one party sent back for one message: its replies (recipient, bytes), possibly none,
-    or ``error`` when it failed (refused, crashed, was killed)."""
+    """What one party sent back for the message ``ticket`` (what :meth:`Link.send` returned):
+    its replies (recipient, bytes), possibly none, or ``error`` when it failed (refused, crashed,
+    was killed)."""
 
     party: int
+    ticket: int
     replies: tuple[tuple[int, bytes], ...] = ()
     error: str = ""
 
@@ -46,8 +50,9 @@ class Answer:
 class Link(Protocol):
     """How an engine moves bytes to the parties elsewhere and brings their answers back."""
 
-    def send(self, recipient: int, sender: int, data: bytes) -> None:
-        """Deliver ``data`` from ``sender`` to ``recipient`` (one answer will follow, or none)."""
+    def send(self, recipient: int, sender: int, data: bytes) -> int:
+        """Deliver ``data`` from ``sender`` to ``recipient``; return the message's ticket (unique
+        in the round), which its answer carries (one answer follows, or none)."""
 
     def collect(self, *, until: float) -> list[Answer]:
         """Answers that have arrived, waiting for at least one until ``until``
@@ -61,6 +66,7 @@ class RoundRecord:
     transcript: list[TranscriptEntry] = field(default_factory=list)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     timed_out: dict[str, list[int]] = field(default_factory=dict)
+    late: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
@@ -96,13 +102,13 @@ class EngineRound:
         )
 
     def _send(self, stage: str, envelopes: list[Envelope], asked: dict[int, int]) -> None:
+        """Send the server's envelopes; ``asked`` maps each ticket to the party it went to."""
         for env in envelopes:
             data = encode(env.message)
             figures = self._stage(stage)
             figures["bytes_down"] += len(data)
             figures["messages_down"] += 1
-            self.link.send(env.recipient, SERVER, data)
-            asked[env.recipient] = asked.get(env.recipient, 0) + 1
+            asked[self.link.send(env.recipient, SERVER, data)] = env.recipient
 
     def _receive(self, stage: str, sender: int, data: bytes, asked: dict[int, int]) -> None:
         figures = self._stage(stage)
@@ -146,11 +152,12 @@ class EngineRound:
             until = started + self.deadlines.get(stage, self.default_deadline)
             while asked and self.clock() < until:
                 for answer in self.link.collect(until=until):
-                    left = asked.get(answer.party, 0) - 1
-                    if left > 0:
-                        asked[answer.party] = left
-                    else:
-                        asked.pop(answer.party, None)
+                    if asked.get(answer.ticket) != answer.party:  # another stage's, or forged
+                        self.record.late.append(
+                            {"stage": stage, "party": answer.party, "ticket": answer.ticket}
+                        )
+                        continue
+                    del asked[answer.ticket]
                     if answer.error:
                         self.record.failed.append(
                             {"stage": stage, "party": answer.party, "error": answer.error}
@@ -165,7 +172,7 @@ class EngineRound:
                             continue
                         self._receive(stage, answer.party, data, asked)
             if asked:
-                self.record.timed_out[stage] = sorted(asked)
+                self.record.timed_out[stage] = sorted(set(asked.values()))
             self._stage(stage)["seconds"] += self.clock() - started
             out = server.end_stage()
         return server.result()

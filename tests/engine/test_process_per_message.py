@@ -82,12 +82,13 @@ class ProcessLink:
         self.states: dict[int, bytes] = {}
         self.messages_seen: dict[int, int] = {}
         self.kill = kill  # (client, its n-th message): SIGKILL that process mid-message
-        self.running: list[tuple[int, Any, Any]] = []
+        self.running: list[tuple[int, int, Any, Any]] = []
         self.pids: list[int] = []
         self.received: dict[int, list[bytes]] = {}
         self.to_server: list[bytes] = []  # every reply the server was handed
 
-    def send(self, recipient: int, sender: int, data: bytes) -> None:
+    def send(self, recipient: int, sender: int, data: bytes) -> int:
+        ticket = len(self.pids)
         n = self.messages_seen.get(recipient, 0)
         self.messages_seen[recipient] = n + 1
         first = recipient not in self.states
@@ -106,38 +107,41 @@ class ProcessLink:
         if (recipient, n) in self.kill:
             time.sleep(0.05)
             os.kill(process.pid, signal.SIGKILL)  # exactly the process this test started
-        self.running.append((recipient, process, parent))
+        self.running.append((recipient, ticket, process, parent))
+        return ticket
 
     def collect(self, *, until: float) -> list[Answer]:
         answers: list[Answer] = []
         while not answers and self.running and time.monotonic() < until:
             still = []
-            for party, process, conn in self.running:
+            for party, ticket, process, conn in self.running:
                 if conn.poll(0.02):
                     try:
                         data = conn.recv_bytes()
                     except (EOFError, OSError):  # the process died mid-message
                         process.join(10)
-                        answers.append(Answer(party, error="the node's process died"))
+                        answers.append(Answer(party, ticket, error="the node's process died"))
                         continue
                     header, blobs = _unframe(data)
                     process.join(10)
                     if "error" in header:
-                        answers.append(Answer(party, error=header["error"]))
+                        answers.append(Answer(party, ticket, error=header["error"]))
                         continue
                     self.states[party] = blobs[0]
                     self.to_server.extend(blobs[1:])
-                    answers.append(Answer(party, tuple(zip(header["recipients"], blobs[1:],
-                                                           strict=True))))
+                    replies = tuple(zip(header["recipients"], blobs[1:], strict=True))
+                    answers.append(Answer(party, ticket, replies))
                 elif not process.is_alive():
-                    answers.append(Answer(party, error=f"process exited ({process.exitcode})"))
+                    answers.append(
+                        Answer(party, ticket, error=f"process exited ({process.exitcode})")
+                    )
                 else:
-                    still.append((party, process, conn))
+                    still.append((party, ticket, process, conn))
             self.running = still
         return answers
 
     def stop(self) -> None:
-        for _, process, _ in self.running:
+        for _, _, process, _ in self.running:
             if process.is_alive():
                 process.kill()
             process.join(5)
