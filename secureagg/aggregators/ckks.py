@@ -44,13 +44,13 @@ deviations of the decryption noise and of the flooding noise (float), or the fix
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.aggregators.key_holder import key_holder_secret
+from secureagg.aggregators.key_holder import KeyHolderAggregator
 from secureagg.aggregators.registry import register
 from secureagg.errors import ConfigurationError
 from secureagg.he.ckks import CkksParameters, CkksPublicContext, CkksSecretKey, require_tenseal
@@ -58,9 +58,6 @@ from secureagg.protocols.base import (
     KEY_HOLDER,
     SERVER,
     Message,
-    Party,
-    Provision,
-    RoundFactory,
     check_update,
 )
 from secureagg.protocols.ckks import CkksScheme
@@ -76,15 +73,17 @@ from secureagg.protocols.he_round import (
     default_min_clients,
     seeded_stream,
 )
-from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.spec import RoundSpec, SpecCache
 
 __all__ = ["CkksAggregator"]
 
 
-class CkksAggregator(RoundFactory):
+class CkksAggregator(KeyHolderAggregator):
     """CKKS aggregation (see the module docstring). Every problem is reported at construction."""
 
     name = "ckks"
+    scheme_name = "CKKS"
+    key_type = CkksSecretKey
     dropout_stages = (UPLOAD,)
 
     def __init__(
@@ -154,9 +153,9 @@ class CkksAggregator(RoundFactory):
         self.params = params
         self.key = key
         self.precompute_encryption = bool(precompute_encryption)
-        self._cached: (
-            tuple[RoundSpec, CkksScheme, ProbePlan | None, CkksPublicContext] | None
-        ) = None
+        self._rounds: SpecCache[tuple[CkksScheme, ProbePlan | None, CkksPublicContext]] = (
+            SpecCache()
+        )
         self._options: dict[str, Any] = {
             "clip": clip,
             "max_weight": max_weight,
@@ -237,46 +236,22 @@ class CkksAggregator(RoundFactory):
             "precompute_encryption": self.precompute_encryption,
         }
 
-    def provision(
-        self, *, session_id: bytes, round_id: int, seed: bytes | None
-    ) -> Provision:
-        """The key holder's key (fresh unless ``key=`` was given); its public context is public."""
-        key = self.key if self.key is not None else CkksSecretKey(self.params)
-        return Provision(public={KEY_HOLDER: key.public_material()}, secrets={KEY_HOLDER: key})
-
-    def round_spec(
-        self,
-        *,
-        shapes: Sequence[Sequence[int]],
-        weighted: bool,
-        session_id: bytes,
-        round_id: int,
-        public_keys: Mapping[int, bytes] | None = None,
-    ) -> RoundSpec:
-        if not public_keys or KEY_HOLDER not in public_keys:
-            raise ConfigurationError("a CKKS round spec needs the key holder's public context")
-        return super().round_spec(
-            shapes=shapes, weighted=weighted, session_id=session_id, round_id=round_id,
-            public_keys={KEY_HOLDER: public_keys[KEY_HOLDER]},
-        )
+    def _new_key(self, *, session_id: bytes, round_id: int, seed: bytes | None) -> CkksSecretKey:
+        return CkksSecretKey(self.params)  # SEAL's own CSPRNG: a seed cannot reproduce it
 
     def _round(self, spec: RoundSpec) -> tuple[CkksScheme, ProbePlan | None, CkksPublicContext]:
         """The round's scheme, key-check plan and (clients') public context, once per spec."""
-        cached = self._cached
-        if cached is not None and cached[0] is spec:
-            return cached[1], cached[2], cached[3]
+        return self._rounds.get(spec, lambda: self._new_round(spec))
+
+    def _new_round(
+        self, spec: RoundSpec
+    ) -> tuple[CkksScheme, ProbePlan | None, CkksPublicContext]:
         self.check_spec(spec)
         scheme = self._scheme(dimension=spec.dimension, weighted=spec.weighted)
-        plan = scheme.probe_plan(self.params.slots)
-        context = self._public_context(spec)
-        self._cached = (spec, scheme, plan, context)
-        return scheme, plan, context
+        return scheme, scheme.probe_plan(self.params.slots), self._public_context(spec)
 
     def _public_context(self, spec: RoundSpec) -> CkksPublicContext:
-        material = spec.public_keys.get(KEY_HOLDER)
-        if material is None:
-            raise ConfigurationError("the round spec carries no CKKS public context")
-        return CkksPublicContext(material, expected=self.params)
+        return CkksPublicContext(self.public_material(spec), expected=self.params)
 
     def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> HEServer:
         scheme, plan, _ = self._round(spec)
@@ -326,12 +301,9 @@ class CkksAggregator(RoundFactory):
             precompute=self.precompute_encryption,
         )
 
-    def helpers_from_spec(
-        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
-    ) -> dict[int, Party]:
-        key = key_holder_secret(spec, secrets, CkksSecretKey)
+    def _key_holder(self, spec: RoundSpec, key: Any, *, seed: bytes | None) -> HEKeyHolder:
         scheme, plan, _ = self._round(spec)
-        holder = HEKeyHolder(
+        return HEKeyHolder(
             scheme=scheme,
             decryptor=key.decryptor(scale=scheme.scale),
             num_clients=spec.num_clients,
@@ -341,7 +313,6 @@ class CkksAggregator(RoundFactory):
             rng=seeded_stream(seed, spec.session_id, spec.round_id, KEY_HOLDER, b"flooding"),
             probe_plan=plan,
         )
-        return {KEY_HOLDER: holder}
 
 
 register("ckks", CkksAggregator)

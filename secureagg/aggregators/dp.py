@@ -66,7 +66,7 @@ from secureagg.protocols.base import (
     ServerParty,
     check_update,
 )
-from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.spec import RoundSpec, SpecCache
 
 __all__ = [
     "CentralDPAggregator",
@@ -171,39 +171,17 @@ def _unflat(flat: FloatArray, shapes: Sequence[tuple[int, ...]]) -> list[FloatAr
     return out
 
 
-class DistributedDPAggregator(RoundFactory):
-    """SecAgg / SecAgg+ whose clients add integer noise shares (see the module docstring)."""
+class _DPWrapper(RoundFactory):
+    """What both DP wrappers share: the inner aggregator's protocol, model digest and key
+    material; unweighted round specs; the inner round's spec derived once per spec; and the
+    inner parties for everything the wrapper does not change."""
 
-    def __init__(
-        self,
-        inner: SecAggAggregator,
-        plan: DistributedPlan,
-        *,
-        privacy: EventSink,
-        base_options: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, inner: RoundFactory, *, privacy: EventSink) -> None:
         self.inner = inner
-        self.plan = plan
         self.privacy = privacy
-        self.name = inner.name
         self.num_clients = inner.num_clients
         self.dropout_stages = inner.dropout_stages
-        #: The options of the aggregator before the plan rebuilt it (what a spec carries).
-        self.base_options: dict[str, Any] = dict(base_options or inner.spec_options())
-        self._cached: tuple[RoundSpec, RoundSpec] | None = None
-        self._round_count = 0
-        privacy.emit(
-            MechanismConfigured(
-                scope="user",
-                party=None,
-                mechanism=f"distributed-{plan.config.mechanism}",
-                parameters={**plan.describe(), "protocol": inner.name,
-                            "min_survivors": inner.params.min_survivors},
-            )
-        )
-
-    def parameters(self) -> dict[str, Any]:
-        return {**self.inner.parameters(), "distributed_dp": self.plan.describe()}
+        self._inner_specs: SpecCache[RoundSpec] = SpecCache()
 
     @property
     def protocol(self) -> str:
@@ -211,9 +189,6 @@ class DistributedDPAggregator(RoundFactory):
 
     def model_digest(self) -> bytes:
         return self.inner.model_digest()
-
-    def spec_options(self) -> dict[str, Any]:
-        return {**self.base_options, "distributed_dp": dataclasses.asdict(self.plan.config)}
 
     def provision(
         self, *, session_id: bytes, round_id: int, seed: bytes | None
@@ -235,24 +210,71 @@ class DistributedDPAggregator(RoundFactory):
             public_keys=public_keys,
         )
 
+    def _inner_shapes(self, spec: RoundSpec) -> Sequence[Sequence[int]]:
+        """The shapes of what the wrapper's clients hand the inner round."""
+        return spec.shapes
+
     def _inner_spec(self, spec: RoundSpec) -> RoundSpec:
-        """The inner SecAgg round's spec: one integer vector of the plan's (padded) length."""
-        cached = self._cached
-        if cached is not None and cached[0] is spec:
-            return cached[1]
-        if sum(math.prod(s) for s in spec.shapes) != self.plan.config.dimension:
+        """The inner round's spec: the inner aggregator's options, this round's ids and keys."""
+        return self._inner_specs.get(spec, lambda: RoundSpec.build(
+            protocol=self.inner.protocol, options=self.inner.spec_options(),
+            session_id=spec.session_id, round_id=spec.round_id, num_clients=spec.num_clients,
+            shapes=self._inner_shapes(spec), weighted=False, public_keys=spec.public_keys,
+            model_digest=spec.model_digest,
+        ))
+
+    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> ClientParty:
+        """The inner client, restored: its state holds what the wrapper's client prepared."""
+        return self.inner.restore_client(self._inner_spec(spec), state, secret=secret)
+
+    def helpers_from_spec(
+        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
+    ) -> dict[int, Party]:
+        return self.inner.helpers_from_spec(self._inner_spec(spec), secrets, seed=seed)
+
+
+class DistributedDPAggregator(_DPWrapper):
+    """SecAgg / SecAgg+ whose clients add integer noise shares (see the module docstring)."""
+
+    def __init__(
+        self,
+        inner: SecAggAggregator,
+        plan: DistributedPlan,
+        *,
+        privacy: EventSink,
+        base_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(inner, privacy=privacy)
+        self.inner: SecAggAggregator = inner
+        self.plan = plan
+        self.name = inner.name
+        #: The options of the aggregator before the plan rebuilt it (what a spec carries).
+        self.base_options: dict[str, Any] = dict(base_options or inner.spec_options())
+        self._round_count = 0
+        privacy.emit(
+            MechanismConfigured(
+                scope="user",
+                party=None,
+                mechanism=f"distributed-{plan.config.mechanism}",
+                parameters={**plan.describe(), "protocol": inner.name,
+                            "min_survivors": inner.params.min_survivors},
+            )
+        )
+
+    def parameters(self) -> dict[str, Any]:
+        return {**self.inner.parameters(), "distributed_dp": self.plan.describe()}
+
+    def spec_options(self) -> dict[str, Any]:
+        return {**self.base_options, "distributed_dp": dataclasses.asdict(self.plan.config)}
+
+    def _inner_shapes(self, spec: RoundSpec) -> Sequence[Sequence[int]]:
+        """One integer vector of the plan's (padded) length."""
+        if spec.dimension != self.plan.config.dimension:
             raise ConfigurationError(
                 f"distributed_dp was planned for {self.plan.config.dimension} values, the round "
                 f"has {spec.dimension}"
             )
-        inner = RoundSpec.build(
-            protocol=self.inner.protocol, options=self.inner.spec_options(),
-            session_id=spec.session_id, round_id=spec.round_id, num_clients=spec.num_clients,
-            shapes=[(self.plan.padded_dimension,)], weighted=False,
-            public_keys=spec.public_keys, model_digest=spec.model_digest,
-        )
-        self._cached = (spec, inner)
-        return inner
+        return [(self.plan.padded_dimension,)]
 
     def _rotation(self, spec: RoundSpec) -> bytes | None:
         return rotation_seed(spec.session_id, spec.round_id) if self.plan.config.rotation else None
@@ -318,10 +340,6 @@ class DistributedDPAggregator(RoundFactory):
         return self.inner.client_from_spec(
             self._inner_spec(spec), client_id, [prepared], secret=secret, seed=seed
         )
-
-    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> ClientParty:
-        """The inner client, restored: its state holds the prepared (noised-to-be) vector."""
-        return self.inner.restore_client(self._inner_spec(spec), state, secret=secret)
 
     def _emit(self, event: PrivacyEvent, *, seeded: bool) -> None:
         if seeded:
@@ -409,19 +427,15 @@ def with_malicious_server(
     return agg.with_options(threat="malicious", identity_keys=identity_keys)
 
 
-class CentralDPAggregator(RoundFactory):
+class CentralDPAggregator(_DPWrapper):
     """Any aggregator, with the server adding Gaussian noise to the (L2-clipped) sum."""
 
     def __init__(
         self, inner: RoundFactory, mechanism: CentralGaussian, *, privacy: EventSink
     ) -> None:
-        self.inner = inner
+        super().__init__(inner, privacy=privacy)
         self.mechanism = mechanism
-        self.privacy = privacy
         self.name = f"{inner.name}+central-dp"
-        self._cached: tuple[RoundSpec, RoundSpec] | None = None
-        self.num_clients = inner.num_clients
-        self.dropout_stages = inner.dropout_stages
         privacy.emit(
             MechanismConfigured(
                 scope="user", party=None, mechanism="central-gaussian",
@@ -434,49 +448,9 @@ class CentralDPAggregator(RoundFactory):
     def parameters(self) -> dict[str, Any]:
         return {**self.inner.parameters(), "central_dp": self.mechanism.describe()}
 
-    @property
-    def protocol(self) -> str:
-        return self.inner.protocol
-
-    def model_digest(self) -> bytes:
-        return self.inner.model_digest()
-
     def spec_options(self) -> dict[str, Any]:
         return {**self.inner.spec_options(),
                 "central_dp": dataclasses.asdict(self.mechanism.config)}
-
-    def provision(
-        self, *, session_id: bytes, round_id: int, seed: bytes | None
-    ) -> Provision:
-        return self.inner.provision(session_id=session_id, round_id=round_id, seed=seed)
-
-    def round_spec(
-        self,
-        *,
-        shapes: Sequence[Sequence[int]],
-        weighted: bool,
-        session_id: bytes,
-        round_id: int,
-        public_keys: Mapping[int, bytes] | None = None,
-    ) -> RoundSpec:
-        # Unweighted sums only: a client refuses a weight other than 1 (client_from_spec).
-        return super().round_spec(
-            shapes=shapes, weighted=False, session_id=session_id, round_id=round_id,
-            public_keys=public_keys,
-        )
-
-    def _inner_spec(self, spec: RoundSpec) -> RoundSpec:
-        cached = self._cached
-        if cached is not None and cached[0] is spec:
-            return cached[1]
-        inner = RoundSpec.build(
-            protocol=self.inner.protocol, options=self.inner.spec_options(),
-            session_id=spec.session_id, round_id=spec.round_id, num_clients=spec.num_clients,
-            shapes=spec.shapes, weighted=False, public_keys=spec.public_keys,
-            model_digest=spec.model_digest,
-        )
-        self._cached = (spec, inner)
-        return inner
 
     def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> ServerParty:
         """The inner server; the trusted server noises its sum (budget checked first)."""
@@ -524,15 +498,6 @@ class CentralDPAggregator(RoundFactory):
         return self.inner.client_from_spec(
             self._inner_spec(spec), client_id, clipped, secret=secret, seed=seed
         )
-
-    def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> ClientParty:
-        """The inner client, restored: its state holds the clipped update."""
-        return self.inner.restore_client(self._inner_spec(spec), state, secret=secret)
-
-    def helpers_from_spec(
-        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
-    ) -> dict[int, Party]:
-        return self.inner.helpers_from_spec(self._inner_spec(spec), secrets, seed=seed)
 
 
 def with_central_dp(

@@ -25,13 +25,13 @@ holder CRT-decrypts, checks the count and the slot ranges, and releases exact in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.aggregators.key_holder import key_holder_secret
+from secureagg.aggregators.key_holder import KeyHolderAggregator
 from secureagg.aggregators.registry import register
 from secureagg.errors import ConfigurationError
 from secureagg.he.paillier import (
@@ -48,9 +48,6 @@ from secureagg.protocols.base import (
     KEY_HOLDER,
     SERVER,
     Message,
-    Party,
-    Provision,
-    RoundFactory,
     check_update,
 )
 from secureagg.protocols.he_round import (
@@ -63,16 +60,18 @@ from secureagg.protocols.he_round import (
 )
 from secureagg.protocols.paillier import PaillierScheme
 from secureagg.protocols.paillier.scheme import QUANT_BITS
-from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.spec import RoundSpec, SpecCache
 from secureagg.validation import is_positive_real
 
 __all__ = ["PaillierAggregator"]
 
 
-class PaillierAggregator(RoundFactory):
+class PaillierAggregator(KeyHolderAggregator):
     """Packed Paillier aggregation (see the module docstring)."""
 
     name = "paillier"
+    scheme_name = "Paillier"
+    key_type = PaillierSecretKey
     dropout_stages = (UPLOAD,)
 
     def __init__(
@@ -147,7 +146,7 @@ class PaillierAggregator(RoundFactory):
         self.key_bits = int(key_bits)
         self.key = key
         self.precompute_blinding = bool(precompute_blinding)
-        self._cached: tuple[RoundSpec, PaillierScheme, PaillierPublicKey] | None = None
+        self._rounds: SpecCache[tuple[PaillierScheme, PaillierPublicKey]] = SpecCache()
         self._options: dict[str, Any] = {
             "clip": clip,
             "quant_bits": quant_bits,
@@ -195,50 +194,26 @@ class PaillierAggregator(RoundFactory):
             "precompute_blinding": self.precompute_blinding,
         }
 
-    def provision(
+    def _new_key(
         self, *, session_id: bytes, round_id: int, seed: bytes | None
-    ) -> Provision:
-        """The key holder's key (fresh unless ``key=`` was given); its modulus is public."""
-        key = self.key
-        if key is None:
-            key = PaillierSecretKey.generate(
-                self.key_bits, rng=seeded_stream(seed, session_id, round_id, KEY_HOLDER, b"keys")
-            )
-        return Provision(public={KEY_HOLDER: key.public_material()}, secrets={KEY_HOLDER: key})
-
-    def round_spec(
-        self,
-        *,
-        shapes: Sequence[Sequence[int]],
-        weighted: bool,
-        session_id: bytes,
-        round_id: int,
-        public_keys: Mapping[int, bytes] | None = None,
-    ) -> RoundSpec:
-        if not public_keys or KEY_HOLDER not in public_keys:
-            raise ConfigurationError("a Paillier round spec needs the key holder's public key")
-        return super().round_spec(
-            shapes=shapes, weighted=weighted, session_id=session_id, round_id=round_id,
-            public_keys={KEY_HOLDER: public_keys[KEY_HOLDER]},
+    ) -> PaillierSecretKey:
+        return PaillierSecretKey.generate(
+            self.key_bits, rng=seeded_stream(seed, session_id, round_id, KEY_HOLDER, b"keys")
         )
 
     def _round(self, spec: RoundSpec) -> tuple[PaillierScheme, PaillierPublicKey]:
-        cached = self._cached
-        if cached is not None and cached[0] is spec:
-            return cached[1], cached[2]
+        """The round's scheme and public key, once per spec."""
+        return self._rounds.get(spec, lambda: self._new_round(spec))
+
+    def _new_round(self, spec: RoundSpec) -> tuple[PaillierScheme, PaillierPublicKey]:
         self.check_spec(spec)
-        material = spec.public_keys.get(KEY_HOLDER)
-        if material is None:
-            raise ConfigurationError("the round spec carries no Paillier public key")
-        public_key = PaillierPublicKey.from_bytes(material)
+        public_key = PaillierPublicKey.from_bytes(self.public_material(spec))
         if public_key.key_bits != self.key_bits:
             raise ConfigurationError(
                 f"the spec's public key has {public_key.key_bits} bits, the round "
                 f"{self.key_bits}"
             )
-        scheme = self._scheme(dimension=spec.dimension, weighted=spec.weighted)
-        self._cached = (spec, scheme, public_key)
-        return scheme, public_key
+        return self._scheme(dimension=spec.dimension, weighted=spec.weighted), public_key
 
     @staticmethod
     def _pool(public_key: PaillierPublicKey, spec: RoundSpec, party: int,
@@ -302,12 +277,9 @@ class PaillierAggregator(RoundFactory):
             precompute=self.precompute_blinding,
         )
 
-    def helpers_from_spec(
-        self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
-    ) -> dict[int, Party]:
-        key = key_holder_secret(spec, secrets, PaillierSecretKey)
+    def _key_holder(self, spec: RoundSpec, key: Any, *, seed: bytes | None) -> HEKeyHolder:
         scheme, _ = self._round(spec)
-        holder = HEKeyHolder(
+        return HEKeyHolder(
             scheme=scheme,
             decryptor=key.decryptor(scheme.packing),
             num_clients=spec.num_clients,
@@ -315,7 +287,6 @@ class PaillierAggregator(RoundFactory):
             session_id=spec.session_id,
             round_id=spec.round_id,
         )
-        return {KEY_HOLDER: holder}
 
 
 register("paillier", PaillierAggregator)

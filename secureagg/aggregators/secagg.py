@@ -61,7 +61,7 @@ from secureagg.protocols.secagg.client import IntegerNoise, SecAggClient
 from secureagg.protocols.secagg.context import STAGES, Randomness, RoundContext
 from secureagg.protocols.secagg.params import SecAggParams, choose_parameters, validate_parameters
 from secureagg.protocols.secagg.server import SecAggServer
-from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.spec import RoundSpec, SpecCache
 from secureagg.validation import is_int, is_positive_real
 
 __all__ = ["CURIOUS_MODE_NOTE", "SecAggAggregator"]
@@ -167,7 +167,7 @@ class SecAggAggregator(RoundFactory):
         self.max_weight = max_weight
         self._model_digest = model_digest
         self.client_noise = client_noise
-        self._cached_context: tuple[RoundSpec, RoundContext] | None = None
+        self._contexts: SpecCache[RoundContext] = SpecCache()
         self._identity_keys = dict(identity_keys) if identity_keys is not None else None
         #: The constructor's arguments, so that a wrapper (distributed DP, malicious mode) builds
         #: the same aggregator with a few of them changed (:meth:`with_options`).
@@ -330,22 +330,19 @@ class SecAggAggregator(RoundFactory):
 
     def _context(self, spec: RoundSpec) -> RoundContext:
         """The round's public context (its graph computed once per spec, shared by its parties)."""
-        cached = self._cached_context
-        if cached is not None and cached[0] is spec:
-            return cached[1]
+        return self._contexts.get(spec, lambda: self._new_context(spec))
+
+    def _new_context(self, spec: RoundSpec) -> RoundContext:
         self.check_spec(spec)
-        malicious = self.params.threat == "malicious"
-        ctx = RoundContext(
+        return RoundContext(
             params=self.params,
             session_id=spec.session_id,
             round_id=spec.round_id,
             encoder=self.encoder,
             shapes=spec.shapes,
             weighted=spec.weighted,
-            registry=dict(spec.public_keys) if malicious else None,
+            registry=dict(spec.public_keys) if self.params.threat == "malicious" else None,
         )
-        self._cached_context = (spec, ctx)
-        return ctx
 
     def server_from_spec(self, spec: RoundSpec, *, seed: bytes | None = None) -> SecAggServer:
         return SecAggServer(self._context(spec), model_digest=spec.model_digest)

@@ -354,9 +354,11 @@ class RoundFactory(abc.ABC):
             )
             for cid in range(spec.num_clients)
         }
+        # A helper (the HE key holder) gets only the helpers' secrets, never a client's.
+        helper_secrets = {p: s for p, s in secrets.items() if p not in clients}
         return RoundSetup(
             server=server, clients=clients,
-            helpers=self.helpers_from_spec(spec, secrets, seed=seed),
+            helpers=self.helpers_from_spec(spec, helper_secrets, seed=seed),
         )
 
     def _round_shapes(

@@ -41,15 +41,15 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import KEY_HOLDER, SERVER, Message
 from secureagg.validation import is_int
 
-__all__ = ["MAX_DIMENSION", "SPEC_VERSION", "RoundSpec", "canonical_json"]
+__all__ = ["MAX_DIMENSION", "SPEC_VERSION", "RoundSpec", "SpecCache", "canonical_json"]
 
 SPEC_VERSION = 1
 #: The largest update a spec may declare (values), checked with exact integers.
@@ -154,17 +154,30 @@ class RoundSpec(Message):
     # ------------------------------------------------------------------------------ checks
 
     def compute_digest(self) -> bytes:
-        """SHA-256 over every field but ``digest``, in a fixed, unambiguous layout."""
-        fields = {
-            "version": self.version, "protocol": self.protocol, "options": self.options,
-            "session_id": self.session_id.hex(), "round_id": self.round_id,
-            "num_clients": self.num_clients, "shape_ranks": list(self.shape_ranks),
-            "shape_dims": list(self.shape_dims), "weighted": self.weighted,
-            "public_keys": [[k, v.hex()] for k, v in sorted(self.public_keys.items())],
-            "model_digest": self.model_digest.hex(),
-        }
-        body = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("ascii")
-        return hashlib.sha256(_DIGEST_LABEL + body).digest()
+        """SHA-256 over every field but ``digest``, each length-prefixed in declaration order
+        (the key material is hashed as it is, never copied or hex-encoded)."""
+        h = hashlib.sha256(_DIGEST_LABEL)
+
+        def put(data: bytes) -> None:
+            h.update(len(data).to_bytes(8, "big"))
+            h.update(data)
+
+        def put_int(value: int) -> None:  # every integer field is bounded by problems()
+            put(value.to_bytes(16, "big", signed=True))
+
+        put_int(self.version)
+        put(self.protocol.encode("utf-8"))
+        put(self.options.encode("utf-8"))
+        put(self.session_id)
+        for value in (self.round_id, self.num_clients, len(self.shape_ranks), *self.shape_ranks,
+                      len(self.shape_dims), *self.shape_dims, int(self.weighted),
+                      len(self.public_keys)):
+            put_int(value)
+        for party, material in sorted(self.public_keys.items()):
+            put_int(party)
+            put(material)
+        put(self.model_digest)
+        return h.digest()
 
     def problems(self) -> list[str]:
         """Everything wrong with this spec, as a party that did not write it checks it."""
@@ -185,8 +198,8 @@ class RoundSpec(Message):
             or not 1 <= len(self.session_id) <= _MAX_SESSION_ID
         ):
             out.append(f"session_id must be 1..{_MAX_SESSION_ID} bytes")
-        if not is_int(self.round_id) or self.round_id < 0:
-            out.append("round_id must be an integer >= 0")
+        if not is_int(self.round_id) or not 0 <= self.round_id < 1 << 63:
+            out.append("round_id must be an integer in [0, 2^63)")
         n = self.num_clients
         if not is_int(n) or not 1 <= n <= _MAX_CLIENTS:
             out.append(f"num_clients must be an integer in 1..{_MAX_CLIENTS}")
@@ -239,8 +252,33 @@ class RoundSpec(Message):
         if sum(ranks) != len(dims):
             out.append(f"the shapes declare {sum(ranks)} dimensions but carry {len(dims)}")
             return
-        if any(not is_int(d) or d < 0 for d in dims):
-            out.append("every dimension must be an integer >= 0")
+        if any(not is_int(d) or not 0 <= d <= MAX_DIMENSION for d in dims):
+            out.append(f"every dimension must be an integer in [0, {MAX_DIMENSION}]")
             return
         if self.dimension > MAX_DIMENSION:
             out.append(f"the update declares {self.dimension} values, above {MAX_DIMENSION}")
+
+
+_V = TypeVar("_V")
+
+
+class SpecCache(Generic[_V]):
+    """What an aggregator derives from one spec (scheme, context, inner spec), computed once and
+    shared by the parties it builds for that spec; a new spec replaces it.
+
+    >>> cache: SpecCache[int] = SpecCache()
+    >>> spec = RoundSpec.build(protocol="plain", options={}, session_id=b"s", round_id=0,
+    ...                        num_clients=1, shapes=[(1,)], weighted=False)
+    >>> cache.get(spec, lambda: 7), cache.get(spec, lambda: 8)
+    (7, 7)
+    """
+
+    def __init__(self) -> None:
+        self._spec: RoundSpec | None = None
+        self._value: _V | None = None
+
+    def get(self, spec: RoundSpec, build: Callable[[], _V]) -> _V:
+        if self._spec is not spec or self._value is None:
+            self._value = build()
+            self._spec = spec
+        return self._value

@@ -91,8 +91,11 @@ def test_a_forged_field_with_a_recomputed_digest_is_still_checked() -> None:
         dataclasses.replace(spec, options='{"min_clients":1, "clip":1.0}'),
         dataclasses.replace(spec, num_clients=0),
         dataclasses.replace(spec, shape_ranks=(2, 2)),
+        dataclasses.replace(spec, round_id=10**5000),  # str() of it would raise
+        dataclasses.replace(spec, shape_ranks=(2, 1), shape_dims=(0, 10**100, 5)),
     ):
-        bad = dataclasses.replace(bad, digest=bad.compute_digest())
+        if not bad._structure_problems():  # pragma: no cover - each case is malformed
+            bad = dataclasses.replace(bad, digest=bad.compute_digest())
         with pytest.raises(MalformedMessage, match="round spec refused"):
             spec_from_bytes(codec.encode(bad))
 
