@@ -232,6 +232,11 @@ class _DPWrapper(RoundFactory):
     ) -> dict[int, Party]:
         return self.inner.helpers_from_spec(self._inner_spec(spec), secrets, seed=seed)
 
+    def restore_helper(self, spec: RoundSpec, state: Message, secrets: Mapping[int, Any]) -> Party:
+        """The inner helper, restored (it was built from, and its state is bound to, the inner
+        round's spec)."""
+        return self.inner.restore_helper(self._inner_spec(spec), state, secrets)
+
 
 class DistributedDPAggregator(_DPWrapper):
     """SecAgg / SecAgg+ whose clients add integer noise shares (see the module docstring)."""

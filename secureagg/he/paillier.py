@@ -56,6 +56,7 @@ from secureagg.he.backend import (
     fingerprint,
 )
 from secureagg.he.paillier_packing import SlotPacking
+from secureagg.he.secret_key_bytes import open_sealed, seal
 from secureagg.validation import is_integer_scalar
 
 __all__ = [
@@ -73,6 +74,9 @@ __all__ = [
 ]
 
 SCHEME = "paillier"
+_SECRET_MAGIC = b"secureagg/paillier-secret-key\x00"
+#: Longest prime a stored secret key may hold (a 32768-bit modulus; the default is 3072).
+_MAX_PRIME_BYTES = 2048
 MIN_KEY_BITS = 2048
 DEFAULT_KEY_BITS = 3072
 # Product of the primes below 1000: a public modulus sharing a factor with it is not an RSA
@@ -278,7 +282,9 @@ class PaillierSecretKey:
     """The key holder's Paillier key (phe's private key: the primes p and q). Never sent.
 
     Build one with :meth:`generate` (phe, 3072 bits by default; ``rng`` derives the primes from a
-    keystream for seeded tests and vectors) or :meth:`from_primes`.
+    keystream for seeded tests and vectors) or :meth:`from_primes`. A key holder whose process
+    ends between messages keeps :meth:`to_bytes` on its own node and reads them back with
+    :meth:`from_bytes`; those bytes never go on the wire.
     """
 
     def __init__(self, p: int, q: int) -> None:
@@ -351,8 +357,68 @@ class PaillierSecretKey:
     def decryptor(self, packing: SlotPacking) -> PaillierDecryptor:
         return PaillierDecryptor(self, packing)
 
+    # -- node-local storage (never on the wire) ----------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The secret key as bytes **for the key holder's own node only** (they never go on the
+        wire, to the server, a client or into a round spec or state): ``p`` and ``q``
+        (``p < q``), each as a 4-byte big-endian length and its minimal big-endian bytes, framed
+        by :mod:`secureagg.he.secret_key_bytes` (magic, version, checksum).
+
+        :meth:`from_bytes` reads them back with the same :meth:`public_material` and
+        :attr:`key_fingerprint`.
+        """
+        body = b"".join(
+            len(raw).to_bytes(4, "big") + raw
+            for raw in (_int_bytes(int(self._p)), _int_bytes(int(self._q)))
+        )
+        return seal(_SECRET_MAGIC, body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> PaillierSecretKey:
+        """The key :meth:`to_bytes` wrote (node-local bytes; never received from another party),
+        rebuilt through the constructor, so every check of a key runs again.
+
+        Refused with :class:`~secureagg.errors.MalformedMessage`: anything but those bytes
+        (another scheme's key, a corrupted or truncated one, lengths that do not add up, a
+        non-minimal or zero integer, ``p >= q``) and primes the constructor refuses (not prime,
+        a modulus below 2048 bits).
+        """
+        what = "Paillier secret key"
+        body = open_sealed(data, magic=_SECRET_MAGIC, what=what)
+        primes, offset = [], 0
+        for name in ("p", "q"):
+            if len(body) - offset < 4:
+                raise MalformedMessage(f"{what} refused: {name}'s length is missing")
+            size = int.from_bytes(body[offset : offset + 4], "big")
+            offset += 4
+            raw = body[offset : offset + size]
+            if not 0 < size <= _MAX_PRIME_BYTES or len(raw) != size:
+                raise MalformedMessage(
+                    f"{what} refused: {name} must have 1..{_MAX_PRIME_BYTES} bytes and all of "
+                    "them present"
+                )
+            if raw[0] == 0:
+                raise MalformedMessage(f"{what} refused: {name} has a leading zero byte")
+            primes.append(int.from_bytes(raw, "big"))
+            offset += size
+        if offset != len(body):
+            raise MalformedMessage(f"{what} refused: {len(body) - offset} bytes after q")
+        p, q = primes
+        if not p < q:
+            raise MalformedMessage(f"{what} refused: the primes must be stored with p < q")
+        try:
+            return cls(p, q)
+        except InvalidKeyError as exc:
+            raise MalformedMessage(f"{what} refused: {exc}") from None
+
     def __repr__(self) -> str:
         return f"PaillierSecretKey({self.public_key!r})"
+
+
+def _int_bytes(value: int) -> bytes:
+    """A positive integer's minimal big-endian bytes."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
 # ------------------------------------------------------------------------------ roles

@@ -314,6 +314,12 @@ class RoundFactory(abc.ABC):
         its ``secret`` passed again (an identity key is never in a state)."""
         raise ConfigurationError(f"the {self.name!r} aggregator cannot restore a client")
 
+    def restore_helper(self, spec: RoundSpec, state: Message, secrets: Mapping[int, Any]) -> Party:
+        """The helper party (an HE key holder) a state exported between messages describes
+        (checked like a message), with its own secret passed again in ``secrets`` as for
+        :meth:`helpers_from_spec` (a secret key is never in a state)."""
+        raise ConfigurationError(f"the {self.name!r} aggregator has no helper party to restore")
+
     def setup_round(
         self,
         updates: Sequence[Sequence[npt.NDArray[np.float64]]],

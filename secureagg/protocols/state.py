@@ -1,4 +1,4 @@
-"""A client's state between stages, as a message: exported, carried as bytes, restored elsewhere.
+"""A party's state between stages, as a message: exported, carried as bytes, restored elsewhere.
 
 A federated engine may start a new process for every message a client receives (Flower does).
 So a client party exports its state after each message (``party.export_state()``, a registered
@@ -17,6 +17,12 @@ client's node (Flower's ``Context.state`` lives on the SuperNode), encrypted at 
 is shared - and never sent to the server or any other party. A long-term identity key (malicious
 SecAgg) is never in a state: the restoring process passes it again as ``secret=``, from the
 node's own key file.
+
+**Helpers.** The HE key holder exports its in-round state the same way
+(:class:`~secureagg.protocols.he_round.state.HEKeyHolderState`: whether it released, whom it
+blamed, its attempt, the last contributors, where a seeded keystream stands) and is restored by
+``agg.restore_helper(spec, state, secrets)``. Its secret key is never in the state: the restoring
+process passes it again in ``secrets``, from the node's own key store.
 
 >>> STATE_VERSION
 1
@@ -56,8 +62,11 @@ def check_state(
     kind: type[PartyState],
     *,
     stages: Collection[str],
+    party: int | None = None,
 ) -> None:
-    """Refuse a state that is not a ``kind`` of this round, version and a known stage."""
+    """Refuse a state that is not a ``kind`` of this round, version and a known stage, or that
+    names another party than a client of the round (``party=None``) or than ``party`` (a helper
+    such as the HE key holder)."""
     if not isinstance(state, kind):
         got = getattr(state, "KIND", type(state).__name__)
         raise MalformedMessage(f"expected a {kind.KIND!r} state, got {got!r}")
@@ -67,7 +76,12 @@ def check_state(
         raise MalformedMessage(
             "the state belongs to another round spec (another session, round or configuration)"
         )
-    if not 0 <= state.party_id < spec.num_clients:
+    if party is not None:
+        if state.party_id != party:
+            raise MalformedMessage(
+                f"the state names party {state.party_id}, not party {party} it is restored as"
+            )
+    elif not 0 <= state.party_id < spec.num_clients:
         raise MalformedMessage(f"the state names client {state.party_id}, not one of the round")
     if state.stage not in stages:
         raise MalformedMessage(f"the state's stage {state.stage!r} is not one of {sorted(stages)}")

@@ -1,13 +1,14 @@
-"""A client's exported state as bytes, and strict reading of one (see
-:mod:`secureagg.protocols.state` for what a state holds, which fields are secret and where a state
-may be kept).
+"""A party's exported state as bytes - a client's, or a helper's such as the HE key holder's -
+and strict reading of one (see :mod:`secureagg.protocols.state` for what a state holds, which
+fields are secret and where a state may be kept).
 
 The bytes are the versioned codec's encoding of the state message (canonical, no pickle) followed
 by its SHA-256 (label ``secureagg/v1/party-state``): a flipped or lost byte anywhere is refused
 before anything is decoded. Reading refuses anything but a registered state message; the
-aggregator's ``restore_client(spec, state, secret=...)`` then checks it against the round spec (its
-digest binds the session, round and configuration) and every field. The checksum detects
-corruption, not tampering: a state is as trustworthy as the node's storage that holds it.
+aggregator's ``restore_client(spec, state, secret=...)`` (``restore_helper(spec, state, secrets)``
+for a helper) then checks it against the round spec (its digest binds the session, round and
+configuration), the party and every field. The checksum detects corruption, not tampering: a
+state is as trustworthy as the node's storage that holds it.
 
 >>> import numpy as np, secureagg as sa
 >>> agg = sa.make_aggregator("plain", num_clients=2)
@@ -21,9 +22,10 @@ True
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol, runtime_checkable
 
 from secureagg.errors import MalformedMessage
-from secureagg.protocols.base import ClientParty
+from secureagg.protocols.base import Message
 from secureagg.protocols.state import PartyState
 from secureagg.transport.codec import decode, encode
 
@@ -37,8 +39,15 @@ def _digest(body: bytes | memoryview) -> bytes:
     return hashlib.sha256(_LABEL + bytes(body)).digest()
 
 
-def state_to_bytes(client: ClientParty) -> bytes:
-    """The client's state now, as canonical bytes (they hold its secrets: keep them on its node)."""
+@runtime_checkable
+class StatefulParty(Protocol):
+    """A party that exports its state: a client, or a helper such as the HE key holder."""
+
+    def export_state(self) -> Message: ...
+
+
+def state_to_bytes(client: StatefulParty) -> bytes:
+    """The party's state now, as canonical bytes (they hold its secrets: keep them on its node)."""
     body = encode(client.export_state())
     return body + _digest(body)
 

@@ -1,8 +1,8 @@
-"""Known-answer vectors of the round spec and of client states (protocols/round_spec/spec.md).
+"""Known-answer vectors of the round spec and of party states (protocols/round_spec/spec.md).
 
-The spec's digest and its encoded bytes, and a plain and a seeded SecAgg client's exported state,
-are pinned: a change of either format is a versioned, deliberate change (regenerate with
-``SECUREAGG_REGENERATE_VECTORS=1``).
+The spec's digest and its encoded bytes, a plain and a seeded SecAgg client's exported state, and
+an HE key holder's state, are pinned: a change of either format is a versioned, deliberate change
+(regenerate with ``SECUREAGG_REGENERATE_VECTORS=1``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import secureagg as sa
-from secureagg.protocols.base import KEY_HOLDER
+from secureagg.protocols.base import KEY_HOLDER, Message
+from secureagg.protocols.he_round.state import HEKeyHolderState
 from secureagg.protocols.spec import RoundSpec
 from secureagg.transport.party_state import state_from_bytes, state_to_bytes
 from secureagg.transport.round_spec import spec_from_bytes, spec_to_bytes
@@ -30,6 +31,24 @@ def _spec_case() -> RoundSpec:
     )
 
 
+class _Exported:
+    """A party whose state is ``state`` (the key holder's format, without building a key)."""
+
+    def __init__(self, state: Message) -> None:
+        self._state = state
+
+    def export_state(self) -> Message:
+        return self._state
+
+
+def _key_holder_state() -> HEKeyHolderState:
+    """After a blame of client 1 and the release over the others, in a seeded run."""
+    return HEKeyHolderState(
+        version=1, spec_digest=_spec_case().digest, party_id=KEY_HOLDER, stage="done",
+        released=True, blamed=(1,), attempt=2, last=(0, 2, 3), randomness=bytes(range(24)),
+    )
+
+
 def _states() -> dict[str, bytes]:
     plain = sa.make_aggregator("plain", num_clients=3, clip=1.0)
     spec = plain.round_spec(shapes=[(3,)], weighted=False, session_id=SESSION, round_id=0)
@@ -40,7 +59,8 @@ def _states() -> dict[str, bytes]:
     server = secagg.server_from_spec(sspec)
     (request,) = [e for e in server.start() if e.recipient == 2]
     seeded.receive(request.sender, request.message)  # past advertise: its keys in the state
-    return {"plain": state_to_bytes(client), "secagg": state_to_bytes(seeded)}
+    return {"plain": state_to_bytes(client), "secagg": state_to_bytes(seeded),
+            "key_holder": state_to_bytes(_Exported(_key_holder_state()))}
 
 
 def _generated() -> dict[str, str]:
@@ -53,6 +73,7 @@ def _generated() -> dict[str, str]:
         "spec_bytes_length": str(len(data)),
         "plain_state": states["plain"].hex(),
         "secagg_state_sha256": hashlib.sha256(states["secagg"]).hexdigest(),
+        "key_holder_state": states["key_holder"].hex(),
     }
 
 
@@ -61,7 +82,7 @@ def test_regenerate_vectors() -> None:
     write_vectors(
         "round_spec", "formats",
         description="a round spec's digest and encoded bytes; a plain client's state bytes; a "
-        "seeded SecAgg+ client's state after advertise (sha256)",
+        "seeded SecAgg+ client's state after advertise (sha256); an HE key holder's state bytes",
         generated_by="tests/protocols/test_round_spec_vectors.py::test_regenerate_vectors",
         vectors=[_generated()],
     )
@@ -77,3 +98,4 @@ def test_the_formats_match_their_known_answers() -> None:
     pspec = plain.round_spec(shapes=[(3,)], weighted=False, session_id=SESSION, round_id=0)
     restored = plain.restore_client(pspec, state_from_bytes(h(vector["plain_state"])))
     assert restored.export_state().values.tolist() == [0.5, -1.0, 0.25]  # clipped to 1
+    assert state_from_bytes(h(vector["key_holder_state"])) == _key_holder_state()

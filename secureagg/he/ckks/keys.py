@@ -8,7 +8,9 @@ Threat model and invariants.
 
 * **Roles.** :class:`CkksSecretKey` (the key holder's) creates the keys and is the only object that
   ever holds the secret key. It hands out :meth:`CkksSecretKey.public_material`: a TenSEAL context
-  serialized *without* the secret key and without evaluation keys (a sum needs none).
+  serialized *without* the secret key and without evaluation keys (a sum needs none). Its
+  :meth:`CkksSecretKey.to_bytes` (the secret key, for the key holder's own node between two
+  processes) never go on the wire.
   :class:`CkksPublicContext` is what the server and the clients build from those bytes; it refuses
   a context that holds a secret key, a symmetric context (no public key), a non-CKKS context,
   parameters above the HE-standard modulus budget, a scale <= 1, and - when the round's expected
@@ -36,9 +38,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from secureagg.errors import InvalidKeyError, MissingDependencyError
+from secureagg.errors import InvalidKeyError, MalformedMessage, MissingDependencyError
 from secureagg.he.backend import fingerprint
 from secureagg.he.ckks_params import CkksParameters
+from secureagg.he.secret_key_bytes import open_sealed, seal
 
 if TYPE_CHECKING:
     from secureagg.he.ckks.encryption import CkksEncryptor, CkksZeroPool
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["CkksPublicContext", "CkksSecretKey", "require_tenseal"]
 
 SCHEME = "ckks"
+_MAGIC = b"secureagg/ckks-secret-key\x00"
 _TENSEAL_ERRORS = (ValueError, RuntimeError, TypeError, OverflowError, IndexError)
 
 
@@ -71,7 +75,9 @@ class CkksSecretKey:
 
     ``CkksSecretKey(params)`` generates fresh keys (SEAL's CSPRNG, seeded from the OS). A user who
     runs a persistent key service constructs one and passes it to every round; the default
-    aggregators create a fresh one per round instead.
+    aggregators create a fresh one per round instead. A key holder whose process ends between
+    messages keeps :meth:`to_bytes` on its own node and reads them back with :meth:`from_bytes`;
+    those bytes never go on the wire.
     """
 
     def __init__(self, params: CkksParameters | None = None) -> None:
@@ -84,6 +90,10 @@ class CkksSecretKey:
             n_threads=1,
         )
         ctx.global_scale = float(self.params.scale)
+        self._adopt(ctx)
+
+    def _adopt(self, ctx: Any) -> None:
+        """Hold the private context ``ctx`` and derive its public material."""
         self._ctx = ctx
         self._public = bytes(
             ctx.serialize(
@@ -111,6 +121,72 @@ class CkksSecretKey:
 
     def _private_context(self) -> Any:
         return self._ctx
+
+    # -- node-local storage (never on the wire) ----------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The secret key as bytes **for the key holder's own node only** (they never go on the
+        wire, to the server, a client or into a round spec or state): TenSEAL's own
+        serialization with the secret and public key (no evaluation keys, which a sum does not
+        need), framed by :mod:`secureagg.he.secret_key_bytes` (magic, version, checksum).
+
+        :meth:`from_bytes` reads them back with the same :meth:`public_material` and
+        :attr:`key_fingerprint`.
+        """
+        body = bytes(
+            self._ctx.serialize(
+                save_public_key=True,
+                save_secret_key=True,
+                save_galois_keys=False,
+                save_relin_keys=False,
+            )
+        )
+        return seal(_MAGIC, body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> CkksSecretKey:
+        """The key :meth:`to_bytes` wrote (node-local bytes; never received from another party).
+
+        Refused with :class:`~secureagg.errors.MalformedMessage`: anything but those bytes
+        (another scheme's key, a corrupted or truncated one, a context without a secret or a
+        public key, not CKKS, or whose secret key does not decrypt what its public key
+        encrypts); with :class:`~secureagg.errors.ConfigurationError`: insecure parameters.
+        """
+        ts = require_tenseal()
+        what = "CKKS secret key"
+        body = open_sealed(data, magic=_MAGIC, what=what)
+        try:
+            ctx = ts.context_from(body, n_threads=1)
+        except _TENSEAL_ERRORS:
+            raise MalformedMessage(f"{what} refused: not a TenSEAL context") from None
+        if not (ctx.is_private() and ctx.has_secret_key()):
+            raise MalformedMessage(f"{what} refused: the context holds no secret key")
+        try:
+            has_public_key = bool(ctx.has_public_key())
+        except ValueError:  # a symmetric context
+            has_public_key = False
+        if not has_public_key:
+            raise MalformedMessage(f"{what} refused: the context holds no public key")
+        try:
+            n, bits, _ = _context_parameters(ts, ctx)
+            scale = float(ctx.global_scale)
+        except (InvalidKeyError, *_TENSEAL_ERRORS) as exc:
+            raise MalformedMessage(f"{what} refused: {exc}") from None
+        key = cls.__new__(cls)
+        key.params = CkksParameters(poly_modulus_degree=n, coeff_mod_bit_sizes=bits, scale=scale)
+        key._adopt(ctx)
+        probe = [1.0, -0.5, 0.25]
+        try:
+            back = ts.ckks_vector(ctx, probe).decrypt()
+        except _TENSEAL_ERRORS:
+            back = []
+        if len(back) != len(probe) or any(
+            abs(a - b) > 1e-3 for a, b in zip(back, probe, strict=True)
+        ):
+            raise MalformedMessage(
+                f"{what} refused: its secret key does not decrypt what its public key encrypts"
+            )
+        return key
 
     def __repr__(self) -> str:
         return f"CkksSecretKey(params={self.params!r}, fingerprint={self._fingerprint.hex()[:16]})"

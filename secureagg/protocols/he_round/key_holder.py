@@ -2,6 +2,12 @@
 decrypts one aggregate per round and releases it under the scheme's rule
 (:mod:`~secureagg.protocols.he_round.stages`).
 
+Between two messages the key holder exports its in-round state
+(:meth:`HEKeyHolder.export_state`, a :class:`~secureagg.protocols.he_round.state.HEKeyHolderState`)
+and a key holder freshly built in another process takes it over (:meth:`HEKeyHolder.load_state`).
+Invariant: the one decryption per round survives this - a key holder restored after it released
+(or refused, or failed) still refuses a second aggregate. The secret key is never in the state.
+
 >>> HEKeyHolder.party_id
 -2
 """
@@ -12,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from secureagg.crypto import prg
 from secureagg.errors import ConfigurationError, InsufficientSurvivors, MalformedMessage
 from secureagg.he.backend import Decryptor
 from secureagg.protocols.base import KEY_HOLDER, SERVER, Envelope, Message, Party
@@ -24,6 +31,9 @@ from secureagg.protocols.he_round.stages import (
     check_round,
     refusal,
 )
+from secureagg.protocols.he_round.state import HEKeyHolderState, check_key_holder_fields
+from secureagg.protocols.spec import RoundSpec
+from secureagg.protocols.state import STATE_VERSION
 
 __all__ = ["HEKeyHolder"]
 
@@ -38,6 +48,8 @@ class HEKeyHolder(Party):
     """
 
     party_id = KEY_HOLDER
+    #: The digest of the round spec it was built from (its exported state is bound to it).
+    spec_digest: bytes = b""
 
     def __init__(
         self,
@@ -175,3 +187,33 @@ class HEKeyHolder(Party):
         self._last = ids
         self.blamed.update(blamed)
         return tuple(blamed)
+
+    # ------------------------------------------------------------------------------ state
+
+    def export_state(self) -> HEKeyHolderState:
+        """This key holder's state now, between two messages (secret fields: ``SECRET_FIELDS``;
+        the secret key is not among them - it is never in a state)."""
+        rng = self._rng
+        return HEKeyHolderState(
+            version=STATE_VERSION, spec_digest=self.spec_digest, party_id=self.party_id,
+            stage="done" if self.released else "await-aggregate", released=self.released,
+            blamed=tuple(sorted(self.blamed)), attempt=self._attempt, last=self._last,
+            randomness=rng.state() if isinstance(rng, prg.Keystream) else b"",
+        )
+
+    def load_state(self, spec: RoundSpec, state: object) -> None:
+        """Take over ``state`` (checked like a message from another party: this round's spec,
+        the key holder's party id, every field) - on a key holder freshly built for ``spec``
+        from its own key, which has received nothing yet."""
+        if self.released or self._attempt or self.spec_digest != spec.digest:
+            raise ConfigurationError(
+                "a state is loaded only into a key holder freshly built for the same round spec"
+            )
+        checked = check_key_holder_fields(
+            spec, state, probed=self.probe_plan is not None, min_clients=self.min_clients
+        )
+        self.released = checked.released
+        self.blamed = set(checked.blamed)
+        self._attempt = checked.attempt
+        self._last = checked.last
+        self._rng = prg.Keystream.resume(checked.randomness) if checked.randomness else None
