@@ -45,10 +45,16 @@ __all__ = ["ClientStep", "client_step"]
 
 @dataclass(frozen=True)
 class ClientStep:
-    """The replies to send, ``(recipient, message bytes)``, and the state to keep on the node."""
+    """The replies to send, ``(recipient, message bytes)``, and the state to keep on the node.
+
+    ``error`` is set only by :func:`~secureagg.engine.helper.helper_step`, when the helper
+    refused the message (``"<error class>: <text>"``; no replies): the state must be kept all
+    the same, since a refusal can change it (a refused or failed decryption uses up the round).
+    """
 
     replies: tuple[tuple[int, bytes], ...]
     state: bytes
+    error: str = ""
 
 
 def client_step(
@@ -62,8 +68,11 @@ def client_step(
     weight: float | None = None,
     secret: Any = None,
     session_id: bytes | None = None,
+    seed: bytes | None = None,
 ) -> ClientStep:
-    """Deliver one message to client ``client_id``; see the module docstring."""
+    """Deliver one message to client ``client_id``; see the module docstring. ``seed`` (the
+    first message only) seeds the client's randomness, as ``sa.simulate(seed=...)`` does: for
+    tests and comparisons only, never in a private run."""
     spec = spec_from_bytes(spec_bytes, session_id=session_id)
     agg = aggregator_for(spec)
     if state is None:
@@ -71,7 +80,9 @@ def client_step(
             raise ConfigurationError(
                 f"client {client_id}: the first message of a round needs the node's update"
             )
-        client = agg.client_from_spec(spec, client_id, update, weight=weight, secret=secret)
+        client = agg.client_from_spec(
+            spec, client_id, update, weight=weight, secret=secret, seed=seed
+        )
     else:
         client = agg.restore_client(spec, state_from_bytes(state), secret=secret)
         if client.party_id != client_id:

@@ -61,9 +61,11 @@ class Link(Protocol):
 
 @dataclass
 class RoundRecord:
-    """What the server side saw: the transcript, per-stage figures, timeouts and refusals."""
+    """What the server side saw: the transcript (``transcript`` what it received, ``downlink``
+    what it sent), per-stage figures, timeouts and refusals."""
 
     transcript: list[TranscriptEntry] = field(default_factory=list)
+    downlink: list[TranscriptEntry] = field(default_factory=list)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     timed_out: dict[str, list[int]] = field(default_factory=dict)
     late: list[dict[str, Any]] = field(default_factory=list)
@@ -105,6 +107,9 @@ class EngineRound:
         """Send the server's envelopes; ``asked`` maps each ticket to the party it went to."""
         for env in envelopes:
             data = encode(env.message)
+            self.record.downlink.append(
+                transcript_entry(stage, SERVER, env.recipient, data, env.message, self.round_id)
+            )
             figures = self._stage(stage)
             figures["bytes_down"] += len(data)
             figures["messages_down"] += 1

@@ -22,6 +22,8 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent.name != "audit")
 ALLOWED = {
     "dp/ledger.py": "PrivacyAccountant.write_ledger(path) writes a ledger where the user asks",
     "dp/events.py": "JsonLinesSink(path) is an event sink at a path the user chooses",
+    "flower/processes.py": "a local Flower deployment's own files in its work directory "
+    "(FLWR_HOME/config.toml, throwaway TLS certificates, process logs), not a run directory",
 }
 
 _SAVE = {("torch", "save"), ("np", "save"), ("numpy", "save"), ("json", "dump")}
