@@ -49,7 +49,7 @@ from secureagg.cli.common import (
 )
 from secureagg.cli.estimate import estimate_round, limits_from_args
 from secureagg.crypto import labels, prg
-from secureagg.errors import ConfigurationError
+from secureagg.errors import ConfigurationError, MissingDependencyError
 from secureagg.selftest import run_selftest
 from secureagg.transport import SeededRunWarning, derive_sim_seed, simulate
 from secureagg.transport.codec import decode
@@ -254,6 +254,17 @@ def _mode_problems(args: argparse.Namespace) -> list[str]:
             problems.append(f"--epsilon must be a positive number, got {args.epsilon}")
     elif args.quick:
         problems.append("--quick applies only to 'secureagg demo split'")
+    flower = getattr(args, "engine", "local") == "flower"
+    if getattr(args, "tls", False) and not flower:
+        problems.append("--tls applies only with --engine flower")
+    if flower and (split or args.selftest):
+        problems.append("--engine flower runs the federated demo; it does not combine with "
+                        "'split' or --selftest")
+    if flower and args.dropout:
+        problems.append("--dropout simulates dropouts; with --engine flower dropouts are real "
+                        "(a node that misses a stage's deadline), so leave --dropout out")
+    if flower and str(args.workers) not in ("1", "None"):
+        problems.append("--workers applies to the local engine; Flower nodes train themselves")
     if not args.selftest or split:
         given = [
             option
@@ -296,6 +307,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"FAILED: {', '.join(failed)} (run 'secureagg demo --selftest' for details)")
         return EXIT_CHECK_FAILED
 
+    flower = getattr(args, "engine", "local") == "flower"
+    if flower:
+        import importlib.util
+
+        if importlib.util.find_spec("flwr") is None:
+            raise MissingDependencyError("flwr", "flower")
     from secureagg.demos.federated import run_federated_demo
     from secureagg.demos.federated_task import DemoSettings, use_one_thread
 
@@ -303,8 +320,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(
         protocol=args.protocol,
-        clients=args.clients if args.clients is not None else 10,
-        rounds=args.rounds if args.rounds is not None else 20,
+        clients=args.clients if args.clients is not None else (5 if flower else 10),
+        rounds=args.rounds if args.rounds is not None else (8 if flower else 20),
         dropout=args.dropout,
         epsilon=None if args.no_dp else args.epsilon,
         user_noise=args.user_noise,
@@ -320,12 +337,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     run_federated_demo(
         settings,
-        run_dir=_run_dir(args.out, "demo"),
+        run_dir=_run_dir(args.out, "demo-flower" if flower else "demo"),
         quiet=quiet,
         baseline=not args.no_baseline,
         note=note,
         json_summary=bool(args.json),
         started=t_start,
+        engine="flower" if flower else "local",
+        tls=bool(getattr(args, "tls", False)),
     )
     return EXIT_OK
 

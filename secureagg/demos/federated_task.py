@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from secureagg.demos.data import FederatedData, load_digits_federated, make_loaders
 from secureagg.dp.torch_import import require_torch
 from secureagg.errors import ConfigurationError
+from secureagg.fl.deployed import RoundDeployment
 from secureagg.fl.pool import Workers, worker_problems
 from secureagg.fl.privacy import FederatedDP
 from secureagg.fl.records import RoundRecord
@@ -35,7 +36,14 @@ if TYPE_CHECKING:
 else:
     torch = require_torch()
 
-__all__ = ["DemoSettings", "DigitsTask", "digits_task", "run_demo", "use_one_thread"]
+__all__ = [
+    "DemoSettings",
+    "DigitsTask",
+    "build_run",
+    "digits_task",
+    "run_demo",
+    "use_one_thread",
+]
 
 
 def use_one_thread() -> None:
@@ -222,7 +230,7 @@ def digits_task(settings: DemoSettings) -> DigitsTask:
     )
 
 
-def run_demo(
+def build_run(
     settings: DemoSettings,
     task: DigitsTask,
     *,
@@ -230,12 +238,15 @@ def run_demo(
     progress: bool,
     round_summary: Callable[[Mapping[str, Any], int], str] | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
+    deployment: RoundDeployment | None = None,
 ) -> FederatedRun:
-    """Train ``task`` federated with ``settings``; return the finished run."""
+    """The federated run of ``task`` with ``settings``, not started. With ``deployment`` its
+    rounds run where the clients are (``secureagg demo --engine flower``); a node builds the same
+    run to train its own client (:mod:`secureagg.demos.flower_app`)."""
     problems = settings.problems()
     if problems:
         raise ConfigurationError(problems)
-    run = FederatedRun(
+    return FederatedRun(
         task.make_model(),
         train=task.train,
         optimizer=task.optimizer,
@@ -255,8 +266,23 @@ def run_demo(
         progress=progress,
         round_summary=round_summary,
         on_round=on_round,
-        workers=settings.workers,
+        workers=settings.workers if deployment is None else None,
+        deployment=deployment,
     )
+
+
+def run_demo(
+    settings: DemoSettings,
+    task: DigitsTask,
+    *,
+    run_dir: str | os.PathLike[str] | None,
+    progress: bool,
+    round_summary: Callable[[Mapping[str, Any], int], str] | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> FederatedRun:
+    """Train ``task`` federated with ``settings``; return the finished run."""
+    run = build_run(settings, task, run_dir=run_dir, progress=progress,
+                    round_summary=round_summary, on_round=on_round)
     run.run()
     return run
 

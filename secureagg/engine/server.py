@@ -13,7 +13,9 @@ protocol exactly as in the simulator. Below the protocol's threshold the round r
 
 Everything the server receives is recorded as in simulation (kind, sender, stage, size, sha256;
 :func:`secureagg.transport.driver.transcript_entry`), with per-stage wall seconds, bytes, the
-parties that timed out and the refusals.
+server's own compute seconds (``server_seconds``: start, receive and end_stage, the latter for the
+stage it opens), the parties' compute seconds as they report them (``client_seconds_max`` and
+``_total``), the parties that timed out and the refusals.
 
 Threat model: the link is the engine's (Flower: its SuperLink); it authenticates which node an
 answer comes from. Everything in an answer is bytes from another party, decoded strictly.
@@ -45,6 +47,8 @@ class Answer:
     ticket: int
     replies: tuple[tuple[int, bytes], ...] = ()
     error: str = ""
+    #: the seconds the party says it computed for this answer (0 when unknown)
+    compute: float = 0.0
 
 
 class Link(Protocol):
@@ -100,7 +104,8 @@ class EngineRound:
     def _stage(self, stage: str) -> dict[str, float]:
         return self.record.stages.setdefault(
             stage, {"seconds": 0.0, "bytes_up": 0, "bytes_down": 0, "messages_up": 0,
-                    "messages_down": 0}
+                    "messages_down": 0, "server_seconds": 0.0, "client_seconds_max": 0.0,
+                    "client_seconds_total": 0.0}
         )
 
     def _send(self, stage: str, envelopes: list[Envelope], asked: dict[int, int]) -> None:
@@ -130,6 +135,7 @@ class EngineRound:
         self.record.transcript.append(
             transcript_entry(stage, sender, SERVER, data, message, self.round_id)
         )
+        t0 = time.perf_counter()
         try:
             replies = self.server.receive(sender, message)
         except InsufficientSurvivors:
@@ -137,6 +143,8 @@ class EngineRound:
         except ProtocolError as exc:
             self._reject(stage, sender, exc)
             return
+        finally:
+            figures["server_seconds"] += time.perf_counter() - t0
         self._send(stage, replies, asked)
 
     def _reject(self, stage: str, sender: int, exc: Exception) -> None:
@@ -148,10 +156,14 @@ class EngineRound:
         """Run the round to its end; the server's outcome (``InsufficientSurvivors`` below the
         threshold, nothing released)."""
         server = self.server
+        t0 = time.perf_counter()
         out = server.start()
+        started_seconds = time.perf_counter() - t0
         while not server.finished:
             stage = server.stage
             started = self.clock()
+            figures = self._stage(stage)
+            figures["server_seconds"] += started_seconds
             asked: dict[int, int] = {}
             self._send(stage, out, asked)
             until = started + self.deadlines.get(stage, self.default_deadline)
@@ -163,6 +175,9 @@ class EngineRound:
                         )
                         continue
                     del asked[answer.ticket]
+                    figures["client_seconds_max"] = max(figures["client_seconds_max"],
+                                                        answer.compute)
+                    figures["client_seconds_total"] += answer.compute
                     if answer.error:
                         self.record.failed.append(
                             {"stage": stage, "party": answer.party, "error": answer.error}
@@ -178,6 +193,8 @@ class EngineRound:
                         self._receive(stage, answer.party, data, asked)
             if asked:
                 self.record.timed_out[stage] = sorted(set(asked.values()))
-            self._stage(stage)["seconds"] += self.clock() - started
+            figures["seconds"] += self.clock() - started
+            t0 = time.perf_counter()
             out = server.end_stage()
+            started_seconds = time.perf_counter() - t0  # counted for the stage it opens
         return server.result()

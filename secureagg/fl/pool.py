@@ -80,6 +80,7 @@ __all__ = [
     "Workers",
     "default_start_method",
     "resolve_workers",
+    "train_captured",
     "worker_problems",
 ]
 
@@ -205,6 +206,13 @@ def _train_in_worker(client: int) -> TrainedClient:
     trainer = _TRAINER
     if trainer is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("the worker has no round to train")
+    return train_captured(trainer, client)
+
+
+def train_captured(trainer: RoundTrainer, client: int) -> TrainedClient:
+    """Train ``client`` and capture the privacy events of its DP-SGD steps, for a parent that
+    re-emits them (:meth:`TrainedClient.absorb_into`): a pool worker, or a deployed node
+    (:mod:`secureagg.fl.deployed`)."""
     privacy = trainer.privacy
     if privacy is None:
         return TrainedClient(outcome=trainer(client))

@@ -31,7 +31,8 @@ import numpy as np
 from secureagg.dp.torch_import import require_torch
 from secureagg.errors import InvalidInputError, PrivacyBudgetExceeded, ProtocolError
 from secureagg.fl import records, schedule
-from secureagg.fl.client import ClientOutcome, local_phase
+from secureagg.fl.client import ClientOutcome, LocalPhase, local_phase
+from secureagg.fl.deployed import RoundDeployment, deployed_round
 from secureagg.fl.pool import RoundTrainer, outcomes_in_order
 from secureagg.fl.progress import Progress
 from secureagg.fl.records import RoundRecord
@@ -51,6 +52,9 @@ class RoundLoop(RunPersistence):
     """Runs the rounds of a federated run (see the module docstring)."""
 
     stopped: str | None
+    #: Where the clients train and the round runs when they are elsewhere (an engine, e.g.
+    #: :class:`secureagg.flower.federated.FlowerDeployment`); ``None``: in this process.
+    deployment: RoundDeployment | None = None
 
     # ------------------------------------------------------------------ privacy hooks (DP layer)
 
@@ -159,6 +163,23 @@ class RoundLoop(RunPersistence):
                 return True, ""
             return self.privacy.client_allowed(cid, self.client_loaders[cid])
 
+        seed = schedule.simulation_seed(self.seed, r) if self.seed is not None else None
+        if self.deployment is not None:  # the clients train on their own nodes, elsewhere
+            deployed = deployed_round(
+                self, round_number=r, plan=plan, agg=agg, global_state=global_state,
+                allowed=allowed, seed=seed,
+            )
+            if progress is not None:
+                for _ in deployed.phase.outcomes:
+                    progress.client_done()
+            if isinstance(deployed.partial, PrivacyBudgetExceeded):
+                self.stopped = f"user-level privacy budget reached in round {r}"
+            return self._settle(
+                r=r, plan=plan, global_state=global_state, t_round=t_round, phase=deployed.phase,
+                res=deployed.result, abort_error=deployed.error, partial=deployed.partial,
+                agg_wall=deployed.seconds,
+            )
+
         train_one: Callable[[int], ClientOutcome] = trainer
         tick = progress.client_done if progress is not None else None
         if self.pool is not None:
@@ -187,7 +208,48 @@ class RoundLoop(RunPersistence):
             placeholder=np.zeros(self.codec.size, dtype=self.codec.dtype),
             uniform=self.weighting == "uniform",
         )
-        updates, weights, silent = phase.updates, phase.weights, phase.silent
+        t_agg = time.perf_counter()
+        res: SimulationResult | None = None
+        abort_error: str | None = None
+        partial: Any = None
+        if not _all_raised(phase):  # otherwise _settle records the round and raises
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SeededRunWarning)
+                try:
+                    res = simulate(
+                        agg,
+                        phase.updates,
+                        weights=phase.weights if self.weighting == "examples" else None,
+                        dropouts=phase.silent,
+                        seed=seed,
+                        round_id=r,
+                        keep_raw=self.keep_raw,
+                    )
+                except (ProtocolError, PrivacyBudgetExceeded) as exc:
+                    abort_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                    partial = exc
+                    if isinstance(exc, PrivacyBudgetExceeded):
+                        self.stopped = f"user-level privacy budget reached in round {r}"
+        return self._settle(
+            r=r, plan=plan, global_state=global_state, t_round=t_round, phase=phase, res=res,
+            abort_error=abort_error, partial=partial, agg_wall=time.perf_counter() - t_agg,
+        )
+
+    def _settle(
+        self,
+        *,
+        r: int,
+        plan: RoundSchedule,
+        global_state: dict[str, Any],
+        t_round: float,
+        phase: LocalPhase,
+        res: SimulationResult | None,
+        abort_error: str | None,
+        partial: Any,
+        agg_wall: float,
+    ) -> RoundRecord:
+        """The round after its aggregation: abort, or apply the FedAvg step; evaluate; commit."""
+        silent = phase.silent
         outcomes, failures = phase.outcomes, phase.failures
         stragglers, train_seconds = phase.stragglers, phase.train_seconds
 
@@ -200,10 +262,9 @@ class RoundLoop(RunPersistence):
             )
 
         trained = [o for o in outcomes if not o.failed]
-        raised = [f for f in failures if f["stage"] == "train"]
-        if outcomes and not trained and len(raised) == len(outcomes):
+        if _all_raised(phase):
             # every client's train raised: almost surely a bug in the user's function
-            note = raised[0]["error"]
+            note = next(f["error"] for f in failures if f["stage"] == "train")
             entry = records.aborted_entry(
                 draft(), error=f"every client failed in train ({note})", result=None,
                 privacy=self.privacy_for_round([]),
@@ -214,29 +275,6 @@ class RoundLoop(RunPersistence):
                 "The round was recorded as aborted and the global model is unchanged."
             )
 
-        seed = schedule.simulation_seed(self.seed, r) if self.seed is not None else None
-        t_agg = time.perf_counter()
-        res: SimulationResult | None = None
-        abort_error: str | None = None
-        partial: Any = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SeededRunWarning)
-            try:
-                res = simulate(
-                    agg,
-                    updates,
-                    weights=weights if self.weighting == "examples" else None,
-                    dropouts=silent,
-                    seed=seed,
-                    round_id=r,
-                    keep_raw=self.keep_raw,
-                )
-            except (ProtocolError, PrivacyBudgetExceeded) as exc:
-                abort_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-                partial = exc
-                if isinstance(exc, PrivacyBudgetExceeded):
-                    self.stopped = f"user-level privacy budget reached in round {r}"
-        agg_wall = time.perf_counter() - t_agg
         if self.privacy is not None:
             self.privacy.flush()
 
@@ -298,3 +336,10 @@ class RoundLoop(RunPersistence):
         finally:
             self.model.train(was_training)
         return metrics, error, time.perf_counter() - t0
+
+
+def _all_raised(phase: LocalPhase) -> bool:
+    """Whether every sampled client that trained failed in the user's ``train`` itself."""
+    trained = [o for o in phase.outcomes if not o.failed]
+    raised = [f for f in phase.failures if f["stage"] == "train"]
+    return bool(phase.outcomes) and not trained and len(raised) == len(phase.outcomes)

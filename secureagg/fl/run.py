@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from secureagg.errors import ConfigurationError
 from secureagg.fl import records, run_arguments, schedule
+from secureagg.fl.deployed import RoundDeployment
 from secureagg.fl.model_state import BufferPolicy, StateCodec
 from secureagg.fl.pool import ClientPool, Workers, resolve_workers, worker_problems
 from secureagg.fl.privacy import FederatedDP, PrivacyController
@@ -102,6 +103,9 @@ class FederatedRun(RoundLoop):
     trust domain: only the user's own objects go to the workers (inherited by ``fork`` on Linux,
     pickled with ``spawn`` elsewhere, which needs module-level ``train``/optimizer functions); no
     party's wire message is unpickled. A seeded run gives the same model with any ``workers``.
+    ``deployment`` runs the rounds where the clients are (:mod:`secureagg.fl.deployed`; e.g.
+    :class:`secureagg.flower.federated.FlowerDeployment` on Flower): each sampled client trains on
+    its own node with this run's code, and only the aggregate comes back.
     ``torch_threads`` is torch's intra-op thread count while the run trains and evaluates (restored
     afterwards): 1 by default, because federated models are usually small and several threads per
     client thrash on shared cores (the docs' digits example: 5.2 s on one thread, 133 s with torch's
@@ -138,6 +142,7 @@ class FederatedRun(RoundLoop):
         on_round: Callable[[RoundRecord], None] | None = None,
         workers: Workers = None,
         torch_threads: int | None = 1,
+        deployment: RoundDeployment | None = None,
     ) -> None:
         problems = worker_problems(workers) + run_arguments.argument_problems(
             model=model, train=train, client_loaders=client_loaders, evaluate=evaluate,
@@ -151,6 +156,7 @@ class FederatedRun(RoundLoop):
             raise ConfigurationError(problems)
         num_clients = len(client_loaders)
 
+        self.deployment = deployment
         self.model = model
         self.train = train
         self.client_loaders = list(client_loaders)

@@ -158,8 +158,10 @@ class FlowerLink:
                 raise MalformedMessage("recipients and messages differ in length")
         except (MalformedMessage, AttributeError, TypeError) as exc:
             return Answer(party=party, ticket=ticket, error=f"malformed reply: {exc}")
-        return Answer(party=party, ticket=ticket, replies=tuple(zip(recipients, messages,
-                                                                    strict=True)))
+        compute = record.get("compute", 0.0)
+        return Answer(party=party, ticket=ticket,
+                      replies=tuple(zip(recipients, messages, strict=True)),
+                      compute=float(compute) if isinstance(compute, float) else 0.0)
 
     def outstanding(self) -> int:
         """Messages sent whose answer has not come (yet)."""

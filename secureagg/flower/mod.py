@@ -28,6 +28,7 @@ sees a dropout.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -218,7 +219,9 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
             )
         received = _received_weights(message.content)
         del message.content.config_records[records.RECORD]
+        t_train = time.perf_counter()
         reply = call_next(message, context)
+        train_seconds = time.perf_counter() - t_train
         if reply.has_error():
             raise ConfigurationError(f"the train function failed: {reply.error.reason}")
         update, examples, report = _own_update(reply)
@@ -228,7 +231,8 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
                 raise ConfigurationError("the train function returned arrays of other shapes")
             update = [t - r for t, r in zip(trained, received, strict=True)]
         elif update is None:  # the node's training failed: say why, take no part
-            return {"recipients": [], "messages": [], "report": report}
+            return {"recipients": [], "messages": [], "report": report,
+                    "train_seconds": train_seconds}
         step = client_step(
             spec_bytes, None, sender, data, client_id=party, update=update,
             weight=examples if spec.weighted else None, secret=_identity(context),
@@ -238,7 +242,8 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
                       "party": party, "state": step.state})
         _save(context, state)
         out: dict[str, Any] = {"recipients": [r for r, _ in step.replies],
-                               "messages": [m for _, m in step.replies]}
+                               "messages": [m for _, m in step.replies],
+                               "train_seconds": train_seconds}
         if report:
             out["report"] = report
         return out
@@ -270,12 +275,16 @@ def secureagg_mod(message: Any, context: Any, call_next: Callable[..., Any]) -> 
                 "this node sends its update only through secure aggregation (secureagg_mod); "
                 "the server sent a plain train message")), reply_to=message)
         return call_next(message, context)
+    t0 = time.perf_counter()
     try:
         kind = records.field(record, "kind", str)
         if kind == records.HELLO:
             out = _hello(record, context)
         elif kind == records.STEP:
             out = _step(message, record, context, call_next)
+            # our own compute (the protocol step; not the user's training): what a benchmark
+            # separates from the engine's polling and process start
+            out["compute"] = time.perf_counter() - t0 - out.pop("train_seconds", 0.0)
         else:
             raise MalformedMessage(f"unknown kind {kind!r}")
     except SecureAggError as exc:
