@@ -338,6 +338,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dir", default=None, help="benchmark directory to list")
     bench.set_defaults(handler=_cmd_bench)
 
+    flower = sub.add_parser(
+        "flower",
+        help="tools for a Flower deployment (identity keys for malicious mode)",
+        description=_wrap(
+            "'keygen PATH' writes a fresh Ed25519 identity key for one SuperNode to PATH "
+            "(PKCS#8 PEM, mode 0600, never overwriting) and prints its public key (hex) for the "
+            "server's file of admitted nodes. Name the key in the node's config: "
+            "secureagg-identity-key = PATH in its node config. See docs/flower.md."
+        ),
+        formatter_class=fmt,
+        epilog="example:\n  secureagg flower keygen /etc/secureagg/node.pem >> admitted.txt",
+    )
+    flower.add_argument("action", choices=["keygen"], help="what to do")
+    flower.add_argument("path", metavar="PATH", help="where to write the private key")
+    flower.set_defaults(handler=_cmd_flower)
+
     audit = sub.add_parser(
         "audit",
         help="summarise and cross-check a run directory",
@@ -355,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print one JSON object")
     audit.set_defaults(handler=_cmd_audit)
     return parser
+
+
+def _cmd_flower(args: argparse.Namespace) -> int:
+    from secureagg.flower.identity import write_identity_key
+
+    print(write_identity_key(args.path).hex())
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -217,36 +217,26 @@ def run_federated_demo(
                               "run_dir": str(run_dir), "seeded": settings.run_seed is not None,
                               "seed": settings.run_seed, "threat_model_note": note, **secure}
     report["engine"] = engine
+    def compare(other: DemoSettings, folder: str, key: str, what: str) -> dict[str, Any]:
+        say(f"\n{what}, {settings.rounds} rounds ...")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SeededRunWarning)
+            other_run = run_demo(other, task, run_dir=run_dir / folder, progress=not quiet,
+                                 round_summary=lambda entry, total: "")
+        summary = _summary(other_run.history)
+        report[key] = summary
+        if secure["final_accuracy"] is not None and summary["final_accuracy"] is not None:
+            report["accuracy_difference_pp"] = 100 * (
+                secure["final_accuracy"] - summary["final_accuracy"]
+            )
+        return summary
+
     if baseline and engine == "flower":
-        say(f"\nthe same settings in this process (no Flower), {settings.rounds} rounds ...")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SeededRunWarning)
-            local_run = run_demo(
-                settings, task, run_dir=run_dir / "in-process", progress=not quiet,
-                round_summary=lambda entry, total: "",
-            )
-        local = _summary(local_run.history)
-        report["in_process"] = local
-        if secure["final_accuracy"] is not None and local["final_accuracy"] is not None:
-            report["accuracy_difference_pp"] = 100 * (
-                secure["final_accuracy"] - local["final_accuracy"]
-            )
+        compare(settings, "in-process", "in_process",
+                "the same settings in this process (no Flower)")
     elif baseline and settings.protocol != "plain":
-        base_settings = baseline_settings(settings)
-        say(f"\nplaintext FedAvg on the same split (no secure aggregation, no DP), "
-            f"{settings.rounds} rounds ...")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SeededRunWarning)
-            plain_run = run_demo(
-                base_settings, task, run_dir=run_dir / "baseline-plain", progress=not quiet,
-                round_summary=lambda entry, total: "",
-            )
-        base = _summary(plain_run.history)
-        report["baseline"] = base
-        if secure["final_accuracy"] is not None and base["final_accuracy"] is not None:
-            report["accuracy_difference_pp"] = 100 * (
-                secure["final_accuracy"] - base["final_accuracy"]
-            )
+        base = compare(baseline_settings(settings), "baseline-plain", "baseline",
+                       "plaintext FedAvg on the same split (no secure aggregation, no DP)")
         if base["round_seconds_median"]:
             report["round_time_ratio"] = (
                 secure["round_seconds_median"] / base["round_seconds_median"]

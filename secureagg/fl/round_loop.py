@@ -82,6 +82,15 @@ class RoundLoop(RunPersistence):
 
     # ---------------------------------------------------------------------------- the loop
 
+    @property
+    def torch_seed_source(self) -> bytes | int | None:
+        """What each (round, client)'s torch seed derives from (``None``: unseeded training)."""
+        return self._torch_seed_source
+
+    def threads(self) -> Any:
+        """A context: torch on the run's ``torch_threads`` (for a node training one client)."""
+        return self._threads()
+
     @contextmanager
     def _threads(self) -> Iterator[None]:
         """torch on ``torch_threads`` intra-op threads for the duration (then restored)."""

@@ -162,9 +162,9 @@ def node_trainer(build: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
             global_state={k: v.detach().clone() for k, v in run.model.state_dict().items()},
             codec=run.codec, train=run.train, loaders=run.client_loaders, weights=run.weights,
             optimizer_factory=run.optimizer_factory, privacy=run.privacy,
-            torch_seed_source=run._torch_seed_source,
+            torch_seed_source=run.torch_seed_source,
         )
-        with run._threads():
+        with run.threads():
             trained = train_captured(trainer, client)
         content = RecordDict({REPORT: ConfigRecord({
             "report": report_to_json(trained), "weight": float(trained.outcome.weight)})})

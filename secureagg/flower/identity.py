@@ -7,9 +7,13 @@ swap keys between them. On Flower the key is a file on the SuperNode, named by t
 
 - a PKCS#8 PEM Ed25519 private key (``secureagg flower keygen`` / :func:`write_identity_key`
   writes one, with mode 0600, and prints the public key to register with the server), or
-- an OpenSSH Ed25519 private key, such as the key a SuperNode already authenticates to the
-  SuperLink with (``--auth-supernode-private-key``), so one key is both the node's Flower
-  identity and its SecAgg+ identity.
+- an OpenSSH Ed25519 private key (``ssh-keygen -t ed25519 -N "" -f key``).
+
+This key is not Flower's node-authentication key: Flower 1.42 authenticates SuperNodes to the
+SuperLink with ECDSA keys (``--auth-supernode-private-key``, registered with ``flwr supernode
+register``), which decide which machines may connect at all. Our Ed25519 identity decides which
+client a signed key advertisement comes from inside a round, so that not even the SuperLink's
+operator can swap it. A deployment in malicious mode uses both (``docs/flower.md``).
 
 The operator lists the public keys of the nodes it admits (one hex or ``ssh-ed25519`` line each)
 in the file the server is given (``identities=``); a node whose key is not listed is not admitted

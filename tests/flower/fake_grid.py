@@ -47,6 +47,11 @@ class FakeGrid:
         self.delivered: list[tuple[int, Message]] = []
         self._count = 0
 
+    @staticmethod
+    def copy_message(message: Message) -> Message:
+        """A copy of ``message`` as a node would receive it (through Flower's serialisation)."""
+        return _roundtrip(message)
+
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 

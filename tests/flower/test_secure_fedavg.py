@@ -241,3 +241,32 @@ def test_dp_rounds_compose_in_one_accountant(protocol: str, option: dict[str, An
               for e in strategy.rounds]
     assert rounds == [1, 2], rounds
     assert 0 < eps[0] < eps[1]
+
+
+@pytest.mark.parametrize("protocol", ["plain", "secagg"])
+def test_the_other_protocols_release_the_weighted_mean(protocol: str) -> None:
+    grid = FakeGrid(secure_app.client_app, _nodes(4))
+    options = {} if protocol == "plain" else {"clip": 1.0, "max_weight": 16}
+    strategy, arrays = _run(grid, protocol, rounds=1, options=options)
+    assert strategy.rounds[0]["status"] == "ok", strategy.rounds[0]
+    expected = _expected(grid, strategy)
+    np.testing.assert_allclose(arrays["b"], expected[1], atol=1e-6)
+
+
+def test_a_refused_step_ends_the_nodes_part_in_the_round() -> None:
+    """After the node refuses a message, its stored state is gone: a later message of the same
+    round is not answered from the state it had before the refusal."""
+    grid = FakeGrid(secure_app.client_app, _nodes(3))
+    _run(grid, rounds=1, min_train_nodes=3)
+    node, later = next((n, msg) for n, msg in grid.delivered
+                       if msg.content.config_records.get("secureagg", {}).get("kind") == "step"
+                       and "spec" not in msg.content.config_records["secureagg"])
+    context = grid.contexts[node]
+    assert context.state.config_records["secureagg.state"]["state"]  # what the round left
+    bad = FakeGrid.copy_message(later)
+    bad.content.config_records["secureagg"]["message"] = b"SAGG-not-a-message"
+    reply = secureagg_mod(bad, context, lambda m, c: pytest.fail("no training"))
+    assert reply.has_error()
+    again = secureagg_mod(FakeGrid.copy_message(later), context,
+                          lambda m, c: pytest.fail("no training"))
+    assert again.has_error() and "no round in progress" in again.error.reason
