@@ -30,12 +30,17 @@ from secureagg.errors import MalformedMessage
 
 __all__ = [
     "HELLO",
+    "IDENTITY_KEY",
     "KEY_HOLDER_ROLE",
     "RECORD",
     "ROLE_KEY",
     "STEP",
+    "bytes_list",
     "field",
+    "hello",
     "int_field",
+    "int_list",
+    "step",
 ]
 
 RECORD = "secureagg"
@@ -46,6 +51,29 @@ ROLE_KEY = "secureagg-role"
 KEY_HOLDER_ROLE = "key-holder"
 #: The node-config key naming the node's Ed25519 identity key file (malicious mode).
 IDENTITY_KEY = "secureagg-identity-key"
+
+
+def hello(*, keygen: bool = False, session: bytes = b"", round_id: int = 0, protocol: str = "",
+          options: str = "", num_clients: int = 0) -> dict[str, Any]:
+    """A ``hello`` record; with ``keygen`` (to the key-holder node) it carries the round."""
+    out: dict[str, Any] = {"kind": HELLO, "keygen": keygen}
+    if keygen:
+        out.update(session=session, round=round_id, protocol=protocol, options=options,
+                   num_clients=num_clients)
+    return out
+
+
+def step(*, party: int, sender: int, message: bytes, digest: bytes, spec: bytes | None = None,
+         seed: bytes | None = None) -> dict[str, Any]:
+    """A ``step`` record: one protocol message to ``party``; ``spec`` on its first step of a
+    round, ``seed`` only in a seeded (NOT private) run."""
+    out: dict[str, Any] = {"kind": STEP, "party": party, "sender": sender, "message": message,
+                           "digest": digest}
+    if spec is not None:
+        out["spec"] = spec
+    if seed is not None:
+        out["seed"] = seed
+    return out
 
 
 def field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

@@ -180,8 +180,8 @@ class SecureRounds:
         while True:
             new = [n for n in self.grid.get_node_ids() if n not in self.nodes]
             if new:
-                answers = self._ask(new, lambda _p: {"kind": records.HELLO, "keygen": False},
-                                    self.stage_deadline, "hello")
+                answers = self._ask(new, lambda _p: records.hello(), self.stage_deadline,
+                                    "hello")
                 for node, answer in answers.items():
                     if not isinstance(answer, str):
                         partition = answer.get("partition", -1)
@@ -267,11 +267,11 @@ class SecureRounds:
                 )
             t_key = time.perf_counter()
             options = canonical_json(agg.spec_options())
-            answer = self._ask(key_holders, lambda _p: {
-                "kind": records.HELLO, "keygen": True, "session": session,
-                "round": round_id, "protocol": agg.protocol, "options": options,
-                "num_clients": len(nodes)}, self.stage_deadline, f"{round_id}-key").get(
-                key_holders[0], "no answer")
+            keygen = records.hello(keygen=True, session=session, round_id=round_id,
+                                   protocol=agg.protocol, options=options,
+                                   num_clients=len(nodes))
+            answer = self._ask(key_holders, lambda _p: keygen, self.stage_deadline,
+                               f"{round_id}-key").get(key_holders[0], "no answer")
             seconds["key"] = time.perf_counter() - t_key
             if isinstance(answer, str) or not answer.get("public"):
                 raise ConfigurationError(f"the key holder gave no key for round {round_id}: "
@@ -286,15 +286,10 @@ class SecureRounds:
         from flwr.app import ConfigRecord, RecordDict
 
         def content(party: int, sender: int, data: bytes, first: bool) -> Any:
-            ours: dict[str, Any] = {"kind": records.STEP, "party": party, "sender": sender,
-                                    "message": data, "digest": spec.digest}
-            body = RecordDict()
-            if first:
-                ours["spec"] = spec_bytes
-                if seed is not None:
-                    ours["seed"] = seed
-                if party != KEY_HOLDER:
-                    body = train_content(party)
+            ours = records.step(party=party, sender=sender, message=data, digest=spec.digest,
+                                spec=spec_bytes if first else None,
+                                seed=seed if first else None)
+            body = train_content(party) if first and party != KEY_HOLDER else RecordDict()
             body.config_records[records.RECORD] = ConfigRecord(ours)
             return body
 
