@@ -7,7 +7,7 @@ asks every node its partition (a ``query`` message, passed through by the mod), 
 ``rounds`` rounds and writes the node->partition map, every round's record and every round's
 global arrays to ``result-path``.
 
-Faults, from the node config ``fault`` (with ``fault-round``, default 1):
+Faults, from the node config ``fault`` (with ``fault-round``, default 1; 0: every round):
 - ``kill-at=K``: at the K-th protocol step of that round, write ``<fault-dir>/<partition>.kill``
   and sleep: the test then SIGKILLs this node;
 - ``garbage``: every protocol reply of that round is replaced by random bytes;
@@ -45,7 +45,7 @@ def fault_mod(message: Message, context: Context, call_next: Any) -> Message:
     if "spec" in record:
         seen = {"round": int(str(message.metadata.group_id)), "steps": 0}
     seen["steps"] = int(seen.get("steps", 0)) + 1
-    active = int(seen.get("round", -1)) == spec_round
+    active = spec_round == 0 or int(seen.get("round", -1)) == spec_round
     if active and fault.startswith("kill-at=") and seen["steps"] == int(fault.split("=")[1]):
         context.state.config_records["fault"] = ConfigRecord(seen)
         marker = Path(str(context.node_config["fault-dir"])) / (
