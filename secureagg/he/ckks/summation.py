@@ -149,21 +149,23 @@ class CkksAccumulator(Accumulator):
                 else:
                     running.add_(vec)  # in place (SEAL add_inplace)
                 added += 1
+            out: list[bytes] = []
+            masks = () if probe is None else probe.masks
+            for g, current in enumerate(probes if probe is not None else ()):
+                if current is None:  # pragma: no cover - every group has at least one chunk
+                    raise ConfigurationError("empty probe group")
+                for layer in np.asarray(masks[g], dtype=np.float64).reshape(-1, groups[g][0]):
+                    current.add_plain_(layer.tolist())
+                out.append(current.serialize())
         except MalformedMessage:
             self._roll_back(ciphertexts, added)
             raise
+        except (ValueError, RuntimeError, TypeError) as exc:
+            # SEAL refusing an operation on what passed parsing (a fuzzed scale the probe's mask
+            # cannot be added at): the upload is refused and its chunks taken out again
+            self._roll_back(ciphertexts, added)
+            raise MalformedMessage(f"the upload cannot be added: {exc}") from None
         self._count += 1
-        if probe is None:
-            return ()
-        out: list[bytes] = []
-        for g, current in enumerate(probes):
-            if current is None:  # pragma: no cover - every group has at least one chunk
-                raise ConfigurationError("empty probe group")
-            for layer in np.asarray(probe.masks[g], dtype=np.float64).reshape(
-                -1, groups[g][0]
-            ):
-                current.add_plain_(layer.tolist())
-            out.append(current.serialize())
         return tuple(out)
 
     def _roll_back(self, ciphertexts: Sequence[bytes | memoryview], added: int) -> None:
