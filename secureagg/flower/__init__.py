@@ -13,6 +13,8 @@ The two-line change for an existing Flower app (``docs/flower.md``)::
 - :class:`SecureFedAvg` (:mod:`secureagg.flower.strategy`): the server side for the
   ``flwr.serverapp`` API; :class:`SecureRounds` (:mod:`secureagg.flower.server`) is one round over
   a Grid, with a deadline per stage.
+- :class:`SecureAggWorkflow` (:mod:`secureagg.flower.workflow`): the same rounds as the fit workflow
+  of Flower's legacy ``DefaultWorkflow(fit_workflow=...)``, in place of ``SecAggPlusWorkflow``.
 - :class:`FlowerLink` (:mod:`secureagg.flower.link`): the engine link over Flower's Grid.
 - :class:`Deployment` (:mod:`secureagg.flower.processes`): a SuperLink and SuperNodes as real
   processes on 127.0.0.1, for the demo, the tests and the benchmark.
@@ -25,7 +27,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Deployment", "FlowerLink", "SecureFedAvg", "SecureRounds", "secureagg_mod"]
+__all__ = [
+    "Deployment",
+    "FlowerLink",
+    "SecureAggWorkflow",
+    "SecureFedAvg",
+    "SecureRounds",
+    "secureagg_mod",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -38,6 +47,10 @@ def __getattr__(name: str) -> Any:
         from secureagg.flower.strategy import SecureFedAvg
 
         return SecureFedAvg
+    if name == "SecureAggWorkflow":
+        from secureagg.flower.workflow import SecureAggWorkflow
+
+        return SecureAggWorkflow
     if name == "SecureRounds":
         from secureagg.flower.server import SecureRounds
 

@@ -129,7 +129,8 @@ def _trained(reply: Any) -> tuple[list[npt.NDArray[Any]], float | None]:
         metrics = content.metric_records.get("metrics")
         examples = None if metrics is None else metrics.get("num-examples")
         return weights, None if examples is None else float(examples)
-    from flwr.common import compat, parameters_to_ndarrays
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.common import parameters_to_ndarrays
 
     fitres = compat.recorddict_to_fitres(content, keep_input=True)
     arrays = parameters_to_ndarrays(fitres.parameters)
@@ -155,7 +156,8 @@ def _own_update(reply: Any) -> tuple[list[npt.NDArray[Any]] | None, float | None
 def _received_weights(content: Any) -> list[npt.NDArray[Any]]:
     if "arrays" in content.array_records:
         return _weights(content)
-    from flwr.common import compat, parameters_to_ndarrays
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.common import parameters_to_ndarrays
 
     fitins = compat.recorddict_to_fitins(content, keep_input=True)
     return [np.asarray(a, dtype=np.float64) for a in parameters_to_ndarrays(fitins.parameters)]

@@ -124,7 +124,9 @@ class SecureRounds:
         self.needs_key_holder = False
         self.malicious = False
         if protocol is not None:
-            self._note(self.aggregator(max(self.min_nodes, 2)))
+            # an aggregator only to learn the round's kind (HE key holder? malicious?): built
+            # for enough clients that every protocol has secure parameters for it
+            self._note(self.aggregator(max(self.min_nodes, 16)))
 
     def _note(self, agg: RoundFactory) -> None:
         """Whether rounds of ``agg`` need a key-holder node, and identity keys (malicious)."""
@@ -279,10 +281,16 @@ class SecureRounds:
             public[KEY_HOLDER] = bytes(answer["public"])
             parties[KEY_HOLDER] = key_holders[0]
         weighted = self.weighted if weighted is None else weighted
-        spec = agg.round_spec(shapes=shapes, weighted=weighted, session_id=session,
-                              round_id=round_id, public_keys=public or None)
-        spec_bytes = spec_to_bytes(spec)
-        server = agg.server_from_spec(spec, seed=seed)
+        try:
+            spec = agg.round_spec(shapes=shapes, weighted=weighted, session_id=session,
+                                  round_id=round_id, public_keys=public or None)
+            spec_bytes = spec_to_bytes(spec)
+            server = agg.server_from_spec(spec, seed=seed)
+        except SecureAggError as exc:  # e.g. the privacy budget refuses the round: nothing sent
+            seconds["round"] = time.perf_counter() - t0
+            return RoundOutcome(round_id, None, parties, RoundRecord(),
+                                f"{type(exc).__name__}: {' '.join(str(exc).split())}", seconds,
+                                exception=exc, parameters=dict(agg.parameters()))
         from flwr.app import ConfigRecord, RecordDict
 
         def content(party: int, sender: int, data: bytes, first: bool) -> Any:

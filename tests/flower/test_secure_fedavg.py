@@ -270,3 +270,22 @@ def test_a_refused_step_ends_the_nodes_part_in_the_round() -> None:
     again = secureagg_mod(FakeGrid.copy_message(later), context,
                           lambda m, c: pytest.fail("no training"))
     assert again.has_error() and "no round in progress" in again.error.reason
+
+
+def test_secagg_plus_with_the_default_minimum_of_two_nodes() -> None:
+    grid = FakeGrid(secure_app.client_app, _nodes(3))
+    strategy, arrays = _run(grid, rounds=1, min_train_nodes=2)
+    assert strategy.rounds[0]["status"] == "ok" and strategy.rounds[0]["clients"] == 3
+    np.testing.assert_allclose(arrays["b"], _expected(grid, strategy)[1], atol=1e-6)
+
+
+def test_a_round_the_privacy_budget_refuses_sends_nothing_and_stops_the_run() -> None:
+    grid = FakeGrid(secure_app.client_app, _nodes(4))
+    option = {"distributed_dp": {"l2_clip": 1.0, "noise_multiplier": 0.5, "dimension": 12}}
+    strategy, arrays = _run(grid, rounds=3, options=option, weighted=False, max_epsilon=1e-3)
+    (entry,) = strategy.rounds
+    assert entry["status"] == "aborted" and "PrivacyBudgetExceeded" in entry["error"]
+    assert entry.get("stopped")
+    assert not [m for _, m in grid.delivered if "spec" in m.content.config_records.get(
+        "secureagg", {})]
+    assert np.all(arrays["w"] == 0)
