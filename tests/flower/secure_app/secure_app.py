@@ -111,9 +111,18 @@ def _partitions(grid: Grid, wanted: int) -> dict[str, int]:
             for r in replies if not r.has_error()}
 
 
+DEFAULTS: dict[str, Any] = {
+    "result-path": "", "run-dir": "", "protocol": "secagg+", "options": "{}", "rounds": 2,
+    "dim": 6, "weighted": True, "train-deadline": 60.0, "stage-deadline": 20.0, "min-nodes": 3,
+    "identities": "",
+}
+
+
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = context.run_config
+    # pyproject.toml's [tool.flwr.app.config] under `flwr run`; these defaults under
+    # flwr.simulation.run_simulation, which reads no pyproject
+    cfg = {**DEFAULTS, **dict(context.run_config)}
     options = json.loads(str(cfg["options"]))
     identities = read_allowed_keys(str(cfg["identities"])) if cfg["identities"] else None
     parts = _partitions(grid, int(cfg["min-nodes"]))
@@ -135,6 +144,13 @@ def main(grid: Grid, context: Context) -> None:
 
     strategy.start(grid=grid, initial_arrays=initial, num_rounds=int(cfg["rounds"]),
                    evaluate_fn=evaluate)
-    Path(str(cfg["result-path"])).write_text(json.dumps({
-        "partitions": parts, "rounds": strategy.rounds, "arrays": history,
-    }, default=str), encoding="utf-8")
+    result = {"partitions": parts, "rounds": strategy.rounds, "arrays": history}
+    if cfg["result-path"]:
+        Path(str(cfg["result-path"])).write_text(json.dumps(result, default=str),
+                                                 encoding="utf-8")
+    LAST_RESULT.clear()
+    LAST_RESULT.update(result)
+
+
+#: The last run's result in this process (what an in-process simulation reads back).
+LAST_RESULT: dict[str, Any] = {}
