@@ -102,6 +102,12 @@ _CASES: list[tuple[str, list[str], str, dict[str, str] | None]] = [
     ("demo-seed-negative", ["demo", "--seed", "-1", "--no-dp"],
      "--seed must be a non-negative integer", None),
     ("demo-seed-text", ["demo", "--seed", "x"], "invalid int value", None),
+    ("demo-tls-without-flower", ["demo", "--tls", "--no-dp"], "--tls applies only", None),
+    ("demo-flower-split", ["demo", "split", "--engine", "flower"], "--engine flower runs", None),
+    ("demo-flower-dropout", ["demo", "--engine", "flower", "--dropout", "0.1"],
+     "dropouts are real", None),
+    ("demo-engine-bogus", ["demo", "--engine", "ray"], "invalid choice", None),
+    ("flower-keygen-exists", ["flower", "keygen", "{file}"], "never overwritten", None),
     ("demo-out-empty", ["demo", "--out", "", "--no-dp"], "--out must not be empty", None),
     ("demo-out-is-a-file", ["demo", "--out", "{file}", "--no-dp"], "is not a directory", None),
     ("demo-selftest-dim-zero", ["demo", "--selftest", "--dim", "0", "--clients", "5"],
@@ -232,3 +238,14 @@ def test_bad_input_ends_in_one_error_line_and_nonzero_exit(
     assert needle in captured.err, captured.err
     # The last line says what went wrong, once (argparse prints its usage line before it).
     assert captured.err.strip().splitlines()[-1].startswith(("secureagg", "usage")), captured.err
+
+
+def test_demo_on_flower_without_flower_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "flwr" else real(name, *a))
+    assert main(["demo", "--engine", "flower", "--no-dp", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'secureagg[flower]'" in err and "Traceback" not in err

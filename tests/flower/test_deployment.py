@@ -289,3 +289,34 @@ def test_the_same_round_over_tls(tmp_path: Path) -> None:
         doc = _run(dep, tmp_path, "secagg+", rounds=1, **{"min-nodes": 3})
     assert doc["rounds"][0]["status"] == "ok" and len(doc["rounds"][0]["survivors"]) == 3
     _check_sum(doc, atol=1e-5)
+
+
+def test_a_seeded_federated_run_on_supernodes_is_bit_identical_to_one_process(
+    tmp_path: Path,
+) -> None:
+    """The demo's FederatedRun deployed (each client trains on its own SuperNode with the run's
+    code) and the same run in one process, same seed: the same model, bit for bit."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    from secureagg.demos import flower_apps
+    from secureagg.demos.federated_task import DemoSettings, build_run, digits_task
+
+    settings = DemoSettings(clients=3, rounds=1, epsilon=None, run_seed=7, hidden=8)
+    configs = [{"secureagg-allow-seeded": True} for _ in range(settings.clients)]
+    run_dir = tmp_path / "deployed"
+    with Deployment(settings.clients, node_configs=configs, workdir=tmp_path / "dep") as dep:
+        dep.run(flower_apps.APP_DIR, run_config={
+            "settings": flower_apps.settings_to_json(settings), "run-dir": str(run_dir),
+            "train-deadline": 120.0, "stage-deadline": 30.0}, timeout=400).check()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = build_run(settings, digits_task(settings), run_dir=None, progress=False)
+        local.run()
+    deployed = torch.load(run_dir / "model.pt", weights_only=True)
+    state = local.model.state_dict()
+    assert list(deployed) == list(state)
+    for key, value in state.items():
+        assert torch.equal(deployed[key], value), key
+    history = json.loads((run_dir / "history.json").read_text())["rounds"]
+    assert [h["status"] for h in history] == ["completed"]
