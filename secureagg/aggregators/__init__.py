@@ -14,6 +14,12 @@ Those modules must import optional dependencies (tenseal, phe, torch) lazily, so
 from __future__ import annotations
 
 import secureagg.aggregators.plain  # noqa: F401  (registers "plain")
-from secureagg.aggregators.registry import aggregator_for, available, make_aggregator, register
+from secureagg.aggregators.registry import (
+    aggregator_for,
+    available,
+    make_aggregator,
+    protocol_aggregator,
+    register,
+)
 
-__all__ = ["aggregator_for", "available", "make_aggregator", "register"]
+__all__ = ["aggregator_for", "available", "make_aggregator", "protocol_aggregator", "register"]

@@ -24,7 +24,14 @@ from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import RoundFactory
 from secureagg.protocols.spec import RoundSpec
 
-__all__ = ["COMPOSITION_KEYWORDS", "aggregator_for", "available", "make_aggregator", "register"]
+__all__ = [
+    "COMPOSITION_KEYWORDS",
+    "aggregator_for",
+    "available",
+    "make_aggregator",
+    "protocol_aggregator",
+    "register",
+]
 
 AggregatorFactory = Callable[..., RoundFactory]
 
@@ -139,6 +146,14 @@ def aggregator_for(spec: RoundSpec) -> RoundFactory:
     if "num_clients" in options:
         raise ConfigurationError("spec options must not repeat num_clients")
     return make_aggregator(spec.protocol, num_clients=spec.num_clients, **options)
+
+
+def protocol_aggregator(agg: RoundFactory) -> RoundFactory:
+    """The protocol's own aggregator inside ``agg``'s composition (the DP wrappers hold it as
+    ``inner``): what asks which parties a round has - an HE key holder, identity keys."""
+    while isinstance(getattr(agg, "inner", None), RoundFactory):
+        agg = agg.inner  # type: ignore[attr-defined]
+    return agg
 
 
 def _make(name: str, /, **kwargs: Any) -> RoundFactory:

@@ -193,12 +193,9 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
     if role == records.KEY_HOLDER_ROLE:
         if (state.get("key_session"), state.get("key_round")) != (spec.session_id, spec.round_id):
             raise ConfigurationError("the key holder has no key for this round")
-        from secureagg.aggregators import aggregator_for
+        from secureagg.aggregators import aggregator_for, protocol_aggregator
 
-        agg = aggregator_for(spec)
-        while hasattr(agg, "inner"):  # the DP wrappers hold the HE aggregator
-            agg = agg.inner
-        key_type = getattr(agg, "key_type", None)
+        key_type = getattr(protocol_aggregator(aggregator_for(spec)), "key_type", None)
         if key_type is None:
             raise ConfigurationError(f"protocol {spec.protocol!r} has no key holder")
         key = key_type.from_bytes(state["key"])

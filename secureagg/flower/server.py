@@ -23,7 +23,6 @@ protocol sends it.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from secureagg.aggregators import make_aggregator
+from secureagg.aggregators import make_aggregator, protocol_aggregator
 from secureagg.aggregators.key_holder import KeyHolderAggregator
 from secureagg.engine import EngineRound, RoundRecord
 from secureagg.errors import ConfigurationError, InsufficientSurvivors, SecureAggError
@@ -130,9 +129,7 @@ class SecureRounds:
 
     def _note(self, agg: RoundFactory) -> None:
         """Whether rounds of ``agg`` need a key-holder node, and identity keys (malicious)."""
-        inner = agg
-        while isinstance(getattr(inner, "inner", None), RoundFactory):  # the DP wrappers
-            inner = inner.inner  # type: ignore[attr-defined]
+        inner = protocol_aggregator(agg)
         self.needs_key_holder = isinstance(inner, KeyHolderAggregator)
         self.malicious = getattr(getattr(inner, "params", None), "threat", None) == "malicious"
         if self.malicious and not self.identities:
@@ -336,7 +333,3 @@ def apply_mean(
         (np.asarray(g, dtype=np.float64) + server_lr * m).astype(np.asarray(g).dtype)
         for g, m in zip(arrays, means, strict=True)
     ]
-
-
-def describe(options: Mapping[str, Any]) -> str:
-    return json.dumps(dict(options), sort_keys=True)
