@@ -156,7 +156,8 @@ def matched_parameters(n: int) -> dict[str, Any]:
 
 
 def run_once(dep: Any, impl: str, *, n: int, d: int, rounds: int, dropped: list[int],
-             params: dict[str, Any], workdir: Path, timeout: float, tag: str) -> dict[str, Any]:
+             params: dict[str, Any], workdir: Path, timeout: float, tag: str,
+             poll: float = 0.2) -> dict[str, Any]:
     result = workdir / f"{tag}-{impl}.json"
     config: dict[str, Any] = {
         "result-path": str(result), "shared-dir": str(APPS), "num-nodes": n, "dim": d,
@@ -165,7 +166,7 @@ def run_once(dep: Any, impl: str, *, n: int, d: int, rounds: int, dropped: list[
     }
     if impl == "ours":
         config.update({"options": json.dumps({"clip": CLIP}), "train-deadline": timeout,
-                       "stage-deadline": timeout})
+                       "stage-deadline": timeout, "poll": poll})
     else:
         f = params["flower"]
         config.update({"num-shares": f["num_shares"],
@@ -403,6 +404,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dropout", type=int, choices=(0, 1), default=0,
                    help="nodes that drop at their masked input (0 or 1)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per stage at most")
+    p.add_argument("--poll", type=float, default=0.2,
+                   help="ours: seconds between the server's pulls of outstanding replies (0.2)")
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
                    help="one untimed run of each app first (default: on, off with --quick)")
     p.add_argument("--import-repeats", type=int, default=5,
@@ -444,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _log(f"warm-up (not counted): {impl}, d={min(args.dims)} ...")
                 data = run_once(dep, impl, n=n, d=min(args.dims), rounds=1, dropped=dropped,
                                 params=params, workdir=Path(tmp), timeout=args.timeout,
-                                tag="warmup")
+                                poll=args.poll, tag="warmup")
                 warmup.append({"impl": impl, "flwr_run_seconds": data["flwr_run_seconds"],
                                "wall_seconds": data["rounds"][0]["meter"]["wall_seconds"]})
                 _log(f"  {impl}: round {_s(warmup[-1]['wall_seconds'], 1)} s, flwr run "
@@ -456,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _log(f"d={d} repeat {rep + 1}/{args.repeats}: {impl} ...")
                     data = run_once(dep, impl, n=n, d=d, rounds=args.rounds, dropped=dropped,
                                     params=params, workdir=Path(tmp), timeout=args.timeout,
-                                    tag=tag)
+                                    poll=args.poll, tag=tag)
                     data["repeat"] = rep
                     runs[d].append(data)
                     for r in data["rounds"]:
@@ -489,6 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "drop_at": "the masked-input message (ours: stage 'masked', 3rd step; Flower: "
                        "'collect_masked_vectors'), answered with an error reply",
             "tls": args.tls, "stage_timeout_seconds": args.timeout,
+            "ours_poll_seconds": args.poll,
             "order": "one deployment; per d, per repeat: ours then Flower's",
             "warmup": warmup if args.warmup else "none",
             "updates": "node p: numpy default_rng([2024, p]).uniform(-0.1, 0.1, d) as float32, "

@@ -89,6 +89,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy = SecureFedAvg(
         "secagg+", options=options, min_train_nodes=n,
         train_deadline=float(cfg["train-deadline"]), stage_deadline=float(cfg["stage-deadline"]),
+        poll=float(cfg["poll"]),
     )
     strategy.on_round = lambda entry: meter.end(str(entry["round"]))
     errors: dict[int, float] = {}
