@@ -19,7 +19,10 @@ Files (all JSON is UTF-8; documents are indented by 2 and end with a newline):
   privacy event as it was emitted;
 * ``checkpoints/round-NNNNN.pt`` and ``model.pt`` - the committed global model (the bytes come
   from :mod:`secureagg.fl.rundir`; here they are only stored, hashed, verified and copied);
-* any other JSON document a demo adds (``comparison.json``, ``split.json``).
+* any other JSON document a demo adds (``comparison.json``, ``split.json``);
+* ``seal.json``, ``seal.sig`` and ``operator_key.pub`` - the signed closing record written when
+  the run closes (:mod:`secureagg.audit.seal`); every line of ``transcript.jsonl`` carries its
+  hash-chain value ``chain``.
 
 Invariants (what a crash can and cannot leave behind):
 
@@ -50,6 +53,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from secureagg.audit import seal
 from secureagg.errors import ConfigurationError, InvalidInputError
 
 __all__ = [
@@ -141,6 +145,7 @@ class RunDirectory:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._head: str | None = None  # the transcript chain's last value, once known
 
     # ------------------------------------------------------------------------ atomic writes
 
@@ -215,7 +220,7 @@ class RunDirectory:
             )
         (self.path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         self.write_json(CONFIG, dict(config))
-        self.write_bytes(TRANSCRIPT, b"")
+        self.write_transcript([])
 
     def load_config(self) -> dict[str, Any]:
         config = self.read_json(CONFIG)
@@ -230,13 +235,31 @@ class RunDirectory:
         return self.path / TRANSCRIPT
 
     def write_transcript(self, lines: Iterable[Mapping[str, Any]]) -> None:
-        """Replace ``transcript.jsonl`` with ``lines`` in one atomic write (a one-round run)."""
-        text = "".join(json.dumps(dict(line), allow_nan=False) + "\n" for line in lines)
+        """Replace ``transcript.jsonl`` with ``lines`` in one atomic write (a one-round run);
+        each line gets its ``chain`` value (:mod:`secureagg.audit.seal`)."""
+        chained = seal.chain_lines(lines)
+        text = "".join(json.dumps(line, allow_nan=False) + "\n" for line in chained)
         self.write_bytes(TRANSCRIPT, text.encode("utf-8"))
+        self._head = chained[-1][seal.CHAIN_FIELD] if chained else seal.genesis()
 
     def append_transcript(self, lines: Iterable[Mapping[str, Any]]) -> None:
-        """Append a round's lines to ``transcript.jsonl`` (serialised first, then one fsync)."""
-        self.append_lines(TRANSCRIPT, [json.dumps(dict(line), allow_nan=False) for line in lines])
+        """Append a round's lines to ``transcript.jsonl``, chained after the last line
+        (serialised first, then one fsync)."""
+        chained = seal.chain_lines(lines, self._chain_head())
+        self.append_lines(TRANSCRIPT, [json.dumps(line, allow_nan=False) for line in chained])
+        if chained:
+            self._head = chained[-1][seal.CHAIN_FIELD]
+
+    def _chain_head(self) -> str:
+        if self._head is None:
+            entries = self.read_transcript()
+            head = entries[-1].get(seal.CHAIN_FIELD) if entries else seal.genesis()
+            if not isinstance(head, str):
+                raise InvalidInputError(
+                    f"{self.transcript_path}: its last line has no chain value; cannot append"
+                )
+            self._head = head
+        return self._head
 
     def read_transcript(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -262,6 +285,21 @@ class RunDirectory:
         if len(kept) != len(entries):
             self.write_transcript(kept)
         return len(entries) - len(kept)
+
+    # --------------------------------------------------------------------------------- seal
+
+    def seal(
+        self,
+        *,
+        kind: str,
+        closing: Mapping[str, Any] | None = None,
+        key_path: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """Seal the run as it stands (:func:`secureagg.audit.seal.seal_run`): ``seal.json``,
+        ``seal.sig`` and ``operator_key.pub``, written atomically. Called when a run closes."""
+        return seal.seal_run(
+            self.path, kind=kind, closing=closing, key_path=key_path, write=self.write_bytes
+        )
 
     # ------------------------------------------------------------------------------ history
 

@@ -189,6 +189,7 @@ def _secagg_round(args: argparse.Namespace, agg: Any) -> bool:
         },
     )
     run.write_transcript(transcript_records(res.transcript, res.downlink, res.peer_traffic))
+    run.seal(kind="selftest")
     print(f"\n  run directory: {run_dir}  (inspect with: secureagg audit {run_dir})")
     print(json.dumps({"demo_ok": ok}) if args.json else ("  result: ok" if ok else "  FAIL"))
     return ok

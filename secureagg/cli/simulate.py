@@ -150,6 +150,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         run.write_transcript(
             transcript_records(getattr(exc, "transcript", []), getattr(exc, "downlink", []))
         )
+        run.seal(kind="simulate")
         raise
 
     run = RunDirectory(run_dir)
@@ -157,6 +158,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     summary = _summarise(args, agg, res, data, dropouts, run_dir)
     run.write_json(RESULT, summary["result"])
     run.write_transcript(transcript_records(res.transcript, res.downlink, res.peer_traffic))
+    run.seal(kind="simulate")
     if args.json:
         print(json.dumps(summary["report"], allow_nan=False))
     elif not args.quiet:

@@ -242,7 +242,9 @@ def run_federated_demo(
                 secure["round_seconds_median"] / base["round_seconds_median"]
             )
     report["demo_seconds"] = time.perf_counter() - started
-    RunDirectory(run_dir).write_json("comparison.json", report)
+    out = RunDirectory(run_dir)
+    out.write_json("comparison.json", report)
+    out.seal(kind="federated")  # again: the comparison is part of the record
 
     print(f"\nresult ({settings.protocol}{', DP' if report['dp'] else ''}): test accuracy "
           f"{_pct(secure['final_accuracy']).strip()} after {secure['rounds']} rounds "

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import secureagg
 from secureagg.audit.rundir import RunDirectory
 from secureagg.demos import split_experiments as ex
 from secureagg.demos.data import load_digits_federated
@@ -125,6 +126,11 @@ def run_split_demo(
         **{f"inversion/{k}": v["privacy"] for k, v in inv.items()},
     }
     results["seconds"] = time.perf_counter() - t_start
-    RunDirectory(out).write_json("split.json", json.loads(json.dumps(results, default=float)))
+    run = RunDirectory(out)
+    run.write_json("config.json", {"command": "demo split", "protocol": aggregator,
+                                   "settings": results["settings"], "quick": quick,
+                                   "secureagg_version": secureagg.__version__})
+    run.write_json("split.json", json.loads(json.dumps(results, default=float)))
+    run.seal(kind="split")
     say(f"\nfinished in {results['seconds']:.0f} s; everything is in {out / 'split.json'}")
     return results

@@ -130,6 +130,8 @@ class RoundLoop(RunPersistence):
                     break
         finally:
             progress.close()
+        if self.run_dir is not None:
+            self.run_dir.seal(kind="federated")
         return self.history
 
     def _stopped(self, why: str) -> None:

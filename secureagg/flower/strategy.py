@@ -185,6 +185,7 @@ class SecureFedAvg(FedAvg):
                 break
         if self.run_dir is not None:
             self._write_result()
+            self.run_dir.seal(kind="flower")
         return result
 
     # ------------------------------------------------------------------ the record

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import doctest
+import hashlib
 import json
 import os
 import subprocess
@@ -105,7 +106,16 @@ def test_the_logs_are_appended_and_a_torn_line_is_dropped_on_resume(run: RunDire
     entries = run.read_transcript()
     assert entries[-1] == {"round": -1, "torn_line": 3}
     assert run.truncate_transcript(keep_through_round=1) == 2
-    assert run.read_transcript() == [{"round": 1, "direction": "up"}]
+    kept = run.read_transcript()
+    assert [{k: v for k, v in e.items() if k != "chain"} for e in kept] == [
+        {"round": 1, "direction": "up"}
+    ]
+    # the rewritten log is a valid chain, and a fresh writer appends after its head
+    rundir.RunDirectory(run.path).append_transcript([{"round": 2, "direction": "up"}])
+    from secureagg.audit import seal
+
+    lines = seal.read_transcript_lines(run.transcript_path)
+    assert seal.verify_chain(lines) == (2, lines[-1]["chain"])
     run.append_lines(rundir.PRIVACY_EVENTS, ['{"a": 1}', '{"b": 2}'])
     assert run.read_lines(rundir.PRIVACY_EVENTS) == ['{"a": 1}', '{"b": 2}']
 
@@ -162,14 +172,19 @@ def test_transcript_lines_are_the_bytes_the_cli_wrote(tmp_path: Path) -> None:
         )
 
     up, down, peer = [entry("plain/upload", 0, -1)], [entry("x/down", -1, 0)], [entry("p", 1, 2)]
-    old = "".join(
-        json.dumps({"direction": direction, **e.to_dict()}) + "\n"
-        for direction, entries in (("up", up), ("down", down), ("peer", peer))
-        for e in entries
-    )
+    # each line: the record's fields, then "chain" = sha256(previous chain || canonical JSON),
+    # computed here independently of secureagg.audit.seal
+    head = hashlib.sha256(b"secureagg/transcript-chain/v1").digest()
+    lines = []
+    for direction, entries in (("up", up), ("down", down), ("peer", peer)):
+        for e in entries:
+            body = {"direction": direction, **e.to_dict()}
+            canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+            head = hashlib.sha256(head + canonical).digest()
+            lines.append(json.dumps({**body, "chain": head.hex()}) + "\n")
     run = RunDirectory(tmp_path / "cli")
     run.write_transcript(transcript_records(up, down, peer))
-    assert run.transcript_path.read_text(encoding="utf-8") == old
+    assert run.transcript_path.read_text(encoding="utf-8") == "".join(lines)
 
 
 # ------------------------------------------------------------------------------ torch-free
