@@ -358,17 +358,27 @@ def build_parser() -> argparse.ArgumentParser:
         "audit",
         help="summarise and cross-check a run directory",
         description=_wrap(
-            "Read config.json, result.json and transcript.jsonl of a run directory, "
-            "print the configuration, survivors, per-stage bytes and what the server received (by "
-            "kind and sender), and check that the transcript agrees with the recorded metrics. "
+            "Check a run directory independently and say what privacy it delivered. Verifies "
+            "the seal (Ed25519 signature, every file's SHA-256, the transcript's hash chain); "
+            "recomputes survivors from the transcript, the error bound from the encoding, the "
+            "protocol parameters from first principles and the ledger's ε by replay and by "
+            "Google's dp-accounting (the audit extra); prints a privacy statement in plain words "
+            "and writes report.json and report.html into RUN_DIR. "
             "Exits 1 if a check fails, 2 if the files are missing or do not parse."
         ),
         formatter_class=fmt,
         epilog="examples:\n  secureagg audit runs/20250101T000000Z-plain\n"
         "  secureagg audit run1 --json",
     )
-    audit.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'simulate'")
-    audit.add_argument("--json", action="store_true", help="print one JSON object")
+    audit.add_argument("run_dir", metavar="RUN_DIR",
+                       help="a run directory (simulate, demo, federated, Flower or split)")
+    audit.add_argument("--json", action="store_true", help="print report.json's object")
+    audit.add_argument("--operator-key", metavar="PUB", default=None,
+                       help="the operator's Ed25519 public key (PEM, or 64 hex digits): the "
+                            "seal must be by this key. Without it the seal proves only that "
+                            "nothing changed since sealing, by whoever holds operator_key.pub")
+    audit.add_argument("--no-html", action="store_true",
+                       help="write report.json only (report.html needs matplotlib)")
     audit.set_defaults(handler=_cmd_audit)
     return parser
 

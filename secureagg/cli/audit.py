@@ -16,6 +16,7 @@ from secureagg.cli.common import (
     _one_line,
     threat_model_note,
 )
+from secureagg.errors import ConfigurationError, InvalidInputError, MissingDependencyError
 from secureagg.validation import is_int, is_real
 
 
@@ -192,7 +193,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     for e in up:
         by_kind[e["kind"]].append(e["size"])
         by_sender[e["sender"]] += 1
+    audit = _independent_audit(run, args)
+    checks += [(f"[{c.group}] {c.name}" + (f" - {c.detail}" if c.ok is False and c.detail
+                                          else ""), c.ok is not False)
+               for c in audit["checks"] if c.ok is not None]
     report = {
+        **audit["report"],
         "run_dir": str(run),
         "protocol": config.get("protocol"),
         "parameters": config.get("parameters"),
@@ -214,9 +220,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         },
         "received_by_sender": {str(k): v for k, v in sorted(by_sender.items())},
         "rejected": metrics.get("rejected", []),
-        "checks": [{"check": name, "ok": ok} for name, ok in checks],
+        "transcript_checks": [{"check": name, "ok": ok} for name, ok in checks],
     }
     ok = all(passed for _, passed in checks)
+    report["verdict"] = "pass" if ok else "fail"
+    written = _write_reports(run, report, html=not args.no_html)
     if args.json:
         print(json.dumps(report))
         return EXIT_OK if ok else EXIT_CHECK_FAILED
@@ -274,7 +282,94 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         lines += [
             f"  {r.get('sender')} @ {r.get('stage')}: {r.get('error')}" for r in report["rejected"]
         ]
+    lines.append("privacy statement:")
+    lines += [f"  {para}" for para in report["statement"]]
     lines.append("checks:")
     lines += [f"  {'ok  ' if passed else 'FAIL'}  {name}" for name, passed in checks]
+    lines.append(f"verdict: {report['verdict'].upper()}; report: "
+                 + ", ".join(str(p) for p in written))
     print("\n".join(lines))
     return EXIT_OK if ok else EXIT_CHECK_FAILED
+
+
+def _independent_audit(run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The seal, the recomputing checks and the independent accounting, as checks and the
+    report document of :mod:`secureagg.audit.report`."""
+    from secureagg.audit import checks as audit_checks
+    from secureagg.audit.report import build_report
+    from secureagg.audit.seal import load_public_key
+
+    expected = None
+    if args.operator_key is not None:
+        try:
+            expected = load_public_key(Path(args.operator_key).read_bytes())
+        except OSError as exc:
+            raise _CliError(f"--operator-key {args.operator_key}: {_one_line(exc)}") from None
+    sealed, seal_doc = audit_checks.seal_checks(run, expected_key=expected)
+    loaded = audit_checks.load_run(run)
+    found = sealed + audit_checks.run_checks(loaded)
+    independent = _reaccount(loaded, found)
+    report = build_report(loaded, found, seal_doc, pinned=expected is not None,
+                          independent=independent)
+    return {"checks": found, "report": report}
+
+
+def _reaccount(loaded: Any, found: list[Any]) -> dict[str, Any] | None:
+    """Google's dp-accounting on the run's ledger (the audit extra), as checks and figures."""
+    from secureagg.audit.checks import Check
+
+    if loaded.ledger is None or not loaded.ledger.get("differential_privacy", True):
+        return None
+    try:
+        from secureagg.audit.reaccount import reaccount
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return {"available": False, "reason": "secureagg.audit.reaccount is missing"}
+    try:
+        result = reaccount(loaded.ledger)
+    except ConfigurationError as exc:  # dp-accounting missing: say which extra
+        found.append(Check("independent", "ε re-accounted with Google's dp-accounting", None,
+                           _one_line(exc), "privacy_ledger.json"))
+        return {"available": False, "reason": _one_line(exc)}
+    except InvalidInputError as exc:
+        found.append(Check("independent", "ε re-accounted with Google's dp-accounting", False,
+                           _one_line(exc), "privacy_ledger.json"))
+        return {"available": False, "reason": _one_line(exc)}
+    for level, streams in _streams_of(result):
+        for stream in streams:
+            verdict = stream.get("verdict")
+            found.append(Check(
+                "independent",
+                f"{level}-level ε of party {stream.get('party')} is not below the independent "
+                "tight value",
+                True if verdict == "ok" else (False if verdict == "fail" else None),
+                str(stream.get("reason") or ""), "privacy_ledger.json"))
+    return {"available": True, **result}
+
+
+def _streams_of(result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    out = []
+    for level, data in (result.get("levels") or {}).items():
+        streams = data.get("streams") if isinstance(data, dict) else None
+        if isinstance(streams, list):
+            out.append((level, [s for s in streams if isinstance(s, dict)]))
+    return out
+
+
+def _write_reports(run: Path, report: dict[str, Any], *, html: bool) -> list[Path]:
+    """report.json, and report.html when matplotlib is installed (the audit extra)."""
+    from secureagg.audit.rundir import RunDirectory
+
+    out = RunDirectory(run)
+    out.write_json("report.json", report)
+    written = [run / "report.json"]
+    if html:
+        try:
+            from secureagg.audit.html import render_html
+        except ImportError:
+            return written
+        try:
+            out.write_bytes("report.html", render_html(report).encode("utf-8"))
+        except MissingDependencyError:
+            return written
+        written.append(run / "report.html")
+    return written

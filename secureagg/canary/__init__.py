@@ -1,0 +1,1 @@
+"""The empirical privacy audit: canaries through a real federated DP-SGD run (issue 14)."""
