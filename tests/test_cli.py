@@ -439,3 +439,11 @@ def test_demo_split_measures_accuracy_attacks_and_cost(
     report = json.loads((run / "split.json").read_text())
     assert report["settings"]["clients"] == 3
     assert any("encrypted cut layer" in line for line in lines)
+    # the auditor reads the split run: sealed, and each configuration's ε in its statement
+    assert main(["audit", str(run), "--no-html"]) == 0
+    audit = json.loads((run / "report.json").read_text())
+    assert audit["kind"] == "split" and audit["integrity"]["sealed"]
+    dp = [c for c in audit["privacy"]["split_configurations"] if c["differential_privacy"]]
+    assert dp and all(c["epsilon"] > 0 and c["does_not_cover"] is not None for c in dp)
+    assert any("u-shaped-activation-dp" in p and "does NOT cover" in p
+               for p in audit["statement"])

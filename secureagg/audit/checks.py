@@ -444,13 +444,39 @@ def check_parameters(run: Run) -> list[Check]:
     return out
 
 
+def check_messages(run: Run) -> list[Check]:
+    """With ``messages.bin``: every server-received message's bytes against its line's hash."""
+    path = run.path / "messages.bin"
+    if not path.is_file():
+        return []
+    import hashlib
+
+    data = path.read_bytes()
+    offset, bad = 0, []
+    ups = [(n, e) for n, e in enumerate(run.transcript, start=1) if e.get("direction") == "up"]
+    for number, line in ups:
+        size: Any = line.get("size")
+        if not is_int(size) or offset + size > len(data):
+            bad.append(f"transcript.jsonl line {number}: its {size} bytes are not in the file")
+            break
+        if hashlib.sha256(data[offset:offset + size]).hexdigest() != line.get("sha256"):
+            bad.append(f"transcript.jsonl line {number}: the stored bytes do not hash to its "
+                       "sha256")
+        offset += size
+    if not bad and offset != len(data):
+        bad.append(f"{len(data) - offset} bytes beyond the transcript's last received message")
+    return [Check("integrity", "every received message's bytes hash to its transcript line",
+                  not bad, "; ".join(bad[:5]) or f"{len(ups)} messages, {len(data):,} bytes",
+                  "messages.bin")]
+
+
 def run_checks(run: Run) -> list[Check]:
     """Every check that applies to ``run`` (the seal is checked separately)."""
     out = [Check("structure", "the run's files parse", not run.problems,
                  "; ".join(run.problems) or f"kind: {run.kind}")]
     from secureagg.audit.privacy_checks import check_privacy
 
-    for fn in (check_survivors, check_error, check_parameters, check_privacy):
+    for fn in (check_survivors, check_error, check_parameters, check_messages, check_privacy):
         out += fn(run)
     return out
 

@@ -88,6 +88,30 @@ def _levels(ledger: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _split_configurations(run: Run) -> list[dict[str, Any]]:
+    """A split run's ε per configuration, with what each ε covers and does not cover."""
+    split = run.documents.get("split")
+    scopes = split.get("privacy_scopes") if isinstance(split, dict) else None
+    out = []
+    for name, entry in (scopes or {}).items():
+        scope = entry.get("scope") if isinstance(entry, dict) else None
+        if not isinstance(scope, dict):
+            continue
+        out.append({
+            "configuration": name,
+            "differential_privacy": bool(scope.get("differential_privacy")),
+            "epsilon": entry.get("epsilon"), "delta": entry.get("delta"),
+            "unit": scope.get("unit"), "adjacency": scope.get("adjacency"),
+            "mechanism": scope.get("mechanism"), "accountant": scope.get("accountant"),
+            "covers": [c.get("channel") for c in scope.get("epsilon_covers") or []
+                       if isinstance(c, dict)],
+            "does_not_cover": [f"{c.get('channel')} ({c.get('direction')})"
+                               for c in scope.get("epsilon_does_not_cover") or []
+                               if isinstance(c, dict)],
+        })
+    return out
+
+
 def _rounds(run: Run) -> list[dict[str, Any]]:
     history = run.documents.get("history")
     accuracy: dict[int, Any] = {}
@@ -184,6 +208,32 @@ def _protocol_units(run: Run) -> dict[str, Any]:
     return out
 
 
+def _parties_and_threat(family: str, p: Mapping[str, Any], clients: Any) -> list[str]:
+    holder = " and a key holder (a separate party that holds the decryption key)" if family in (
+        "ckks", "paillier") else ""
+    out = [f"Parties: {clients} clients, one server{holder}. Each client held its own data and "
+           "update. The server saw " + _SEES.get(family, "what the protocol sends it")
+           + ". It never held a client's secret keys"
+           + (", and the key holder saw only the aggregate it decrypted." if holder else ".")]
+    corrupt = p.get("corrupt_rate")
+    if family == "secagg" and p.get("threat") != "malicious":
+        out.append("Threat model: honest-but-curious server. The server is trusted to follow the "
+                   "protocol; a server that deviates from it can learn one client's input "
+                   "exactly (by declaring that client's peers dropped). Up to a fraction "
+                   f"{corrupt} of clients may collude with the server.")
+    elif family == "secagg":
+        out.append("Threat model: malicious server. Clients sign their keys and run a "
+                   "consistency round, so a deviating server is caught rather than served; up "
+                   f"to a fraction {corrupt} of clients may collude with it.")
+    elif family == "plain":
+        out.append("Threat model: none. 'plain' sends updates in the clear; it is the insecure "
+                   "baseline and protects nothing from the server.")
+    else:
+        out.append("Threat model: the server and the key holder do not collude; the key holder "
+                   "decrypts only the aggregate the server presents.")
+    return out
+
+
 def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
                       seal: Mapping[str, Any], checks: Sequence[Check]) -> list[str]:
     """The privacy statement, paragraph by paragraph (see the module docstring)."""
@@ -201,29 +251,17 @@ def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
                    f"seed ({run.config.get('seed')}) that is written in config.json. Anyone "
                    "with the seed can recompute every secret: this run is NOT private and "
                    "provides NO privacy guarantee, whatever the figures below say.")
-    holder = " and a key holder (a separate party that holds the decryption key)" if family in (
-        "ckks", "paillier") else ""
-    out.append(f"Parties: {clients} clients, one server{holder}. Each client held its own data "
-               "and update. The server saw " + _SEES.get(family, "what the protocol sends it")
-               + ". It never held a client's secret keys"
-               + (", and the key holder saw only the aggregate it decrypted." if holder else "."))
-    if family == "secagg":
-        threat = p.get("threat")
-        if threat == "curious":
-            out.append("Threat model: honest-but-curious server. The server is trusted to follow "
-                       "the protocol; a server that deviates from it can learn one client's "
-                       "input exactly (by declaring that client's peers dropped). Up to a "
-                       f"fraction {p.get('corrupt_rate')} of clients may collude with the server.")
-        else:
-            out.append("Threat model: malicious server. Clients sign their keys and run a "
-                       "consistency round, so a deviating server is caught rather than served; "
-                       f"up to a fraction {p.get('corrupt_rate')} of clients may collude with it.")
-    elif family == "plain":
-        out.append("Threat model: none. 'plain' sends updates in the clear; it is the insecure "
-                   "baseline and protects nothing from the server.")
+    if run.kind == "split":
+        settings = run.config.get("settings") if isinstance(run.config.get("settings"),
+                                                            dict) else {}
+        out.append(f"Parties: {settings.get('clients', '?')} clients, each holding its data, its "
+                   "labels and the first layers of the model; one server holding the rest of "
+                   "the model. The server receives what each configuration below lists (the "
+                   "cut-layer activations, and in some configurations labels or gradients); "
+                   "SplitFed averages the clients' layers through "
+                   f"{run.config.get('protocol')}.")
     else:
-        out.append("Threat model: the server and the key holder do not collude; the key holder "
-                   "decrypts only the aggregate the server presents.")
+        out += _parties_and_threat(family, p, clients)
     sample, user = levels.get("sample"), levels.get("user")
     if sample:
         out.append(
@@ -240,7 +278,24 @@ def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
             f"{user.get('method')}." + (
                 " An ε this large is no meaningful guarantee." if is_real(user["epsilon_max"])
                 and float(user["epsilon_max"]) > 20 else ""))
-    if not sample and not user:
+    split = _split_configurations(run) if run.kind == "split" else []
+    for cfg in split:
+        if cfg["differential_privacy"]:
+            out.append(
+                f"Split learning, {cfg['configuration']}: ε = {_fmt(cfg['epsilon'])} at δ = "
+                f"{cfg['delta']} per {cfg['unit']} ({cfg['adjacency']}); mechanism: "
+                f"{cfg['mechanism']}; accountant: {cfg['accountant']}. This ε covers "
+                f"{', '.join(cfg['covers']) or 'nothing'}; it does NOT cover "
+                f"{', '.join(cfg['does_not_cover']) or 'anything else'}.")
+        else:
+            out.append(f"Split learning, {cfg['configuration']}: no differential privacy; "
+                       f"the server receives {', '.join(cfg['does_not_cover']) or 'its inputs'} "
+                       "without a formal bound.")
+    if split:
+        out.append("The split demo records each configuration's ε and scope, not its privacy "
+                   "events: the ε figures above are the library's own and are not re-accounted "
+                   "independently.")
+    if not sample and not user and not split:
         out.append("Differential privacy: none. The run carries no formal privacy guarantee "
                    "for the data behind the released aggregates or the model.")
     for name, lv in (("record-level", sample), ("client-level", user)):
@@ -255,8 +310,9 @@ def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
             total = len(rd.sampled) if rd.sampled is not None else "?"
             drops.append(f"round {rd.round}: {len(rd.survivors)} of {total} survived "
                          f"(dropped: {what})")
-    out.append("Dropouts: " + ("; ".join(drops) if drops else "none; every sampled client "
-                               "survived every round") + ".")
+    if run.kind != "split":
+        out.append("Dropouts: " + ("; ".join(drops) if drops else "none; every sampled client "
+                                   "survived every round") + ".")
     key = (seal.get("operator") or {}) if seal else {}
     version = run.config.get("secureagg_version")
     writer = f"secureagg {version}" if version else seal.get("library", "an unknown version")
@@ -293,7 +349,8 @@ def build_report(run: Run, checks: Sequence[Check], seal: Mapping[str, Any], *,
         },
         "seeded": bool(run.result.get("seeded") or run.config.get("seeded")),
         "protocol": _protocol_units(run),
-        "privacy": {"levels": levels, "independent": independent},
+        "privacy": {"levels": levels, "independent": independent,
+                    "split_configurations": _split_configurations(run)},
         "rounds": _rounds(run),
         "stages": _stages(run),
         "statement": privacy_statement(run, levels, seal, checks),

@@ -14,6 +14,9 @@ Files (all JSON is UTF-8; documents are indented by 2 and end with a newline):
 * ``transcript.jsonl`` - one JSON object per message: ``direction`` (``up`` = received by the
   server, ``down`` = sent by it, ``peer`` = between other parties), stage, kind, sender,
   recipient, round id, size and sha256 of the encoded bytes (a federated run adds ``round``);
+* ``messages.bin`` - optional (``keep_messages``): the bytes of every message the server
+  received, in the order of the transcript's ``up`` lines, so that every hash can be re-checked;
+  it costs exactly the uplink's bytes on disk;
 * ``history.json`` - a federated run's commit point (:data:`HISTORY_FORMAT`);
 * ``privacy_ledger.json`` and ``privacy_events.jsonl`` - the accountants' report and every
   privacy event as it was emitted;
@@ -77,6 +80,9 @@ TRANSCRIPT = "transcript.jsonl"
 HISTORY = "history.json"
 PRIVACY_LEDGER = "privacy_ledger.json"
 PRIVACY_EVENTS = "privacy_events.jsonl"
+#: With ``keep_messages``: the bytes of every message the server received, in transcript order
+#: (the ``up`` lines); each line's ``size`` and ``sha256`` locate and check its bytes.
+MESSAGES = "messages.bin"
 MODEL = "model.pt"
 CHECKPOINTS = "checkpoints"
 
@@ -250,6 +256,15 @@ class RunDirectory:
         if chained:
             self._head = chained[-1][seal.CHAIN_FIELD]
 
+    def append_messages(self, blobs: Sequence[bytes]) -> None:
+        """Append the bytes of the server-received messages of a round to ``messages.bin``,
+        in the order of the round's ``up`` transcript lines (then fsync)."""
+        with (self.path / MESSAGES).open("ab") as fh:
+            for blob in blobs:
+                fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+
     def _chain_head(self) -> str:
         if self._head is None:
             entries = self.read_transcript()
@@ -284,6 +299,14 @@ class RunDirectory:
         ]
         if len(kept) != len(entries):
             self.write_transcript(kept)
+        messages = self.path / MESSAGES
+        if messages.is_file():  # drop the bytes of uncommitted rounds (appended before a crash)
+            size = sum(int(e.get("size", 0)) for e in kept if e.get("direction") == "up")
+            if messages.stat().st_size > size:
+                with messages.open("r+b") as fh:
+                    fh.truncate(size)
+                    fh.flush()
+                    os.fsync(fh.fileno())
         return len(entries) - len(kept)
 
     # --------------------------------------------------------------------------------- seal

@@ -321,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="run directory (default runs/<UTC time>-<protocol>)",
     )
+    simulate_p.add_argument(
+        "--keep-messages",
+        action="store_true",
+        help="also write messages.bin: the bytes of every message the server received, so that "
+        "'secureagg audit' re-checks every transcript hash (costs the uplink's bytes on disk)",
+    )
     simulate_p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     simulate_p.add_argument("--quiet", action="store_true", help="print nothing on success")
     simulate_p.set_defaults(handler=_cmd_simulate)

@@ -134,8 +134,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if not run.is_dir():
         raise _CliError(f"{run} is not a directory")
     config = _load_json(run / "config.json")
-    result = _load_json(run / "result.json")
-    entries = _load_transcript(run / "transcript.jsonl")
+    split = (run / "split.json").is_file()  # the split demo: no result.json or transcript
+    result = {} if split and not (run / "result.json").exists() else _load_json(
+        run / "result.json")
+    entries = [] if split and not (run / "transcript.jsonl").exists() else _load_transcript(
+        run / "transcript.jsonl")
     if not isinstance(config, dict) or not isinstance(result, dict):
         raise _CliError("config.json and result.json must hold JSON objects")
     problems = _structure_problems(config, result)

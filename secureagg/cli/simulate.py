@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 import secureagg
 from secureagg.aggregators import make_aggregator
-from secureagg.audit.rundir import CONFIG, RESULT, RunDirectory, transcript_records
+from secureagg.audit.rundir import CONFIG, MESSAGES, RESULT, RunDirectory, transcript_records
 from secureagg.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -133,7 +133,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SeededRunWarning)  # reported below instead
-            res = simulate(agg, [[row] for row in data], dropouts=dropouts, seed=args.seed)
+            res = simulate(agg, [[row] for row in data], dropouts=dropouts, seed=args.seed,
+                           keep_raw=args.keep_messages)
     except InsufficientSurvivors as exc:  # an aborted round is still recorded for the audit
         run = RunDirectory(run_dir)
         run.write_json(CONFIG, config)
@@ -158,6 +159,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     summary = _summarise(args, agg, res, data, dropouts, run_dir)
     run.write_json(RESULT, summary["result"])
     run.write_transcript(transcript_records(res.transcript, res.downlink, res.peer_traffic))
+    if args.keep_messages and res.raw_uplink is not None:
+        run.write_bytes(MESSAGES, b"".join(res.raw_uplink))
     run.seal(kind="simulate")
     if args.json:
         print(json.dumps(summary["report"], allow_nan=False))

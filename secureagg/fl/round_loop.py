@@ -234,7 +234,7 @@ class RoundLoop(RunPersistence):
                         dropouts=phase.silent,
                         seed=seed,
                         round_id=r,
-                        keep_raw=self.keep_raw,
+                        keep_raw=self.keep_raw or self.keep_messages,
                     )
                 except (ProtocolError, PrivacyBudgetExceeded) as exc:
                     abort_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"

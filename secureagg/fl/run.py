@@ -93,7 +93,9 @@ class FederatedRun(RoundLoop):
     public schedule (sampling, dropouts) while keys, masks and noise stay fresh. ``progress``
     shows bars (tqdm) or one line per round.
     ``keep_raw`` keeps, in memory, the bytes the server received and the plaintext updates, for
-    analyses of what the server saw.
+    analyses of what the server saw. ``keep_messages`` writes the bytes the server received to
+    ``messages.bin`` in the run directory, so that an auditor can re-check every transcript hash
+    (it costs the uplink's bytes on disk; in-process rounds only).
     ``server_lr_schedule`` (optional) maps a round number (1-based) to a factor of ``server_lr``
     for that round (e.g. a decay over the last rounds: post-processing of the aggregate, no
     privacy cost); the per-round steps are in ``config.json`` and in each round's entry.
@@ -138,6 +140,7 @@ class FederatedRun(RoundLoop):
         training_seed: int | None = None,
         progress: bool = True,
         keep_raw: bool = False,
+        keep_messages: bool = False,
         round_summary: Callable[[Mapping[str, Any], int], str] | None = None,
         on_round: Callable[[RoundRecord], None] | None = None,
         workers: Workers = None,
@@ -180,6 +183,7 @@ class FederatedRun(RoundLoop):
         self.optimizer_factory = optimizer
         self.failures = failures if failures is not None else Failures()
         self.keep_raw = bool(keep_raw)
+        self.keep_messages = bool(keep_messages)
         self.torch_threads = torch_threads
         self.show_progress = bool(progress)
         self.round_summary = round_summary or records.format_round

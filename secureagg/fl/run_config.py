@@ -140,6 +140,7 @@ class RunConfiguration:
     optimizer_factory: Callable[[Any], Any] | None
     failures: Failures
     keep_raw: bool
+    keep_messages: bool
     torch_threads: int | None
     show_progress: bool
     round_summary: Callable[[Mapping[str, Any], int], str]

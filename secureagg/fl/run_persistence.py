@@ -150,6 +150,8 @@ class RunPersistence(RunConfiguration):
         self.completed_rounds = r
         rd = self.run_dir
         if rd is not None:
+            if self.keep_messages and raw_bytes is not None:
+                rd.append_messages(list(raw_bytes))
             rd.append_transcript(lines)
             if new_state is not None:
                 self._checkpoint = rd.save_checkpoint(r, new_state)

@@ -209,3 +209,14 @@ def test_the_module_imports_no_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_resume_drops_the_kept_message_bytes_of_uncommitted_rounds(run: RunDirectory) -> None:
+    run.append_messages([b"aaa", b"bb"])
+    run.append_transcript([{"round": 1, "direction": "up", "size": 3},
+                           {"round": 1, "direction": "down", "size": 9},
+                           {"round": 1, "direction": "up", "size": 2}])
+    run.append_messages([b"cccc"])  # round 2's bytes, then a crash before its lines
+    assert (run.path / rundir.MESSAGES).read_bytes() == b"aaabbcccc"
+    assert run.truncate_transcript(keep_through_round=1) == 0
+    assert (run.path / rundir.MESSAGES).read_bytes() == b"aaabb"

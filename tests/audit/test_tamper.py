@@ -189,6 +189,27 @@ def test_a_file_added_after_sealing_is_caught(
     assert any(c["file"] == "extra.json" and "added after" in c["detail"] for c in failed(report))
 
 
+def test_kept_message_bytes_are_rechecked_against_every_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "kept"
+    assert main(["simulate", "--protocol", "secagg+", "--clients", "6", "--dim", "40",
+                 "--keep-messages", "--quiet", "--out", str(run)]) == 0
+    ups = [json.loads(line) for line in _transcript(run) if '"direction": "up"' in line]
+    blob = (run / "messages.bin").read_bytes()
+    assert len(blob) == sum(e["size"] for e in ups)  # the cost: exactly the uplink's bytes
+    code, report = audit(run, capsys)
+    assert code == 0, failed(report)
+    assert any(c["file"] == "messages.bin" and c["ok"] for c in report["checks"])
+    flipped = bytearray(blob)
+    flipped[ups[0]["size"] + ups[1]["size"] + 3] ^= 1  # inside the third message
+    (run / "messages.bin").write_bytes(bytes(flipped))
+    reseal(run, tmp_path, "simulate")
+    code, report = audit(run, capsys)
+    assert code == 1
+    assert any(c["file"] == "messages.bin" and "line 3:" in c["detail"] for c in failed(report))
+
+
 # ------------------------------------------------------------------------------ federated
 
 torch = pytest.importorskip("torch")
@@ -208,7 +229,7 @@ def fed(tmp_path: Path) -> Path:
         dp=FederatedDP(epsilon=4.0, local_epochs=1, distributed_noise_multiplier=0.5,
                        update_clip=1.0),
         failures=Failures(schedule={1: {3: "masked"}, 2: {0: "advertise"}}),
-        progress=False, run_dir=run_dir,
+        progress=False, run_dir=run_dir, keep_messages=True,
     ).run()
     return run_dir
 
@@ -220,6 +241,7 @@ def test_federated_runs_pass_and_tampering_with_rounds_or_ledger_is_caught(
     code, report = audit(fed, capsys)
     assert code == 0, failed(report)
     assert report["kind"] == "federated"
+    assert any(c["file"] == "messages.bin" and c["ok"] for c in report["checks"])
     assert report["privacy"]["levels"]["sample"]["epsilon_max"] <= 4.0
     history = json.loads((fed / "history.json").read_text())
     ledger = json.loads((fed / "privacy_ledger.json").read_text())
