@@ -14,17 +14,13 @@ them, when they are used.
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 from secureagg import errors
 from secureagg.aggregators import aggregator_for, available, make_aggregator
 from secureagg.protocols.spec import RoundSpec
 from secureagg.transport import ClippingWarning, SeededRunWarning, SimulationResult, simulate
+from secureagg.version import VERSION
 
-try:
-    __version__ = _metadata.version("secureagg")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+__version__ = VERSION
 
 __all__ = [
     "ClippingWarning",

@@ -470,14 +470,17 @@ def check_messages(run: Run) -> list[Check]:
                   "messages.bin")]
 
 
-def run_checks(run: Run) -> list[Check]:
-    """Every check that applies to ``run`` (the seal is checked separately)."""
+def run_checks(run: Run, *, replay: Any = None) -> list[Check]:
+    """Every check that applies to ``run`` (the seal is checked separately). ``replay`` replays a
+    ledger (:data:`secureagg.audit.privacy_checks.Replay`; the CLI gives the library's
+    accountant): without it the replay checks are "not applicable"."""
     out = [Check("structure", "the run's files parse", not run.problems,
                  "; ".join(run.problems) or f"kind: {run.kind}")]
     from secureagg.audit.privacy_checks import check_privacy
 
-    for fn in (check_survivors, check_error, check_parameters, check_messages, check_privacy):
+    for fn in (check_survivors, check_error, check_parameters, check_messages):
         out += fn(run)
+    out += check_privacy(run, replay)
     return out
 
 

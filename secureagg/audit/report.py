@@ -322,11 +322,57 @@ def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
     return out
 
 
+def _independent_paragraphs(independent: Mapping[str, Any] | None,
+                            canary: Mapping[str, Any] | None) -> list[str]:
+    out = []
+    if independent and independent.get("available"):
+        parts = []
+        for level, data in (independent.get("levels") or {}).items():
+            streams = [s for s in (data or {}).get("streams") or [] if isinstance(s, dict)]
+            tight = [s for s in streams if is_real(s.get("tight_epsilon"))]
+            if not tight:
+                continue
+            worst = max(tight, key=lambda s: float(s.get("stated_epsilon") or 0))
+            name = "record-level" if level == "sample" else "client-level"
+            parts.append(
+                f"{name}: stated ε {_fmt(worst.get('stated_epsilon'))}, independent "
+                f"{_fmt(worst.get('tight_epsilon'))} ({worst.get('tight_source')}), difference "
+                f"{_fmt(worst.get('abs_diff'))}" + (", for the client with the largest stated ε"
+                                                    if level == "sample" else ""))
+        failed = [s for _, d in (independent.get("levels") or {}).items()
+                  for s in (d or {}).get("streams") or [] if s.get("verdict") == "fail"]
+        out.append("Independent re-accounting with Google's dp-accounting (RDP and PLD) and the "
+                   "published closed forms: " + ("; ".join(parts) or "no stream to compare")
+                   + (". Every stated ε is at or above the independent tight value."
+                      if not failed else f". {len(failed)} STATED ε BELOW THE INDEPENDENT TIGHT "
+                      "VALUE: the run under-reports its privacy loss."))
+    elif independent:
+        out.append(f"Independent re-accounting: not done ({independent.get('reason')}).")
+    if canary:
+        out.append(
+            f"Empirical lower bound (canary audit, Steinke-Nasr-Jagielski 2023): with "
+            f"{canary.get('canaries')} canaries the training leaked at least ε = "
+            f"{_fmt(canary.get('epsilon_lower_bound'))} at {canary.get('confidence')} "
+            f"confidence, against the claimed ε = {_fmt(canary.get('claimed_epsilon'))}. A lower "
+            "bound below the claim is consistent with it; above it, the claim is refuted."
+            + (f" With DP off, the same audit found ε ≥ "
+               f"{_fmt(canary['control_no_dp'].get('epsilon_lower_bound'))} "
+               f"({canary['control_no_dp'].get('correct')} of "
+               f"{canary['control_no_dp'].get('guesses')} guesses right): it detects leakage "
+               "when there is some." if isinstance(canary.get("control_no_dp"), dict) else ""))
+    return out
+
+
+def _with(statement: list[str], extra: list[str]) -> list[str]:
+    """``extra`` paragraphs before the statement's last one (the record)."""
+    return [*statement[:-1], *extra, *statement[-1:]] if statement else extra
+
+
 def build_report(run: Run, checks: Sequence[Check], seal: Mapping[str, Any], *,
                  pinned: bool, independent: Mapping[str, Any] | None,
                  canary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``report.json``'s document (see the module docstring)."""
-    from secureagg import __version__
+    from secureagg.version import VERSION
 
     levels = _levels(run.ledger)
     summary = summarise(checks)
@@ -335,7 +381,7 @@ def build_report(run: Run, checks: Sequence[Check], seal: Mapping[str, Any], *,
         "run_dir": str(run.path),
         "kind": run.kind,
         "library": run.config.get("secureagg_version") or seal.get("library"),
-        "audited_with": f"secureagg {__version__}",
+        "audited_with": f"secureagg {VERSION}",
         "verdict": "fail" if summary.get("failed") else "pass",
         "summary": summary,
         "checks": [c.to_dict() for c in checks],
@@ -353,6 +399,7 @@ def build_report(run: Run, checks: Sequence[Check], seal: Mapping[str, Any], *,
                     "split_configurations": _split_configurations(run)},
         "rounds": _rounds(run),
         "stages": _stages(run),
-        "statement": privacy_statement(run, levels, seal, checks),
+        "statement": _with(privacy_statement(run, levels, seal, checks),
+                           _independent_paragraphs(independent, canary)),
         "canary": dict(canary) if canary else None,
     }

@@ -260,7 +260,7 @@ def seal_run(
     """Seal the run in ``directory`` (see the module docstring) and return ``seal.json``'s
     document. ``closing`` is the run's closing record (default: :func:`closing_record` of the
     directory); ``write(name, data)`` writes a file atomically (the run directory's writer)."""
-    from secureagg import __version__
+    from secureagg.version import VERSION
 
     root = Path(directory)
     chosen = key_path if key_path is not None else os.environ.get(OPERATOR_KEY_ENV) or None
@@ -276,7 +276,7 @@ def seal_run(
     }
     doc = {
         "format": SEAL_FORMAT,
-        "library": f"secureagg {__version__}",
+        "library": f"secureagg {VERSION}",
         "sealed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": kind,
         "closing": closing_record(root) if closing is None else dict(closing),

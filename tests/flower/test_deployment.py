@@ -320,3 +320,10 @@ def test_a_seeded_federated_run_on_supernodes_is_bit_identical_to_one_process(
         assert torch.equal(deployed[key], value), key
     history = json.loads((run_dir / "history.json").read_text())["rounds"]
     assert [h["status"] for h in history] == ["completed"]
+    # the deployed run's directory is sealed, and the auditor's recomputations pass on it
+    from secureagg.cli import main as cli_main
+
+    assert cli_main(["audit", str(run_dir), "--no-html"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["kind"] == "federated" and report["integrity"]["sealed"]
+    assert any(c["group"] == "survivors" and c["ok"] for c in report["checks"])
