@@ -134,6 +134,11 @@ SIM_DRIVER = _register(
     "keystream for the simulator's and CLI's own choices (delivery order, dropouts, test data)",
 )
 
+CANARY_AUDIT = _register(
+    "secureagg/v1/audit/canaries",
+    "the canary audit's canary inputs, labels and inclusion bits (from a fresh CSPRNG seed)",
+)
+
 ALL_LABELS: tuple[Label, ...] = tuple(_REGISTRY.values())
 
 

@@ -276,3 +276,24 @@ def test_federated_runs_pass_and_tampering_with_rounds_or_ledger_is_caught(
     assert any("have no noise event" in c["detail"] for c in ledger_failures)
     assert any("replayed" in c["check"] for c in ledger_failures)  # the stated ε is now stale
     assert ledger["user_level"]["events"]  # the fixture had user-level events to remove
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_the_canary_audit_puts_a_lower_bound_beside_the_claim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sklearn")
+    run = tmp_path / "demo"
+    assert main(["demo", "--rounds", "2", "--clients", "5", "--no-baseline", "--quiet",
+                 "--out", str(run)]) == 0
+    code, report = audit(run, capsys, "--canaries", "300", "--canary-rounds", "8",
+                         "--canary-seed", "3")
+    assert code == 0, failed(report)
+    canary = report["canary"]
+    assert canary["configuration"]["target_epsilon"] == 8.0 and canary["seeded"]
+    dp, control = canary["dp"], canary["control_no_dp"]
+    assert 7.0 < dp["claimed_epsilon"] <= 8.0
+    assert dp["epsilon_lower_bound"] < dp["claimed_epsilon"]
+    assert control["claimed_epsilon"] is None and control["epsilon_lower_bound"] > 1.0
+    assert any("Empirical lower bound" in p and "detects leakage" in p
+               for p in report["statement"])
