@@ -204,7 +204,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     report = {
         **audit["report"],
         "run_dir": str(run),
-        "protocol": config.get("protocol"),
+        "protocol_name": config.get("protocol"),
         "parameters": config.get("parameters"),
         "seeded": result.get("seeded"),
         "seed": config.get("seed"),
@@ -212,7 +212,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         "status": result.get("status"),
         "survivors": survivors,
         "dropouts": config.get("dropouts"),
-        "stages": {
+        "traffic_by_stage": {
             stage: {
                 k: row.get(k) for k in ("bytes_up", "bytes_down", "messages_up", "messages_down")
             }
@@ -235,11 +235,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     params = report["parameters"] or {}
     lines = [
         f"run: {run}",
-        f"protocol: {report['protocol']}"
+        f"protocol: {report['protocol_name']}"
         + ("  (INSECURE baseline)" if params.get("secure") is False else ""),
-        "parameters: "
+        "protocol, in an auditor's units: "
         + ", ".join(
-            f"{k}={v}" for k, v in params.items() if k not in ("protocol", "threat_model_note")
+            f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else
+            f"{k.replace('_', ' ')} {v}" for k, v in (report.get("protocol") or {}).items()
+            if k != "protocol" and v is not None
         ),
     ]
     if report["threat_model_note"]:
@@ -267,7 +269,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         ),
         "per-stage traffic (bytes up / down, messages up / down):",
     ]
-    for stage, row in report["stages"].items():
+    for stage, row in report["traffic_by_stage"].items():
         lines.append(
             f"  {stage:<12} {row['bytes_up']:>12,} / {row['bytes_down']:<12,} "
             f"{row['messages_up']:>5} / {row['messages_down']}"
