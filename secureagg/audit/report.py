@@ -306,7 +306,10 @@ def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
     drops = []
     for rd in run.rounds:
         if rd.dropouts or (rd.sampled is not None and len(rd.survivors) < len(rd.sampled)):
-            what = ", ".join(f"{c} at {s}" for c, s in sorted(rd.dropouts.items())) or "-"
+            what = ", ".join(
+                f"{c} at {s}" + (" (its input was already in: counted)" if c in rd.survivors
+                                 else "")
+                for c, s in sorted(rd.dropouts.items())) or "-"
             total = len(rd.sampled) if rd.sampled is not None else "?"
             drops.append(f"round {rd.round}: {len(rd.survivors)} of {total} survived "
                          f"(dropped: {what})")

@@ -54,6 +54,8 @@ def run_flower_demo(
     from secureagg.flower.identity import write_identity_key
     from secureagg.flower.processes import Deployment, DeploymentError
 
+    # absolute: the ServerApp that writes it runs in another process, in another directory
+    run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     keys_dir = run_dir / "flower-keys"
     node_configs: list[dict[str, Any]] = [{} for _ in range(settings.clients)]
@@ -116,4 +118,6 @@ def run_flower_demo(
             f"{outcome.status}: {outcome.details}\n{outcome.log[-3000:]}")
         raise DeploymentError(f"the Flower run did not complete ({detail})")
     say(f"  all Flower processes stopped; the run took {time.perf_counter() - started:.0f} s")
+    if not history:
+        raise DeploymentError(f"the Flower run completed but wrote no history.json in {run_dir}")
     return history
