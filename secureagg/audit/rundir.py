@@ -48,7 +48,6 @@ Invariants (what a crash can and cannot leave behind):
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -136,14 +135,6 @@ def _fsync_directory(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class RunDirectory:
@@ -360,7 +351,7 @@ class RunDirectory:
         return {
             "round": round_number,
             "path": str(path.relative_to(self.path)),
-            "sha256": _sha256_file(path),
+            "sha256": seal.sha256_file(path),
         }
 
     def verified_checkpoint(self, info: Mapping[str, Any]) -> Path:
@@ -368,7 +359,7 @@ class RunDirectory:
         path = self.path / str(info.get("path", ""))
         if not path.is_file():
             raise InvalidInputError(f"the committed checkpoint {path} is missing")
-        if _sha256_file(path) != info.get("sha256"):
+        if seal.sha256_file(path) != info.get("sha256"):
             raise InvalidInputError(
                 f"{path} does not match the sha256 recorded in history.json; the run directory "
                 "was modified"

@@ -64,6 +64,7 @@ __all__ = [
     "load_operator_key",
     "load_public_key",
     "seal_run",
+    "sha256_file",
     "verify_chain",
     "verify_seal",
 ]
@@ -185,7 +186,8 @@ def load_public_key(data: bytes) -> bytes:
 # ------------------------------------------------------------------------------------ seal
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of the file at ``path``, as hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -271,7 +273,7 @@ def seal_run(
     transcript = read_transcript_lines(root / TRANSCRIPT)
     lines, head = verify_chain(transcript)
     files = {
-        rel: {"sha256": _sha256_file(p), "size": p.stat().st_size}
+        rel: {"sha256": sha256_file(p), "size": p.stat().st_size}
         for rel, p in _covered_files(root).items()
     }
     doc = {
@@ -375,7 +377,7 @@ def verify_seal(
         else:
             want = files[rel]
             path = present[rel]
-            if not isinstance(want, dict) or _sha256_file(path) != want.get("sha256"):
+            if not isinstance(want, dict) or sha256_file(path) != want.get("sha256"):
                 out.problems.append(
                     f"{rel}: changed after the run was sealed (its SHA-256 differs from the "
                     "seal's)"

@@ -98,9 +98,12 @@ def ddgauss_rdp(
     clients: int,
     dimension: int,
 ) -> FloatArray:
-    """RDP of the sum of ``clients`` discrete Gaussian shares (Kairouz et al. 2021, Thm 1)."""
+    """RDP of the sum of ``clients`` discrete Gaussian shares (Kairouz et al. 2021, Thm 1).
+
+    The theorem holds for a local ``σ >= 1/2``; below it this returns infinity (no bound is
+    claimed) rather than a figure outside the theorem's hypothesis."""
     out = np.empty(len(orders), dtype=np.float64)
-    if local_sigma <= 0 or clients < 1:
+    if local_sigma < 0.5 or clients < 1:
         out.fill(math.inf)
         return out
     tau = 10.0 * math.fsum(

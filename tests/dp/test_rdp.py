@@ -33,9 +33,12 @@ def test_ddgauss_rdp_is_gaussian_for_large_sigma() -> None:
     out = rdp.ddgauss_rdp([2, 10], l2=100.0, l1=1000.0, local_sigma=50.0, clients=4, dimension=64)
     z2 = 4 * 50.0**2 / 100.0**2
     np.testing.assert_allclose(out, [2 / (2 * z2), 10 / (2 * z2)], rtol=1e-12)
-    # τ matters only for tiny local σ: then the bound is larger.
-    small = rdp.ddgauss_rdp([2], l2=1.0, l1=1.0, local_sigma=0.3, clients=4, dimension=64)
-    assert small[0] > 2 / (2 * 4 * 0.09)
+    # τ matters only for small local σ: then the bound is larger.
+    small = rdp.ddgauss_rdp([2], l2=1.0, l1=1.0, local_sigma=0.5, clients=4, dimension=64)
+    assert small[0] > 2 / (2 * 4 * 0.25)
+    # below σ = 1/2 the theorem does not apply: no bound is claimed
+    assert np.isinf(rdp.ddgauss_rdp([2, 8], l2=1.0, l1=1.0, local_sigma=0.49, clients=4,
+                                    dimension=64)).all()
 
 
 def test_subsampling_bound_is_an_upper_bound_on_the_exact_sampled_gaussian() -> None:
