@@ -363,14 +363,35 @@ def check_error(run: Run) -> list[Check]:
 # ----------------------------------------------------------------------------- parameters
 
 
+def _pmf(k: int, p: float, i: int) -> float:
+    """P[Bin(k, p) = i], in log space (no overflow of the binomial coefficient)."""
+    if p <= 0.0 or p >= 1.0:
+        return float(i == (k if p >= 1.0 else 0))
+    log = (math.lgamma(k + 1) - math.lgamma(i + 1) - math.lgamma(k - i + 1)
+           + i * math.log(p) + (k - i) * math.log1p(-p))
+    return math.exp(log)
+
+
 def _binomial_cdf(k: int, p: float, x: int) -> float:
-    """P[Bin(k, p) <= x], exactly summed in floating point (independent of the library's)."""
+    """P[Bin(k, p) <= x], summed term by term (independent of the library's)."""
     if x < 0:
         return 0.0
-    total = 0.0
-    for i in range(0, min(x, k) + 1):
-        total += math.comb(k, i) * (p**i) * ((1 - p) ** (k - i))
-    return min(1.0, total)
+    return min(1.0, math.fsum(_pmf(k, p, i) for i in range(0, min(x, k) + 1)))
+
+
+def _corrupted_neighbours(n: int, k: int, corrupt_rate: float) -> tuple[int, float]:
+    """The most corrupted neighbours a client can have, and the probability that some client
+    has more: complete graph - ``ceil(rate * n)`` of all clients, exactly; sparse graph - the
+    smallest ``c`` with ``n * P[Bin(k, rate) > c] <= 2^-40`` (a union bound over clients)."""
+    if corrupt_rate <= 0:
+        return 0, 0.0
+    if k == n - 1:
+        return min(math.ceil(corrupt_rate * n - 1e-9), n), 0.0
+    for c in range(k + 1):
+        tail = math.fsum(_pmf(k, corrupt_rate, i) for i in range(c + 1, k + 1))  # no cancellation
+        if n * tail <= 2.0**-40:
+            return c, n * tail
+    return k, 0.0
 
 
 def check_parameters(run: Run) -> list[Check]:
@@ -380,11 +401,23 @@ def check_parameters(run: Run) -> list[Check]:
     if family == "secagg" and all(is_int(p.get(k)) for k in ("num_clients", "degree",
                                                               "threshold")):
         n, k, t = int(p["num_clients"]), int(p["degree"]), int(p["threshold"])
-        c = p.get("corrupted_neighbours", 0)
         threat = p.get("threat")
         graph_ok = 1 <= k <= n - 1 and 2 <= t <= k + 1
         out.append(Check("parameters", "SecAgg graph: 1 <= k <= n-1 and 2 <= t",
                          graph_ok, f"n={n}, k={k}, t={t}", "config.json"))
+        corrupt = p.get("corrupt_rate")
+        c: Any = None
+        if is_real(corrupt) and graph_ok:
+            c, security = _corrupted_neighbours(n, k, float(corrupt))
+            stated_c, stated_sec = p.get("corrupted_neighbours"), p.get("security_failure")
+            same = stated_c == c and is_real(stated_sec) and (
+                float(stated_sec) >= security * (1 - 1e-6) - 1e-18)
+            out.append(Check(
+                "parameters", "SecAgg corrupted neighbours recomputed from the corrupt rate (at "
+                "most c of a client's k neighbours corrupted, except with probability 2^-40), "
+                "and the stated security failure not below that probability",
+                same, f"recomputed c={c} (probability of more {security:.3g}), stated "
+                f"c={stated_c} (security failure {stated_sec})", "config.json"))
         if is_int(c):
             need = c + 1 if threat == "curious" else (k + 1 + c) // 2 + 1
             need = max(2, need)

@@ -103,6 +103,24 @@ def test_a_raised_error_bound_and_error_are_caught(
     assert "recomputed" in errors[0]["detail"]
 
 
+def test_edited_protocol_parameters_are_caught_by_recomputing_them(
+    sim: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["parameters"]["failure_probability"] = 1e-12  # a rosier figure than the graph gives
+        d["parameters"]["corrupted_neighbours"] = 0  # and a weaker adversary
+        d["parameters"]["bits"] = 16  # a ring the sum can overflow
+
+    edit_json(sim / "config.json", change)
+    reseal(sim, tmp_path, "simulate")
+    code, report = audit(sim, capsys)
+    assert code == 1
+    names = " ".join(c["check"] for c in failed(report) if c["group"] == "parameters")
+    assert "failure probability recomputed" in names
+    assert "corrupted neighbours recomputed" in names
+    assert "no overflow" in names
+
+
 def test_an_empty_result_is_caught(
     sim: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
