@@ -447,3 +447,7 @@ def test_demo_split_measures_accuracy_attacks_and_cost(
     assert dp and all(c["epsilon"] > 0 and c["does_not_cover"] is not None for c in dp)
     assert any("u-shaped-activation-dp" in p and "does NOT cover" in p
                for p in audit["statement"])
+    # ActivationDP and the encrypted cut's gradient noise, re-accounted with dp-accounting
+    independent = [c for c in audit["checks"] if c["group"] == "independent"]
+    assert len(independent) >= len(dp) and all(c["ok"] for c in independent)
+    assert audit["privacy"]["independent"]["verdict"] == "ok"

@@ -103,6 +103,7 @@ def _split_configurations(run: Run) -> list[dict[str, Any]]:
             "epsilon": entry.get("epsilon"), "delta": entry.get("delta"),
             "unit": scope.get("unit"), "adjacency": scope.get("adjacency"),
             "mechanism": scope.get("mechanism"), "accountant": scope.get("accountant"),
+            "re_accountable": bool(entry.get("ledgers")),
             "covers": [c.get("channel") for c in scope.get("epsilon_covers") or []
                        if isinstance(c, dict)],
             "does_not_cover": [f"{c.get('channel')} ({c.get('direction')})"
@@ -291,10 +292,10 @@ def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
             out.append(f"Split learning, {cfg['configuration']}: no differential privacy; "
                        f"the server receives {', '.join(cfg['does_not_cover']) or 'its inputs'} "
                        "without a formal bound.")
-    if split:
-        out.append("The split demo records each configuration's ε and scope, not its privacy "
-                   "events: the ε figures above are the library's own and are not re-accounted "
-                   "independently.")
+    if split and not any(cfg.get("re_accountable") for cfg in split):
+        out.append("This split run records each configuration's ε and scope but not its "
+                   "privacy events (it was written by an older secureagg): the ε figures above "
+                   "are the library's own and are not re-accounted independently.")
     if not sample and not user and not split:
         out.append("Differential privacy: none. The run carries no formal privacy guarantee "
                    "for the data behind the released aggregates or the model.")
@@ -336,7 +337,7 @@ def _independent_paragraphs(independent: Mapping[str, Any] | None,
             if not tight:
                 continue
             worst = max(tight, key=lambda s: float(s.get("stated_epsilon") or 0))
-            name = "record-level" if level == "sample" else "client-level"
+            name = {"sample": "record-level", "user": "client-level"}.get(level, level)
             parts.append(
                 f"{name}: stated ε {_fmt(worst.get('stated_epsilon'))}, independent "
                 f"{_fmt(worst.get('tight_epsilon'))} ({worst.get('tight_source')}), difference "

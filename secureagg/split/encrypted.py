@@ -241,6 +241,8 @@ class EncryptedSplitLearning:
             "epochs_accounted": self.epochs_released,
             "scope": scope,
             "summary": scope["summary"],
+            # the accountant's ledger (its events), for an auditor to re-account independently
+            "ledgers": {} if epsilon is None else {"0": self.accountant.report()},
         }
 
     def report(self) -> dict[str, Any]:

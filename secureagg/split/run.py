@@ -451,6 +451,8 @@ class SplitLearning:
             "scope": scope,
             "summary": scope["summary"],
             "averaged_client_parts": averaged,
+            # each client's accountant ledger (its events), to be re-accounted independently
+            "ledgers": {str(dp.party): dp.accountant.report() for dp in dps},
         }
 
     def _aggregation_claim(self) -> dict[str, Any] | None:
