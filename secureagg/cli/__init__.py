@@ -331,17 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_p.add_argument("--quiet", action="store_true", help="print nothing on success")
     simulate_p.set_defaults(handler=_cmd_simulate)
 
+    from secureagg.cli.bench import BENCH_DESCRIPTION, BENCH_EPILOG, add_bench_arguments
+
     bench = sub.add_parser(
         "bench",
-        help="list the benchmark scripts and how to run them",
-        description=_wrap(
-            "List the scripts under benchmarks/ with their one-line descriptions and "
-            "the command that runs each. Nothing is measured by this command."
-        ),
+        help="measure every protocol's time, bytes, memory and error (--list: the scripts)",
+        description=_wrap(BENCH_DESCRIPTION),
         formatter_class=fmt,
-        epilog="examples:\n  secureagg bench\n  secureagg bench --dir path/to/benchmarks",
+        epilog=BENCH_EPILOG,
     )
-    bench.add_argument("--dir", default=None, help="benchmark directory to list")
+    add_bench_arguments(bench)
     bench.set_defaults(handler=_cmd_bench)
 
     flower = sub.add_parser(

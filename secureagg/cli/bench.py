@@ -1,15 +1,308 @@
-"""``secureagg bench``: list the benchmark scripts and how to run them."""
+"""``secureagg bench``: measure every protocol in this process (or ``--list`` the scripts).
+
+Runs the grid of :mod:`secureagg.bench` from an installed package: no checkout is needed. For
+each configuration (protocol variant x DP mode x n x d x dropout) it estimates the time and
+memory first (:func:`secureagg.cli.estimate.estimate_round`), skips with the reason what would
+not fit ``--max-seconds`` / ``--max-memory``, measures the rest with ``--repeats`` rounds of
+``secureagg.simulate`` (median and min) plus one round under tracemalloc for memory, and writes
+``bench.json`` (format ``secureagg/bench/v1``), ``bench.csv`` and PNG plots into ``--out``.
+See ``docs/benchmarks.md``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import datetime as _dt
+import math
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from secureagg.cli.common import (
-    EXIT_OK,
-    _CliError,
+from secureagg.bench import (
+    DEFAULT_GRID,
+    DP_MODES,
+    FORMAT,
+    PROTOCOLS,
+    QUICK_GRID,
+    BenchConfig,
+    Estimate,
+    build_grid,
+    format_table,
+    machine_info,
+    run_grid,
+    write_csv,
+    write_json,
 )
+from secureagg.bench.output import utc_now
+from secureagg.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    _check_out,
+    _CliError,
+    _warn,
+    seeded_warning,
+)
+from secureagg.cli.estimate import (
+    Limits,
+    estimate_round,
+    format_bytes,
+    format_seconds,
+    limits_from_args,
+)
+from secureagg.errors import ConfigurationError, MissingDependencyError
+
+__all__ = ["BENCH_DESCRIPTION", "BENCH_EPILOG", "add_bench_arguments"]
+
+BENCH_DESCRIPTION = (
+    "Measure what each protocol costs, in this process, from the installed package (no "
+    "checkout needed). The grid: protocol variants (plain, secagg, secagg:malicious, secagg+, "
+    "secagg+:malicious, ckks, paillier) x DP mode (none; distributed DP inside secagg/secagg+; "
+    "central DP around any protocol) x n clients x d values per client x dropout fraction. "
+    "Each configuration runs --repeats timed rounds of secureagg.simulate (every message "
+    "through the codec) and one more, untimed, under tracemalloc for memory. Measured, per "
+    "configuration (median and min over the repeats): the round's wall time; the slowest "
+    "client's seconds and the server's seconds, in total and per stage; the HE key holder's "
+    "seconds; setup seconds (key material, the round spec, building the parties); codec "
+    "seconds; bytes up and down of the busiest client (and of the key holder); the peak of "
+    "Python and numpy allocations during one round (tracemalloc: memory that C++ libraries "
+    "such as TenSEAL allocate is not traced); and the error max|aggregate - plaintext sum of "
+    "the survivors' updates| against the bound the aggregator states (with DP: the noise's "
+    "tail bound at probability 2^-40, see docs/benchmarks.md). Units: seconds and bytes. "
+    "Skipped, with the reason in the output and the JSON: configurations the library refuses "
+    "(distributed DP wraps only secagg/secagg+; SecAgg parameters that cannot be met) and "
+    "those whose estimate (secureagg.cli.estimate, an upper estimate: repeats + 1 rounds) "
+    "exceeds --max-seconds or --max-memory. Default grid: n in {10, 100}, d in {1000, "
+    "100000}, dropout in {0, 0.1}, 3 repeats, --dp none. --quick: n in {5, 10}, d 1000, "
+    "dropout 0.1, 1 repeat, every protocol and DP mode, about a minute on 2 cores. Dropped "
+    "clients go silent at the 'masked' stage (SecAgg: the server removes their masks) or at "
+    "the upload. Writes bench.json (format secureagg/bench/v1), bench.csv (one row per "
+    "configuration) and, with matplotlib (pip install 'secureagg[plot]'), seconds_vs_n.png, "
+    "seconds_vs_d.png and bytes_per_client.png; prints a table at the end. Exits 1 if an "
+    "error exceeds its bound, 2 on bad arguments."
+)
+BENCH_EPILOG = (
+    "examples:\n"
+    "  secureagg bench --quick\n"
+    "  secureagg bench --protocols secagg+,ckks --n 10,100,1000 --d 1e5 --dropout 0.1\n"
+    "  secureagg bench --dp all --max-seconds 120 --out bench-results/today\n"
+    "  secureagg bench --list          # the scripts under benchmarks/ (a checkout)\n\n"
+    "Figures in the table are medians; seconds ending in 'm' are milliseconds; 'error/bound'\n"
+    "is max_abs_error / bound (below 1: within the bound)."
+)
+
+
+def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
+    """The options of ``secureagg bench``."""
+    bench.add_argument("--list", action="store_true",
+                       help="only list the benchmark scripts under benchmarks/ (a checkout) "
+                            "and how to run them; nothing is measured")
+    bench.add_argument("--dir", default=None,
+                       help="list the scripts in this benchmark directory (implies --list)")
+    bench.add_argument("--quick", action="store_true",
+                       help="a tiny grid (n 5,10; d 1000; dropout 0.1; 1 repeat; --dp all): "
+                            "about a minute on 2 cores")
+    bench.add_argument("--protocols", default="all", metavar="P,P",
+                       help=f"comma-separated protocol variants, or 'all' (default): "
+                            f"{', '.join(PROTOCOLS)}")
+    bench.add_argument("--n", default=None, metavar="N,N",
+                       help="numbers of clients, comma-separated, each >= 2 (default 10,100)")
+    bench.add_argument("--d", default=None, metavar="D,D",
+                       help="values per client, comma-separated, >= 1; 1e5 is accepted "
+                            "(default 1000,100000)")
+    bench.add_argument("--dropout", default=None, metavar="F,F",
+                       help="fractions of clients that drop out, each in [0, 1) (default 0,0.1)")
+    bench.add_argument("--repeats", type=int, default=None, metavar="R",
+                       help="timed rounds per configuration, reported as median and min "
+                            "(default 3; 1 with --quick)")
+    bench.add_argument("--dp", choices=(*DP_MODES, "all"), default=None,
+                       help="DP modes: none (default), distributed (inside secagg/secagg+ only), "
+                            "central (server-side Gaussian, any protocol) or all (default with "
+                            "--quick)")
+    bench.add_argument("--max-seconds", default=None, metavar="S",
+                       help="skip a configuration whose estimated time for all its rounds "
+                            "exceeds S seconds ('none': no limit; default 3600)")
+    bench.add_argument("--max-memory", default=None, metavar="SIZE",
+                       help="skip a configuration whose estimated peak memory exceeds SIZE "
+                            "(8G, 512M, bytes or 'none'; default 90%% of the available memory)")
+    bench.add_argument("--out", default=None, metavar="DIR",
+                       help="where to write bench.json, bench.csv and the plots (default "
+                            "./bench-results/<UTC time>)")
+    bench.add_argument("--no-plots", action="store_true", help="write JSON and CSV only")
+    bench.add_argument("--no-memory", action="store_true",
+                       help="skip the extra traced round per configuration (no peak memory)")
+    bench.add_argument("--quiet", action="store_true",
+                       help="no progress bar or per-configuration lines; only the table")
+    bench.add_argument("--seed", type=int, default=None, metavar="S",
+                       help="reproducible data, keys and masks (tests only: NOT secret, NOT "
+                            "private; flagged in bench.json)")
+
+
+def _numbers(text: str, option: str, *, integer: bool, problems: list[str]) -> list[float]:
+    values: list[float] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            problems.append(f"{option}: expected comma-separated numbers, got {part!r}")
+            continue
+        if not math.isfinite(value):
+            problems.append(f"{option}: {part!r} is not a finite number")
+        elif integer and value != int(value):
+            problems.append(f"{option}: expected whole numbers, got {part!r}")
+        else:
+            values.append(int(value) if integer else value)
+    return values
+
+
+def _grid(args: argparse.Namespace, problems: list[str]) -> tuple[list[BenchConfig], int]:
+    base = QUICK_GRID if args.quick else DEFAULT_GRID
+    ns = _numbers(args.n, "--n", integer=True, problems=problems) if args.n else list(base.ns)
+    ds = _numbers(args.d, "--d", integer=True, problems=problems) if args.d else list(base.ds)
+    drops = (_numbers(args.dropout, "--dropout", integer=False, problems=problems)
+             if args.dropout else list(base.dropouts))
+    repeats = base.repeats if args.repeats is None else args.repeats
+    if repeats < 1:
+        problems.append(f"--repeats must be >= 1, got {repeats}")
+    text = str(args.protocols).strip()
+    protocols = list(PROTOCOLS) if text == "all" else [
+        p.strip() for p in text.split(",") if p.strip()
+    ]
+    dp = args.dp if args.dp is not None else ("all" if args.quick else "none")
+    modes = list(DP_MODES) if dp == "all" else [dp]
+    if args.seed is not None and args.seed < 0:
+        problems.append(f"--seed must be a non-negative integer, got {args.seed}")
+    try:
+        configs = build_grid(
+            protocols, ns=[int(n) for n in ns], ds=[int(d) for d in ds], dropouts=drops,
+            dp_modes=modes,
+        )
+    except ConfigurationError as exc:
+        problems.extend(exc.problems)
+        configs = []
+    return configs, repeats
+
+
+def _estimator(limits: Limits) -> Any:
+    def estimate(config: BenchConfig, parameters: Mapping[str, Any], rounds: int) -> Estimate:
+        est = estimate_round(parameters, num_clients=config.n, dim=config.d,
+                             dropout=config.dropout)
+        seconds = est.seconds * rounds
+        problems = []
+        if limits.max_seconds is not None and seconds > limits.max_seconds:
+            problems.append(
+                f"estimated {format_seconds(seconds)} for {rounds} rounds, over --max-seconds "
+                f"{format_seconds(limits.max_seconds)}"
+            )
+        if limits.max_bytes is not None and est.peak_bytes > limits.max_bytes:
+            problems.append(
+                f"estimated peak memory {format_bytes(est.peak_bytes)}, over the limit of "
+                f"{format_bytes(limits.max_bytes)} ({limits.memory_source})"
+            )
+        return Estimate(
+            seconds=seconds,
+            peak_bytes=est.peak_bytes,
+            problems=tuple(problems),
+            model=f"secureagg.cli.estimate.estimate_round x {rounds} rounds (an upper estimate "
+                  "on a 2-core x86-64 machine)",
+        )
+
+    return estimate
+
+
+def _out_dir(out: str | None) -> Path:
+    if out is None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return Path.cwd() / "bench-results" / stamp
+    path = _check_out(out)
+    if (path / "bench.json").exists():
+        raise _CliError(f"{path} already holds a benchmark (bench.json); choose another --out")
+    return path
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """``secureagg bench``: measure the grid (or ``--list`` the scripts)."""
+    if args.list or args.dir is not None:  # --dir names the scripts' directory: a listing
+        return _list_scripts(args)
+    problems: list[str] = []
+    configs, repeats = _grid(args, problems)
+    limits = limits_from_args(args, problems)
+    if problems:
+        raise ConfigurationError(problems)
+    out = _out_dir(args.out)
+    if args.seed is not None:
+        _warn(seeded_warning(args.seed))
+    started = utc_now()
+    entries = run_grid(
+        configs,
+        repeats=repeats,
+        estimate=_estimator(limits),
+        seed=args.seed,
+        memory=not args.no_memory,
+        stream=sys.stderr,
+        quiet=args.quiet,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    plots: list[str] = []
+    plot_note = None
+    if args.no_plots:
+        plot_note = "--no-plots"
+    else:
+        from secureagg.bench.plots import write_plots
+
+        try:
+            plots = [p.name for p in write_plots(entries, out)]
+        except MissingDependencyError as exc:
+            plot_note = " ".join(str(exc).split())
+    document = {
+        "format": FORMAT,
+        "created_utc": started,
+        "finished_utc": utc_now(),
+        "argv": list(getattr(args, "argv", [])),
+        "seeded": args.seed is not None,
+        "seed": args.seed,
+        "machine": machine_info(),
+        "grid": {
+            "protocols": sorted({c.protocol for c in configs}, key=PROTOCOLS.index),
+            "dp": sorted({c.dp for c in configs}, key=DP_MODES.index),
+            "n": sorted({c.n for c in configs}),
+            "d": sorted({c.d for c in configs}),
+            "dropout": sorted({c.dropout for c in configs}),
+            "repeats": repeats,
+            "quick": bool(args.quick),
+            "memory_round": not args.no_memory,
+        },
+        "limits": limits.to_dict(),
+        "units": {"time": "seconds", "size": "bytes",
+                  "peak_memory": "tracemalloc peak of one round (Python and numpy allocations)"},
+        "plots": plots,
+        "plots_note": plot_note,
+        "configurations": entries,
+        "skipped": [
+            {"id": e["id"], "label": e["label"], "reason": e["reason"]}
+            for e in entries if e["status"] != "measured"
+        ],
+    }
+    write_json(out / "bench.json", document)
+    write_csv(out / "bench.csv", entries)
+    print("\n".join(format_table(entries)))
+    measured = sum(1 for e in entries if e["status"] == "measured")
+    print(f"\n{measured} of {len(entries)} configurations measured; written to {out} "
+          f"(bench.json, bench.csv{''.join(', ' + p for p in plots)})")
+    if plot_note is not None and not args.no_plots:
+        _warn(f"no plots: {plot_note}")
+    if args.seed is not None:
+        print("WARNING: seeded run - data, keys and masks are reproducible, NOT secret")
+    if any(e["status"] == "measured" and not e["error"]["within_bound"] for e in entries):
+        print("secureagg: error: an aggregate's error exceeds the bound its aggregator states "
+              "(marked '!' in the table)", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- --list
 
 
 def _benchmark_dirs(explicit: str | None) -> list[Path]:
@@ -28,7 +321,7 @@ def _benchmark_dirs(explicit: str | None) -> list[Path]:
     return seen
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _list_scripts(args: argparse.Namespace) -> int:
     dirs = _benchmark_dirs(args.dir)
     scripts = sorted(
         {
