@@ -143,7 +143,10 @@ def test_one_round_report(one_round: tuple[Path, dict, str]) -> None:
     faded = tuple(round(0.8 * c + 0.2 * 255) for c in FAIL_RED)  # the red bars at alpha 0.8
     red = np.all(np.abs(bars - faded) < 4, axis=-1).sum()
     dropped = len(rd["sampled"]) - len(rd["survivors"])
-    assert red / green == pytest.approx(dropped / len(rd["survivors"]), rel=0.1)
+    if dropped:
+        assert red / green == pytest.approx(dropped / len(rd["survivors"]), rel=0.1)
+    else:  # every dropout came after its input (fresh randomness): only the legend's patch
+        assert red / green < 0.02
     # every check of report.json has its row, and the transcript checks of the CLI too
     for c in report["checks"]:
         assert f"<td>{html.escape(c['check'])}</td>" in page
