@@ -483,22 +483,24 @@ def check_messages(run: Run) -> list[Check]:
         return []
     import hashlib
 
-    data = path.read_bytes()
+    total = path.stat().st_size  # read message by message: the file is the whole uplink
     offset, bad = 0, []
     ups = [(n, e) for n, e in enumerate(run.transcript, start=1) if e.get("direction") == "up"]
-    for number, line in ups:
-        size: Any = line.get("size")
-        if not is_int(size) or offset + size > len(data):
-            bad.append(f"transcript.jsonl line {number}: its {size} bytes are not in the file")
-            break
-        if hashlib.sha256(data[offset:offset + size]).hexdigest() != line.get("sha256"):
-            bad.append(f"transcript.jsonl line {number}: the stored bytes do not hash to its "
-                       "sha256")
-        offset += size
-    if not bad and offset != len(data):
-        bad.append(f"{len(data) - offset} bytes beyond the transcript's last received message")
+    with path.open("rb") as fh:
+        for number, line in ups:
+            size: Any = line.get("size")
+            if not is_int(size) or offset + size > total:
+                bad.append(f"transcript.jsonl line {number}: its {size} bytes are not in the "
+                           "file")
+                break
+            if hashlib.sha256(fh.read(size)).hexdigest() != line.get("sha256"):
+                bad.append(f"transcript.jsonl line {number}: the stored bytes do not hash to "
+                           "its sha256")
+            offset += size
+    if not bad and offset != total:
+        bad.append(f"{total - offset} bytes beyond the transcript's last received message")
     return [Check("integrity", "every received message's bytes hash to its transcript line",
-                  not bad, "; ".join(bad[:5]) or f"{len(ups)} messages, {len(data):,} bytes",
+                  not bad, "; ".join(bad[:5]) or f"{len(ups)} messages, {total:,} bytes",
                   "messages.bin")]
 
 

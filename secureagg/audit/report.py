@@ -164,8 +164,6 @@ def _stages(run: Run) -> dict[str, dict[str, float]]:
         if isinstance(row, dict):
             add(stage, "seconds", (row.get("client_seconds_max") or 0)
                 + (row.get("server_seconds") or 0))
-    for stage, row in run.documents.get("flower_stages", {}).items():
-        add(stage, "seconds", row)
     return out
 
 
