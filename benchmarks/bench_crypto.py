@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cryptography
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -37,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from secureagg.bench.output import machine_info as _machine_info  # noqa: E402
 from secureagg.crypto import encoding, labels, prg  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "crypto.json"
@@ -226,23 +225,8 @@ def bench_encoding(d: int, rounds: int) -> dict[str, Any]:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cryptography": cryptography.__version__,
-    }
+    """The package's machine facts (secureagg.bench.output)."""
+    return _machine_info()
 
 
 def main(argv: list[str] | None = None) -> int:

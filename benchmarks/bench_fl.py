@@ -36,8 +36,6 @@ import argparse
 import dataclasses
 import importlib.util
 import json
-import os
-import platform
 import sys
 import time
 import warnings
@@ -53,7 +51,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-import secureagg as sa  # noqa: E402
+from secureagg.bench.output import machine_info as _machine_info  # noqa: E402
 from secureagg.demos import federated_task as demo  # noqa: E402
 from secureagg.fl import FederatedRun  # noqa: E402
 from secureagg.transport import SeededRunWarning  # noqa: E402
@@ -67,15 +65,8 @@ def _log(text: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "secureagg": sa.__version__,
-    }
+    """The package's machine facts (secureagg.bench.output)."""
+    return _machine_info()
 
 
 def make_task(

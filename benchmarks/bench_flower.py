@@ -70,7 +70,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -80,13 +79,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import secureagg as sa  # noqa: E402
+from secureagg.bench.output import machine_info as _machine_info  # noqa: E402
 
 APPS = Path(__file__).resolve().parent / "flower_apps"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "flower.json"
@@ -99,32 +97,10 @@ def _log(text: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    import cryptography
+    """The package's machine facts (secureagg.bench.output), plus Flower's version."""
     import flwr
 
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cryptography": cryptography.__version__,
-        "secureagg": sa.__version__,
-        "flwr": flwr.__version__,
-    }
-    with contextlib.suppress(AttributeError, OSError):
-        info["sched_affinity"] = len(os.sched_getaffinity(0))
-    with contextlib.suppress(OSError):
-        info["loadavg_at_start"] = list(os.getloadavg())
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo", encoding="utf-8") as fh:
-            info["mem_total_kib"] = int(fh.readline().split()[1])
-    return info
+    return {**_machine_info(), "flwr": flwr.__version__}
 
 
 # ------------------------------------------------------------------------------ one run

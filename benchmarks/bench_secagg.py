@@ -37,12 +37,10 @@ Results go to ``--out`` (default ``benchmarks/results/secagg.json``); progress t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import hashlib
 import json
 import os
-import platform
 import resource
 import statistics
 import struct
@@ -63,6 +61,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import secureagg as sa  # noqa: E402
+from secureagg.bench.output import machine_info as _machine_info  # noqa: E402
 from secureagg.crypto import keyagree, labels, prg, shamir  # noqa: E402
 from secureagg.errors import ProtocolError, SecureAggError  # noqa: E402
 from secureagg.protocols.secagg.context import RoundContext  # noqa: E402
@@ -153,32 +152,8 @@ def _make_agg(protocol: str, n: int, dropout: float = 0.0) -> Any:
 
 
 def machine_info() -> dict[str, Any]:
-    import cryptography
-
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cryptography": cryptography.__version__,
-        "secureagg": sa.__version__,
-    }
-    with contextlib.suppress(AttributeError, OSError):
-        info["sched_affinity"] = len(os.sched_getaffinity(0))
-    with contextlib.suppress(OSError):
-        info["loadavg_at_start"] = list(os.getloadavg())
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo", encoding="utf-8") as fh:
-            info["mem_total_kib"] = int(fh.readline().split()[1])
-    except OSError:
-        pass
+    """The package's machine facts (secureagg.bench.output), plus Flower's version."""
+    info = _machine_info()
     flwr = _import_flower()
     info["flwr"] = flwr[0].__version__ if flwr is not None else None
     return info
