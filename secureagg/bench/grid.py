@@ -1,7 +1,9 @@
 """The benchmark's grid: which protocols, sizes, dropouts and DP modes, and their aggregators.
 
 A :class:`BenchConfig` is one point of the grid: a protocol variant (``"secagg+:malicious"`` is
-SecAgg+ under a malicious server), a DP mode (``"none"``, ``"distributed"``, ``"central"``), the
+SecAgg+ under a malicious server; ``"ckks:pooled"`` and ``"paillier:pooled"`` compute their
+encryption randomness before the round, reported apart as offline seconds), a DP mode
+(``"none"``, ``"distributed"``, ``"central"``), the
 number of clients ``n``, the values per client ``d`` and the fraction of clients that drop out.
 :func:`build_grid` lists the points in a stable order; :func:`make_config_aggregator` builds the
 aggregator a point describes, or says why the library refuses it (the benchmark then records
@@ -45,8 +47,16 @@ PROTOCOLS: tuple[str, ...] = (
     "secagg+",
     "secagg+:malicious",
     "ckks",
+    "ckks:pooled",
     "paillier",
+    "paillier:pooled",
 )
+#: the variants' constructor options (``:pooled``: the encryption randomness - CKKS encryptions
+#: of zero, Paillier blinding factors - computed before the round, timed apart as offline)
+_VARIANT_OPTIONS: dict[str, dict[str, Any]] = {
+    "ckks:pooled": {"precompute_encryption": True},
+    "paillier:pooled": {"precompute_blinding": True},
+}
 #: DP modes: none, distributed DP inside SecAgg/SecAgg+, central DP added by the server
 DP_MODES: tuple[str, ...] = ("none", "distributed", "central")
 #: L2 clip of each client's update in the DP configurations (update units)
@@ -181,7 +191,7 @@ def make_config_aggregator(config: BenchConfig) -> tuple[RoundFactory | None, st
     from secureagg.dp.central import CentralDP
     from secureagg.dp.distributed import DistributedDP
 
-    kwargs: dict[str, Any] = {"num_clients": config.n}
+    kwargs: dict[str, Any] = {"num_clients": config.n, **_VARIANT_OPTIONS.get(config.protocol, {})}
     if config.threat is not None:
         kwargs["threat"] = config.threat
         kwargs["dropout_rate"] = max(0.1, config.dropout)

@@ -37,13 +37,15 @@ import statistics
 import time
 import tracemalloc
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from secureagg.bench.floor import UnitCostCache, dropped_neighbour_pairs, floor_of, ratios
 from secureagg.bench.grid import BenchConfig
+from secureagg.bench.memory import replayable, server_peak_memory
 from secureagg.crypto import labels, prg
 from secureagg.protocols.base import KEY_HOLDER, RoundFactory
 from secureagg.transport import SeededRunWarning, SimulationResult, derive_sim_seed, simulate
@@ -52,10 +54,12 @@ from secureagg.transport.results import ClippingWarning
 __all__ = [
     "SCALAR_FIGURES",
     "TAIL_PROBABILITY",
+    "PeerFn",
     "choose_dropouts",
     "draw_updates",
     "error_bound_of",
     "measure_config",
+    "summarise_peer",
 ]
 
 #: per-configuration failure probability of the noise tail bounds used for the DP bounds
@@ -64,7 +68,9 @@ TAIL_PROBABILITY = 2.0**-40
 SCALAR_FIGURES: tuple[str, ...] = (
     "round_seconds",
     "client_seconds_max",
+    "client_seconds_mean",
     "client_seconds_total",
+    "compute_seconds_total",
     "client_offline_seconds_max",
     "server_seconds",
     "helper_seconds",
@@ -76,7 +82,19 @@ SCALAR_FIGURES: tuple[str, ...] = (
     "key_holder_bytes_down",
     "spec_bytes",
 )
+#: a peer: ``peer(data, dropped_ids)`` runs one round of another implementation on the same
+#: ``n x d`` data with the same clients dropped and returns its JSON-ready figures
+PeerFn = Callable[[npt.NDArray[np.float64], list[int]], dict[str, Any]]
 _STAGE_FIGURES = ("client_seconds_max", "server_seconds", "helper_seconds")
+#: per stage, bytes: the most any one client sent / received, the key holder's, and the server's
+_STAGE_BYTES = (
+    "client_bytes_up_max",
+    "client_bytes_down_max",
+    "key_holder_bytes_up",
+    "key_holder_bytes_down",
+    "server_bytes_in",
+    "server_bytes_out",
+)
 
 
 def draw_updates(config: BenchConfig, master: bytes) -> npt.NDArray[np.float64]:
@@ -189,12 +207,71 @@ def _one_round(
         return res, time.perf_counter() - t0
 
 
+def _stage_bytes(res: SimulationResult, n: int) -> dict[str, dict[str, int]]:
+    """Per stage: the most one client sent / received, the key holder's and the server's bytes."""
+    out: dict[str, dict[str, int]] = {}
+    up: dict[tuple[str, int], int] = {}
+    down: dict[tuple[str, int], int] = {}
+    for entry in (*res.transcript, *res.peer_traffic):
+        up[(entry.stage, entry.sender)] = up.get((entry.stage, entry.sender), 0) + entry.size
+    for entry in (*res.downlink, *res.peer_traffic):
+        key = (entry.stage, entry.recipient)
+        down[key] = down.get(key, 0) + entry.size
+    server_in: dict[str, int] = {}
+    server_out: dict[str, int] = {}
+    for entry in res.transcript:
+        server_in[entry.stage] = server_in.get(entry.stage, 0) + entry.size
+    for entry in res.downlink:
+        server_out[entry.stage] = server_out.get(entry.stage, 0) + entry.size
+    for stage in res.metrics["stages"]:
+        row = dict.fromkeys(_STAGE_BYTES, 0)
+        for (st, party), size in up.items():
+            if st != stage:
+                continue
+            if 0 <= party < n:
+                row["client_bytes_up_max"] = max(row["client_bytes_up_max"], size)
+            elif party == KEY_HOLDER:
+                row["key_holder_bytes_up"] += size
+        for (st, party), size in down.items():
+            if st != stage:
+                continue
+            if 0 <= party < n:
+                row["client_bytes_down_max"] = max(row["client_bytes_down_max"], size)
+            elif party == KEY_HOLDER:
+                row["key_holder_bytes_down"] += size
+        row["server_bytes_in"] = server_in.get(stage, 0)
+        row["server_bytes_out"] = server_out.get(stage, 0)
+        out[stage] = row
+    return out
+
+
+def _client_mean(res: SimulationResult) -> float:
+    """Seconds of a client that took part in every stage: per stage, the clients' summed
+    seconds over the clients that sent in that stage, summed over the stages."""
+    senders: dict[str, set[int]] = {}
+    for entry in (*res.transcript, *res.peer_traffic):
+        if entry.sender >= 0:
+            senders.setdefault(entry.stage, set()).add(entry.sender)
+    total = 0.0
+    for stage, row in res.metrics["stages"].items():
+        active = len(senders.get(stage, ()))
+        if active:
+            total += float(row["client_seconds_total"]) / active
+    return total
+
+
 def _figures(res: SimulationResult, wall: float, n: int) -> dict[str, Any]:
     totals = res.metrics["totals"]
     figures: dict[str, Any] = {
         "round_seconds": wall,
         "client_seconds_max": float(totals["client_seconds_max"]),
+        "client_seconds_mean": _client_mean(res),
         "client_seconds_total": float(totals["client_seconds_total"]),
+        # every party's compute in the round, the codec included (the peers' "total compute")
+        "compute_seconds_total": float(totals["client_seconds_total"])
+        + float(totals["server_seconds"])
+        + float(totals["helper_seconds"])
+        + float(totals["codec_seconds"]),
         "client_offline_seconds_max": float(res.metrics["offline"]["client_seconds_max"]),
         "server_seconds": float(totals["server_seconds"]),
         "helper_seconds": float(totals["helper_seconds"]),
@@ -203,8 +280,9 @@ def _figures(res: SimulationResult, wall: float, n: int) -> dict[str, Any]:
         **_per_party_bytes(res, n),
         "spec_bytes": int(res.metrics["spec_bytes"]),
     }
+    stage_bytes = _stage_bytes(res, n)
     figures["stages"] = {
-        stage: {k: float(row[k]) for k in _STAGE_FIGURES}
+        stage: {**{k: float(row[k]) for k in _STAGE_FIGURES}, **stage_bytes[stage]}
         for stage, row in res.metrics["stages"].items()
     }
     return figures
@@ -243,21 +321,36 @@ def measure_config(
     master: bytes,
     seed: int | None = None,
     memory: bool = True,
+    floor_cache: UnitCostCache | None = None,
+    peers: Mapping[str, PeerFn] | None = None,
 ) -> dict[str, Any]:
     """Measure ``config`` with ``agg``: ``repeats`` timed rounds (+ one traced for memory).
 
     ``master`` keys the test data and the dropouts (32 random bytes; derived from ``seed`` in a
-    seeded run). Returns the JSON-ready result (see the module docstring)."""
+    seeded run). With ``floor_cache``, SecAgg/SecAgg+ get the floor model (unit costs measured
+    now, in this process) and the ratios to it. Each of ``peers`` runs one round on the same
+    data and dropouts right after each of ours (interleaved, so that load drift hits both).
+    Returns the JSON-ready result (see the module docstring)."""
     data = draw_updates(config, master)
     updates = [[row] for row in data]
     dropouts = choose_dropouts(config, tuple(agg.dropout_stages), master)
     rounds: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
+    pairs: list[int] = []
+    peer_rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in peers or {}}
     for r in range(repeats):
         round_seed = None if seed is None else _round_seed(seed, config, r)
         res, wall = _one_round(agg, updates, dropouts, round_seed, r)
         rounds.append(_figures(res, wall, config.n))
         errors.append(_error(res, data, agg, config))
+        if floor_cache is not None:
+            pairs.append(dropped_neighbour_pairs(getattr(agg, "inner", agg), res))
+        del res
+        for name, peer in (peers or {}).items():
+            done = peer_rounds[name]
+            if done and not done[-1].get("available", True):
+                continue  # the peer said it cannot run: once is enough
+            done.append(peer(data, sorted(dropouts)))
     peak: int | None = None
     if memory:
         round_seed = None if seed is None else _round_seed(seed, config, repeats)
@@ -276,10 +369,32 @@ def measure_config(
     for stage in rounds[0]["stages"]:
         stages[stage] = {
             key: _summary([float(r["stages"].get(stage, {}).get(key, 0.0)) for r in rounds])
-            for key in _STAGE_FIGURES
+            for key in (*_STAGE_FIGURES, *_STAGE_BYTES)
         }
     worst = max(errors, key=lambda e: e["max_abs_error"])
+    result: dict[str, Any] = {}
+    if memory and replayable(config):
+        round_seed = None if seed is None else _round_seed(seed, config, repeats + 1)
+        replay = server_peak_memory(config, agg, updates, dropouts, seed=round_seed)
+        result["server_memory"] = replay
+        if replay["matches_round"]:
+            result["server_peak_memory_bytes"] = replay["server_peak_memory_bytes"]
+    if floor_cache is not None:
+        floor = floor_of(
+            config.base,
+            agg,
+            config.d,
+            survivors=int(worst["survivors"]),
+            pairs=int(statistics.median(pairs)) if pairs else 0,
+            cache=floor_cache,
+        )
+        if floor is not None:
+            result["floor"] = floor
+            result["ratio"] = ratios(figures, floor)
+    if peer_rounds:
+        result["peers"] = {name: summarise_peer(runs) for name, runs in peer_rounds.items()}
     return {
+        **result,
         "figures": figures,
         "stages": stages,
         "peak_memory_bytes": peak,
@@ -296,6 +411,29 @@ def measure_config(
         "parameters": _jsonable(agg.parameters()),
         "repeats": repeats,
     }
+
+
+def summarise_peer(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A peer's rounds: every finite number as ``{"median", "min"}``, the rest as in the first.
+
+    A peer that could not run (``{"available": False, "reason": ...}``) is returned as is."""
+    if not runs:
+        return {"available": False, "reason": "not run"}
+    first = runs[0]
+    if not first.get("available", True):
+        return dict(first)
+    out: dict[str, Any] = {"rounds": len(runs)}
+    for key, value in first.items():
+        numbers = [r.get(key) for r in runs]
+        if (
+            not isinstance(value, bool)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers)
+            and all(math.isfinite(float(v)) for v in numbers if v is not None)
+        ):
+            out[key] = _summary([float(v) for v in numbers if v is not None])
+        else:
+            out[key] = _jsonable(value)
+    return out
 
 
 def _round_seed(seed: int, config: BenchConfig, r: int) -> int:

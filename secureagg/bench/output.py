@@ -51,7 +51,11 @@ CSV_COLUMNS: tuple[str, ...] = (
     "client_offline_seconds_max_median",
     "bytes_up_per_client", "bytes_down_per_client",
     "key_holder_bytes_up", "key_holder_bytes_down",
-    "peak_memory_bytes", "max_abs_error", "error_bound", "within_bound",
+    "peak_memory_bytes", "server_peak_memory_bytes", "max_abs_error", "error_bound",
+    "within_bound", "client_seconds_mean_median", "compute_seconds_total_median",
+    "floor_client_seconds", "floor_server_seconds", "client_mean_over_floor",
+    "client_max_over_floor", "server_over_floor", "flower_total_compute_seconds",
+    "tenseal_client_seconds", "phe_server_seconds_per_value", "network_model_seconds",
 )  # fmt: skip
 
 
@@ -141,6 +145,23 @@ def _row(entry: Mapping[str, Any]) -> dict[str, Any]:
                     "key_holder_bytes_down"):
             row[key] = int(figures[key]["median"])
         row["peak_memory_bytes"] = entry["peak_memory_bytes"]
+        row["server_peak_memory_bytes"] = entry.get("server_peak_memory_bytes")
+        row["client_seconds_mean_median"] = figures["client_seconds_mean"]["median"]
+        row["compute_seconds_total_median"] = figures["compute_seconds_total"]["median"]
+        floor, ratio = entry.get("floor") or {}, entry.get("ratio") or {}
+        row["floor_client_seconds"] = floor.get("client_seconds")
+        row["floor_server_seconds"] = floor.get("server_seconds")
+        for key in ("client_mean_over_floor", "client_max_over_floor", "server_over_floor"):
+            row[key] = ratio.get(key)
+        peers = entry.get("peers") or {}
+        for column, name, key in (
+            ("flower_total_compute_seconds", "flower", "total_compute_seconds"),
+            ("tenseal_client_seconds", "tenseal", "client_seconds"),
+            ("phe_server_seconds_per_value", "phe", "server_seconds_per_value"),
+        ):
+            value = (peers.get(name) or {}).get(key)
+            row[column] = value["median"] if isinstance(value, Mapping) else None
+        row["network_model_seconds"] = (entry.get("network_model") or {}).get("seconds")
         row["max_abs_error"] = entry["error"]["max_abs_error"]
         row["error_bound"] = entry["error"]["bound"]
         row["within_bound"] = entry["error"]["within_bound"]
@@ -173,12 +194,30 @@ def _bytes(value: float) -> str:
     return f"{value:.1f}G"  # pragma: no cover
 
 
+def _floor_cell(entry: Mapping[str, Any]) -> str:
+    ratio = entry.get("ratio") or {}
+    client, server = ratio.get("client_mean_over_floor"), ratio.get("server_over_floor")
+    if client is None or server is None:
+        return "-"
+    return f"{client:.1f}/{server:.1f}x"
+
+
+def _peer_cell(entry: Mapping[str, Any]) -> str:
+    from secureagg.bench.peers import peer_ratio
+
+    cells = []
+    for name in entry.get("peers") or {}:
+        ratio = peer_ratio(entry, name)
+        cells.append(f"{name} {ratio:.1f}x" if ratio is not None else f"{name} -")
+    return ", ".join(cells) or "-"
+
+
 def format_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     """The table printed at the end: medians; seconds with ``m`` are milliseconds."""
     head = (
         f"{'configuration':<52} {'round s':>8} {'client s':>8} {'server s':>8} {'helper s':>8} "
         f"{'setup s':>8} {'up/client':>10} {'down/client':>11} {'peak mem':>9} "
-        f"{'error/bound':>11}"
+        f"{'error/bound':>11} {'floor c/s':>10} {'peer/ours':>16}"
     )
     lines = [head, "-" * len(head)]
     for entry in entries:
@@ -202,6 +241,7 @@ def format_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
             f"{_bytes(f['bytes_up_per_client']['median']):>10} "
             f"{_bytes(f['bytes_down_per_client']['median']):>11} "
             f"{(_bytes(peak) if peak is not None else '-'):>9} "
-            f"{shown:>10}{'' if err['within_bound'] else '!'}"
+            f"{shown:>10}{'' if err['within_bound'] else '!'} {_floor_cell(entry):>10} "
+            f"{_peer_cell(entry):>16}"
         )
     return lines

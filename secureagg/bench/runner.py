@@ -18,13 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from secureagg.bench.floor import UnitCostCache
 from secureagg.bench.grid import BenchConfig, make_config_aggregator
-from secureagg.bench.measure import measure_config
+from secureagg.bench.measure import PeerFn, measure_config
+from secureagg.bench.network import NetworkModel
 from secureagg.crypto import prg
 from secureagg.errors import SecureAggError
 from secureagg.transport import derive_sim_seed
 
-__all__ = ["Estimate", "EstimateFn", "run_grid"]
+__all__ = ["Estimate", "EstimateFn", "PeerFactory", "run_grid"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Estimate:
 
 #: ``estimate(config, aggregator_parameters, rounds) -> Estimate``
 EstimateFn = Callable[[BenchConfig, Mapping[str, Any], int], Estimate]
+#: ``peers(config, aggregator) -> {name: peer}``: the other implementations to run beside it
+PeerFactory = Callable[[BenchConfig, Any], Mapping[str, PeerFn]]
 
 
 class _Progress:
@@ -108,8 +112,15 @@ def run_grid(
     memory: bool = True,
     stream: TextIO,
     quiet: bool = False,
+    floor_cache: UnitCostCache | None = None,
+    peers: PeerFactory | None = None,
+    network: NetworkModel | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure (or skip, with the reason) every configuration; JSON-ready entries in order."""
+    """Measure (or skip, with the reason) every configuration; JSON-ready entries in order.
+
+    ``floor_cache``: measure the floor model's unit costs (SecAgg/SecAgg+) and the ratios to it;
+    ``peers``: the other implementations run interleaved with each configuration's rounds;
+    ``network``: add the modelled deployed round time to every measured entry."""
     rounds = repeats + (1 if memory else 0)
     planned: list[tuple[BenchConfig, Any, Estimate | None, str | None]] = []
     for config in configs:
@@ -144,7 +155,14 @@ def run_grid(
                 continue
             try:
                 result = measure_config(
-                    config, agg, repeats=repeats, master=master, seed=seed, memory=memory
+                    config,
+                    agg,
+                    repeats=repeats,
+                    master=master,
+                    seed=seed,
+                    memory=memory,
+                    floor_cache=floor_cache,
+                    peers=peers(config, agg) if peers is not None else None,
                 )
             except SecureAggError as exc:
                 detail = " ".join(str(exc).split())
@@ -153,6 +171,9 @@ def run_grid(
                 entries.append(entry)
                 continue
             entry.update(status="measured", **result)
+            if network is not None:
+                entry["network_model"] = network.round_seconds(result["stages"],
+                                                               result["figures"])
             err = result["error"]
             progress.finish(
                 config.label,

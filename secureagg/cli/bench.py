@@ -35,7 +35,12 @@ from secureagg.bench import (
     write_csv,
     write_json,
 )
+from secureagg.bench.fit import scaling_fits
+from secureagg.bench.floor import UnitCostCache
+from secureagg.bench.network import parse_network
 from secureagg.bench.output import utc_now
+from secureagg.bench.peers import PEERS, peer_factory, peer_unavailable
+from secureagg.bench.targets import evaluate_targets
 from secureagg.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -134,6 +139,27 @@ def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
                        help="skip the extra traced round per configuration (no peak memory)")
     bench.add_argument("--quiet", action="store_true",
                        help="no progress bar or per-configuration lines; only the table")
+    bench.add_argument("--no-floor", action="store_true",
+                       help="do not measure the floor model's unit costs (SecAgg/SecAgg+) nor "
+                            "the ratios to it")
+    bench.add_argument("--peers", default="auto", metavar="auto|none|P,P",
+                       help="other implementations run on the same configuration, interleaved "
+                            "with ours: flower (Flower's own SecAgg+, beside secagg+ without DP; "
+                            "needs the flower extra), tenseal (bare TenSEAL on NVIDIA FLARE's "
+                            "default context, beside ckks), phe (python-paillier, beside "
+                            "paillier). 'auto' (default): those whose library is installed; "
+                            "'none': no peers")
+    bench.add_argument("--network", default=None, metavar="MODEL",
+                       help="add an estimated deployed round time from a network MODEL (not a "
+                            "measurement): up=RATE,down=RATE,latency=TIME[,server=RATE], e.g. "
+                            "up=20Mbit/s,down=100Mbit/s,latency=40ms,server=1Gbit/s; see "
+                            "docs/benchmarks.md")
+    bench.add_argument("--render", default=None, metavar="RESULTS",
+                       help="measure nothing: render RESULTS (a bench.json or its directory) as "
+                            "Markdown tables on stdout, or into --docs")
+    bench.add_argument("--docs", default=None, metavar="PAGE",
+                       help="with --render: replace the generated part of this Markdown page "
+                            "(e.g. docs/benchmarks.md), keeping the rest")
     bench.add_argument("--seed", type=int, default=None, metavar="S",
                        help="reproducible data, keys and masks (tests only: NOT secret, NOT "
                             "private; flagged in bench.json)")
@@ -226,9 +252,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     """``secureagg bench``: measure the grid (or ``--list`` the scripts)."""
     if args.list or args.dir is not None:  # --dir names the scripts' directory: a listing
         return _list_scripts(args)
+    if args.render is not None:
+        return _render(args)
+    if args.docs is not None:
+        raise _CliError("--docs goes with --render RESULTS (it writes a results page)")
     problems: list[str] = []
     configs, repeats = _grid(args, problems)
     limits = limits_from_args(args, problems)
+    network = None
+    if args.network is not None:
+        try:
+            network = parse_network(args.network)
+        except ConfigurationError as exc:
+            problems.extend(exc.problems)
+    peer_names = _peer_names(args.peers, problems)
     if problems:
         raise ConfigurationError(problems)
     out = _out_dir(args.out)
@@ -243,6 +280,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         memory=not args.no_memory,
         stream=sys.stderr,
         quiet=args.quiet,
+        floor_cache=None if args.no_floor else UnitCostCache(),
+        peers=peer_factory(peer_names) if peer_names else None,
+        network=network,
     )
     out.mkdir(parents=True, exist_ok=True)
     plots: list[str] = []
@@ -279,7 +319,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                   "peak_memory": "tracemalloc peak of one round (Python and numpy allocations)"},
         "plots": plots,
         "plots_note": plot_note,
+        "network": network.to_dict() if network is not None else None,
+        "peers": sorted(peer_names),
         "configurations": entries,
+        "scaling": scaling_fits(entries),
+        "targets": evaluate_targets(entries),
         "skipped": [
             {"id": e["id"], "label": e["label"], "reason": e["reason"]}
             for e in entries if e["status"] != "measured"
@@ -299,6 +343,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print("secureagg: error: an aggregate's error exceeds the bound its aggregator states "
               "(marked '!' in the table)", file=sys.stderr)
         return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _peer_names(text: str, problems: list[str]) -> set[str]:
+    value = str(text).strip().lower()
+    if value == "none":
+        return set()
+    if value == "auto":
+        return {name for name in PEERS if peer_unavailable(name) is None}
+    names = {p.strip() for p in value.split(",") if p.strip()}
+    for name in sorted(names):
+        if name not in PEERS:
+            problems.append(f"--peers: unknown peer {name!r}; known: {', '.join(PEERS)}")
+        elif (why := peer_unavailable(name)) is not None:
+            problems.append(f"--peers {name}: {why}")
+    return names
+
+
+def _render(args: argparse.Namespace) -> int:
+    from secureagg.bench.report import render_into
+
+    results = Path(args.render)
+    if not results.exists():
+        raise _CliError(f"--render {results}: no such file or directory")
+    docs = Path(args.docs) if args.docs is not None else None
+    text = render_into(results, docs)
+    if docs is None:
+        print(text, end="")
+    else:
+        print(f"wrote the generated part of {docs} from {results}")
     return EXIT_OK
 
 

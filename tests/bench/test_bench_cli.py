@@ -56,8 +56,8 @@ def test_quick_run_measures_every_protocol(
             assert figures["bytes_down_per_client"]["median"] > 0
     # the library refuses distributed DP outside SecAgg: skipped, with its reason
     refused = [e for e in entries if e["config"]["dp"] == "distributed"
-               and e["config"]["protocol"] in ("plain", "ckks", "paillier")]
-    assert len(refused) == 3  # one n (4), one d (64), the quick grid's one dropout
+               and e["config"]["protocol"].split(":")[0] in ("plain", "ckks", "paillier")]
+    assert len(refused) == 5  # one n (4), one d (64), the quick grid's one dropout
     assert all(e["status"] == "skipped" and "secagg" in e["reason"] for e in refused)
     assert {s["id"] for s in doc["skipped"]} == {e["id"] for e in refused}
     # one CSV row per configuration, the same ids and statuses
@@ -66,15 +66,39 @@ def test_quick_run_measures_every_protocol(
     # the HE key holder works only in the HE protocols
     for e in measured:
         holder = e["figures"]["key_holder_bytes_up"]["median"]
-        assert (holder > 0) == (e["config"]["protocol"] in ("ckks", "paillier")), e["label"]
+        he = e["config"]["protocol"].split(":")[0] in ("ckks", "paillier")
+        assert (holder > 0) == he, e["label"]
+    # the floor model, measured in this run, for SecAgg and SecAgg+ only; ratios from it
+    for e in measured:
+        masked = e["config"]["protocol"].split(":")[0] in ("secagg", "secagg+")
+        assert ("ratio" in e) == masked, e["label"]
+        if masked:
+            costs = e["floor"]["unit_costs"]
+            assert all(costs[k] > 0 for k in ("t_quant", "t_mask", "t_add", "t_agree"))
+            k = costs["k"]
+            expected = (costs["t_quant"] + (k + 1) * costs["t_mask"] + 2 * k * costs["t_agree"]
+                        + 2 * costs["t_share"])
+            assert e["floor"]["client_seconds"] == pytest.approx(expected)
+            assert e["ratio"]["server_over_floor"] == pytest.approx(
+                e["figures"]["server_seconds"]["median"] / e["floor"]["server_seconds"])
+    # the lone-server replay reproduces the round and measures the server's own memory
+    replayed = [e for e in measured if "server_memory" in e]
+    assert {e["config"]["protocol"] for e in replayed} == {"secagg", "secagg+"}
+    for e in replayed:
+        assert e["server_memory"]["matches_round"] is True
+        assert 0 < e["server_peak_memory_bytes"]
+    # the targets are evaluated on what was measured; this grid has none of their points
+    assert doc["targets"] and all(t["status"] in ("met", "missed", "not measured")
+                                  for t in doc["targets"])
     table = capsys.readouterr().out
     assert "secagg+:malicious" in table and "configurations measured" in table
     if importlib.util.find_spec("matplotlib") is None:
         pytest.skip("matplotlib is not installed: no plots to check")
-    for name in PLOT_FILES:
+    for name in doc["plots"]:
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG"), name
-    assert doc["plots"] == list(PLOT_FILES)
+    expected_plots = [p for p in PLOT_FILES if p != "vs_peers.png" or doc["peers"]]
+    assert doc["plots"] == expected_plots
 
 
 @pytest.mark.filterwarnings("ignore")
