@@ -24,6 +24,13 @@ Threat model:
 Lagrange coefficients are cached per (indices, x) by :func:`lagrange_coefficients`, so repeated
 reconstructions from the same parties cost one dot product per chunk.
 
+For many reconstructions from different index sets (a SecAgg server: one per client, each from
+its own surviving neighbours), :func:`share_values` parses a share whose header is known in
+advance with one comparison, and :func:`reconstruct_points` interpolates all ``m`` points at once:
+one set of barycentric weights serves both the consistency check of the ``m - t`` extra shares and
+the value at 0, with one modular inversion per call. Same checks, same result as
+:func:`reconstruct`.
+
 >>> shares = split(bytes(range(32)), threshold=2, indices=[1, 2, 3])
 >>> reconstruct([shares[2].to_bytes(), shares[0]]) == bytes(range(32))
 True
@@ -39,11 +46,13 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from secureagg.crypto import prg
 from secureagg.errors import InvalidShareError, TamperedShareError
 
 __all__ = ["CHUNK_BYTES", "MAX_INDEX", "MIN_SECRET_BYTES", "PRIME", "VERSION", "Share",
-           "lagrange_coefficients", "reconstruct", "split"]
+           "lagrange_coefficients", "reconstruct", "reconstruct_points", "share_values", "split"]
 
 PRIME = 2**256 + 297  # smallest prime above 2^256 (Pocklington certificate in the tests)
 CHUNK_BYTES = 32
@@ -260,6 +269,111 @@ def reconstruct(shares: Iterable[Share | bytes]) -> bytes:
     for pos, col in enumerate(columns):
         size = min(CHUNK_BYTES, length - pos * CHUNK_BYTES)
         value = _dot(coeffs, col)
+        if value >> (8 * size):
+            raise TamperedShareError()  # cannot be a chunk of this length
+        out += value.to_bytes(size, "big")
+    return bytes(out)
+
+
+def share_values(data: bytes, *, index: int, threshold: int, secret_length: int) -> tuple[int, ...]:
+    """The values of a share whose header must be exactly ``(VERSION, index, threshold,
+    secret_length)``: as strict as :meth:`Share.from_bytes` followed by a check of those three
+    fields, without building a :class:`Share`. Anything else raises :class:`InvalidShareError`.
+    """
+    if not isinstance(data, bytes):
+        raise InvalidShareError(f"a share is bytes, got {type(data).__name__}")
+    header = _expected_header(index, threshold, secret_length)
+    chunks = _chunk_count(secret_length)
+    if len(data) != _HEADER.size + _VALUE_BYTES * chunks or not data.startswith(header):
+        raise InvalidShareError(f"not a version-{VERSION} share with index {index}, threshold "
+                                f"{threshold} and a {secret_length}-byte secret")
+    if chunks == 1:
+        value = int.from_bytes(data[_HEADER.size :], "big")
+        if value >= PRIME:
+            raise InvalidShareError("share values must be ints in [0, PRIME)")
+        return (value,)
+    values = tuple(int.from_bytes(data[i : i + _VALUE_BYTES], "big")
+                   for i in range(_HEADER.size, len(data), _VALUE_BYTES))
+    if any(v >= PRIME for v in values):
+        raise InvalidShareError("share values must be ints in [0, PRIME)")
+    return values
+
+
+@functools.lru_cache(maxsize=4096)
+def _expected_header(index: int, threshold: int, secret_length: int) -> bytes:
+    if type(index) is not int or not 1 <= index <= MAX_INDEX:
+        raise InvalidShareError(f"share index must be an int in 1..{MAX_INDEX}, got {index!r}")
+    if type(threshold) is not int or not 2 <= threshold <= MAX_INDEX:
+        raise InvalidShareError(f"threshold must be an int in 2..{MAX_INDEX}, got {threshold!r}")
+    if type(secret_length) is not int or not MIN_SECRET_BYTES <= secret_length <= _MAX_SECRET_BYTES:
+        raise InvalidShareError(f"secret_length must be an int in {MIN_SECRET_BYTES}..2^32-1, "
+                                f"got {secret_length!r}")
+    return _HEADER.pack(VERSION, index, threshold, secret_length)
+
+
+@functools.lru_cache(maxsize=MAX_INDEX)
+def _inverse(x: int) -> int:
+    return pow(x, -1, PRIME)
+
+
+def _denominators(xs: tuple[int, ...]) -> list[int]:
+    """``prod_{k != i} (x_i - x_k)`` for every i, exactly (small ints), products taken in int64
+    blocks by numpy: ``x`` in 1..65535, so a block of ``62 // bits(max diff)`` factors fits."""
+    m = len(xs)
+    if m == 1:
+        return [1]
+    arr = np.fromiter(xs, dtype=np.int64, count=m)
+    diffs = arr[:, None] - arr[None, :]
+    np.fill_diagonal(diffs, 1)
+    block = max(1, 62 // int(max(xs) - min(xs)).bit_length())
+    pad = -m % block
+    if pad:
+        diffs = np.concatenate([diffs, np.ones((m, pad), dtype=np.int64)], axis=1)
+    partial = diffs.reshape(m, -1, block).prod(axis=2)
+    return [math.prod(row) for row in partial.tolist()]
+
+
+def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], *,
+                       threshold: int, secret_length: int) -> bytes:
+    """The secret from ``m >= threshold`` points: ``values[i]`` (one int per chunk) at
+    ``indices[i]``, as :func:`share_values` returns them. Every point must lie on one polynomial
+    of degree below ``threshold`` (else :class:`TamperedShareError`, like :func:`reconstruct`);
+    too few, duplicate or malformed points raise :class:`InvalidShareError`.
+
+    Barycentric interpolation over all ``m`` points, ``w_i = 1 / prod_{k != i}(x_i - x_k)``
+    (one batched inversion): the syndromes ``sum_i w_i y_i x_i^j`` for ``j < m - t`` are the
+    coefficients of degrees ``m - 1`` down to ``t`` of the interpolant and must all vanish (see
+    ``_on_low_degree_polynomial``); the value at 0 is then ``-Q * sum_i w_i y_i / x_i`` with
+    ``Q = prod_k (-x_k)``.
+    """
+    xs = tuple(indices)
+    m, chunks = len(xs), _chunk_count(secret_length) if type(secret_length) is int else 0
+    _expected_header(1, threshold, secret_length)  # validates threshold and secret_length
+    if not all(type(x) is int and 1 <= x <= MAX_INDEX for x in xs):
+        raise InvalidShareError(f"indices must be ints in 1..{MAX_INDEX}")
+    if len(set(xs)) != m:
+        raise InvalidShareError(f"duplicate share indices in {sorted(xs)}; give each once")
+    if m < threshold:
+        raise InvalidShareError(f"{m} shares given; give at least the threshold, {threshold}")
+    if len(values) != m or not all(len(row) == chunks for row in values):
+        raise InvalidShareError(f"give {chunks} values for each of the {m} indices")
+    if not all(type(v) is int and 0 <= v < PRIME for row in values for v in row):
+        raise InvalidShareError("share values must be ints in [0, PRIME)")
+    weights = _batch_inverse([d % PRIME for d in _denominators(xs)])
+    scale = -math.prod(xs) * (-1) ** m  # -Q
+    inverses = [_inverse(x) for x in xs]
+    out = bytearray()
+    for chunk in range(chunks):
+        terms = [w * row[chunk] % PRIME for w, row in zip(weights, values, strict=True)]
+        value = scale * sum(map(operator.mul, terms, inverses)) % PRIME
+        for step in range(m - threshold):
+            if sum(terms) % PRIME:
+                raise TamperedShareError()
+            if step + 1 < m - threshold:  # unreduced: each step adds at most 16 bits
+                terms = [a * x for a, x in zip(terms, xs, strict=True)]
+                if step % 16 == 15:
+                    terms = [a % PRIME for a in terms]
+        size = min(CHUNK_BYTES, secret_length - chunk * CHUNK_BYTES)
         if value >> (8 * size):
             raise TamperedShareError()  # cannot be a chunk of this length
         out += value.to_bytes(size, "big")

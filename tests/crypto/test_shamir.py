@@ -493,3 +493,99 @@ def test_lagrange_coefficients_rejects(indices: Any, at: int, match: str) -> Non
 def test_lagrange_coefficients_needs_a_hashable_tuple() -> None:
     with pytest.raises(TypeError, match="unhashable"):
         shamir.lagrange_coefficients([1, 2], 0)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- share_values / reconstruct_points (issue 15)
+
+
+def _points(shares: list[shamir.Share]) -> tuple[list[int], list[tuple[int, ...]]]:
+    indices = [s.index for s in shares]
+    values = [
+        shamir.share_values(
+            s.to_bytes(), index=s.index, threshold=s.threshold, secret_length=s.secret_length
+        )
+        for s in shares
+    ]
+    return indices, values
+
+
+@FAST
+@given(
+    threshold=st.integers(2, 12),
+    extra=st.integers(0, 20),
+    length=st.sampled_from([32, 33, 64, 95]),
+    top=st.sampled_from([40, 1000, shamir.MAX_INDEX]),
+    data=st.data(),
+)
+def test_reconstruct_points_agrees_with_reconstruct(threshold, extra, length, top, data) -> None:
+    indices = data.draw(
+        st.lists(
+            st.integers(1, top), min_size=threshold + extra, max_size=threshold + extra, unique=True
+        ).filter(lambda xs: len(xs) >= threshold)
+    )
+    secret = data.draw(st.binary(min_size=length, max_size=length))
+    shares = shamir.split(secret, threshold=threshold, indices=indices, rng=stream(secret[:32]))
+    xs, values = _points(shares)
+    assert shamir.reconstruct_points(
+        xs, values, threshold=threshold, secret_length=length
+    ) == secret == shamir.reconstruct(shares)
+    # any order, exactly t of them
+    order = data.draw(st.permutations(range(len(xs))))[:threshold]
+    assert shamir.reconstruct_points(
+        [xs[i] for i in order], [values[i] for i in order], threshold=threshold,
+        secret_length=length,
+    ) == secret
+    if extra:  # one altered value among more than t points is always caught
+        i = data.draw(st.integers(0, len(xs) - 1))
+        chunk = data.draw(st.integers(0, len(values[i]) - 1))
+        delta = data.draw(st.integers(1, P - 1))
+        bad = list(values)
+        row = list(bad[i])
+        row[chunk] = (row[chunk] + delta) % P
+        bad[i] = tuple(row)
+        with pytest.raises(TamperedShareError):
+            shamir.reconstruct_points(xs, bad, threshold=threshold, secret_length=length)
+
+
+def test_reconstruct_points_catches_a_moved_index() -> None:
+    shares = shamir.split(bytes(range(32)), threshold=3, indices=[1, 2, 3, 4, 5])
+    _, values = _points(shares)
+    with pytest.raises(TamperedShareError):
+        shamir.reconstruct_points([1, 2, 3, 4, 6], values, threshold=3, secret_length=32)
+
+
+@pytest.mark.parametrize(
+    ("indices", "values", "kw", "match"),
+    [
+        ([1, 2], [(1,), (2,)], {"threshold": 3}, "at least the threshold"),
+        ([1, 1, 2], [(1,), (2,), (3,)], {}, "duplicate"),
+        ([0, 1, 2], [(1,), (2,), (3,)], {}, "indices must be ints"),
+        ([1, 2, True], [(1,), (2,), (3,)], {}, "indices must be ints"),
+        ([1, 2, 3], [(1,), (2,)], {}, "values for each"),
+        ([1, 2, 3], [(1,), (2,), (3, 4)], {}, "values for each"),
+        ([1, 2, 3], [(1,), (2,), (P,)], {}, r"\[0, PRIME\)"),
+        ([1, 2, 3], [(1,), (2,), (-1,)], {}, r"\[0, PRIME\)"),
+        ([1, 2, 3], [(1,), (2,), (3,)], {"threshold": 1}, "threshold"),
+        ([1, 2, 3], [(1,), (2,), (3,)], {"secret_length": 31}, "secret_length"),
+    ],
+)
+def test_reconstruct_points_rejects(indices, values, kw, match) -> None:
+    args = {"threshold": 2, "secret_length": 32} | kw
+    with pytest.raises(InvalidShareError, match=match):
+        shamir.reconstruct_points(indices, values, **args)
+
+
+def test_share_values_is_as_strict_as_from_bytes_plus_the_header() -> None:
+    share = shamir.split(bytes(range(40)), threshold=2, indices=[7, 8])[0]
+    raw = share.to_bytes()
+    assert shamir.share_values(raw, index=7, threshold=2, secret_length=40) == share.values
+    for kw in ({"index": 8}, {"threshold": 3}, {"secret_length": 41}):
+        with pytest.raises(InvalidShareError):
+            shamir.share_values(raw, **({"index": 7, "threshold": 2, "secret_length": 40} | kw))
+    for bad in (raw[:-1], raw + b"\x00", b"\x02" + raw[1:], raw[:9] + b"\xff" * 33 + raw[42:]):
+        with pytest.raises(InvalidShareError):
+            shamir.share_values(bad, index=7, threshold=2, secret_length=40)
+    with pytest.raises(InvalidShareError):
+        shamir.share_values(bytearray(raw), index=7, threshold=2, secret_length=40)  # type: ignore[arg-type]
+    with pytest.raises(InvalidShareError):
+        shamir.share_values(raw, index=0, threshold=2, secret_length=40)

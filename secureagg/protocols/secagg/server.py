@@ -43,6 +43,11 @@ _EXPECTED: dict[str, type[Message]] = {
 }
 
 
+#: Length of both shared secrets: the self-mask seed b_u (``prg.SEED_BYTES``) and the X25519
+#: mask private key (``keyagree.KEY_BYTES``), as the client shares them.
+_SECRET_BYTES = 32
+
+
 class SecAggServer(ServerParty):
     """The server's side of one round. ``model_digest`` is sent to every client in stage 1.
 
@@ -57,16 +62,18 @@ class SecAggServer(ServerParty):
         self._expected: set[int] = set(range(context.params.num_clients))
         self._received: set[int] = set()
         self._keys: dict[int, tuple[bytes, bytes, bytes]] = {}
+        self._used_keys: set[bytes] = set()  # every public key advertised so far
         self._outbox: dict[int, dict[int, bytes]] = {}  # recipient -> sender -> ciphertext
         self.u1: frozenset[int] = frozenset()
         self.u2: frozenset[int] = frozenset()
         self.u3: frozenset[int] = frozenset()
         self._sum: npt.NDArray[np.unsignedinteger[npt.NBitBase]] | None = None
+        self._dtype, self._dimension = context.dtype, context.dimension  # read per masked input
         self._signatures: dict[int, bytes] = {}
-        # Shares are kept as their validated bytes (75 B each, not ~270 B as parsed objects):
-        # the server's only per-client state, O(n k) of them.
-        self._b_shares: dict[int, list[bytes]] = {}
-        self._k_shares: dict[int, list[bytes]] = {}
+        # Shares are kept parsed and validated as they arrive (owner -> shareholders' indices and
+        # values): the server's only per-client state, O(n k) of them.
+        self._b_shares: dict[int, tuple[list[int], list[tuple[int, ...]]]] = {}
+        self._k_shares: dict[int, tuple[list[int], list[tuple[int, ...]]]] = {}
         self._result: AggregateOutcome | None = None
 
     # ------------------------------------------------------------------------------ contract
@@ -170,10 +177,10 @@ class SecAggServer(ServerParty):
                 raise self._bad(sender, "key advertisement signature does not verify") from None
         elif sig:
             raise self._bad(sender, "unexpected signature in curious mode")
-        used = {k for keys in self._keys.values() for k in keys[:2]}
-        if c_pk in used or s_pk in used:
+        if c_pk in self._used_keys or s_pk in self._used_keys:
             raise self._bad(sender, "public key already advertised by another client")
         self._keys[sender] = (c_pk, s_pk, sig)
+        self._used_keys.update((c_pk, s_pk))
 
     def _end_advertise(self) -> list[Envelope]:
         t = self.ctx.params.threshold
@@ -190,8 +197,9 @@ class SecAggServer(ServerParty):
         self.u1 = frozenset(live)
         self._advance(live, self.ctx.params.min_survivors)
         out = []
+        packed = {v: m.pack_keys(*self._keys[v]) for v in live}
         for u in sorted(live):
-            keys = {v: m.pack_keys(*self._keys[v]) for v in sorted(self.ctx.neighbours[u] & live)}
+            keys = {v: packed[v] for v in sorted(self.ctx.neighbours[u] & live)}
             out.append(
                 Envelope(
                     self.party_id,
@@ -240,15 +248,15 @@ class SecAggServer(ServerParty):
     # ------------------------------------------------------------------------------- stage 3
 
     def _on_masked(self, sender: int, msg: m.MaskedInput) -> None:
-        values = msg.values
-        if not isinstance(values, np.ndarray) or values.dtype != self.ctx.dtype or values.ndim != 1:
-            raise self._bad(sender, f"masked input must be a 1-D {self.ctx.dtype} array")
-        if values.shape[0] != self.ctx.dimension:
+        values, dtype, dimension = msg.values, self._dtype, self._dimension
+        if not isinstance(values, np.ndarray) or values.dtype != dtype or values.ndim != 1:
+            raise self._bad(sender, f"masked input must be a 1-D {dtype} array")
+        if values.shape[0] != dimension:
             raise self._bad(
-                sender, f"masked input has {values.shape[0]} values, expected {self.ctx.dimension}"
+                sender, f"masked input has {values.shape[0]} values, expected {dimension}"
             )
         if self._sum is None:
-            self._sum = np.zeros(self.ctx.dimension, dtype=self.ctx.dtype)
+            self._sum = np.zeros(dimension, dtype=dtype)
         np.add(self._sum, values, out=self._sum)
 
     def _end_masked(self) -> list[Envelope]:
@@ -303,26 +311,46 @@ class SecAggServer(ServerParty):
             )
         if not set(msg.mask_key_shares) <= (dropped & nbrs):
             raise self._bad(sender, "mask-key shares for clients that are not dropped neighbours")
+        # Each share must be a version-1 share at x = sender + 1 of a 32-byte secret shared with
+        # this round's threshold; parsed once here, all of this message's or none of them kept.
+        index, t = sender + 1, self.ctx.params.threshold
         try:
-            b_shares = {u: shamir.Share.from_bytes(s) for u, s in msg.self_mask_shares.items()}
-            k_shares = {u: shamir.Share.from_bytes(s) for u, s in msg.mask_key_shares.items()}
+            b_shares = [
+                (u, shamir.share_values(s, index=index, threshold=t, secret_length=_SECRET_BYTES))
+                for u, s in msg.self_mask_shares.items()
+            ]
+            k_shares = [
+                (u, shamir.share_values(s, index=index, threshold=t, secret_length=_SECRET_BYTES))
+                for u, s in msg.mask_key_shares.items()
+            ]
         except InvalidShareError:
-            raise self._bad(sender, "malformed share") from None
-        if any(s.index != sender + 1 for s in (*b_shares.values(), *k_shares.values())):
-            raise self._bad(sender, "share index does not match the sender")
-        for u, share in msg.self_mask_shares.items():
-            self._b_shares.setdefault(u, []).append(share)
-        for u, share in msg.mask_key_shares.items():
-            self._k_shares.setdefault(u, []).append(share)
+            raise self._bad(
+                sender,
+                "malformed share (not a version-1 share at x = sender + 1 of a 32-byte secret "
+                "with this round's threshold)",
+            ) from None
+        for store, shares in ((self._b_shares, b_shares), (self._k_shares, k_shares)):
+            for u, values in shares:
+                points = store.get(u)
+                if points is None:
+                    store[u] = ([index], [values])
+                else:
+                    points[0].append(index)
+                    points[1].append(values)
 
-    def _recover(self, owner: int, shares: list[bytes], what: str) -> bytes:
+    def _recover(
+        self, owner: int, points: tuple[list[int], list[tuple[int, ...]]] | None, what: str
+    ) -> bytes:
         t = self.ctx.params.threshold
-        if len(shares) < t:
+        indices, values = points if points is not None else ([], [])
+        if len(indices) < t:
             raise InsufficientSurvivors(
-                stage="unmask", survivors=len(shares), threshold=t, node_ids=[owner]
+                stage="unmask", survivors=len(indices), threshold=t, node_ids=[owner]
             )
         try:
-            return shamir.reconstruct(shares)
+            return shamir.reconstruct_points(
+                indices, values, threshold=t, secret_length=_SECRET_BYTES
+            )
         except (TamperedShareError, InvalidShareError):
             raise ProtocolError(
                 f"inconsistent shares of {what}; aborting the round",
@@ -344,7 +372,7 @@ class SecAggServer(ServerParty):
             )
         total = self._sum
         for u in sorted(self.u3):
-            b_seed = self._recover(u, self._b_shares.get(u, []), f"client {u}'s self-mask")
+            b_seed = self._recover(u, self._b_shares.get(u), f"client {u}'s self-mask")
             prg.add_mask(
                 total,
                 b_seed,
@@ -353,7 +381,7 @@ class SecAggServer(ServerParty):
                 subtract=True,
             )
         for u in sorted(self.u2 - self.u3):
-            secret = self._recover(u, self._k_shares.get(u, []), f"client {u}'s mask key")
+            secret = self._recover(u, self._k_shares.get(u), f"client {u}'s mask key")
             try:
                 key = keyagree.KeyPair.from_private_bytes(secret)
             except InvalidKeyError:
