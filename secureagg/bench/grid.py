@@ -37,6 +37,7 @@ __all__ = [
     "GridSpec",
     "build_grid",
     "make_config_aggregator",
+    "scaling_grid",
 ]
 
 #: every protocol variant the benchmark knows, in table order
@@ -172,6 +173,43 @@ def build_grid(
         for d in _unique(ds)
         for f in _unique(dropouts)
     ]
+
+
+def scaling_grid(protocols: Sequence[str] = PROTOCOLS) -> list[BenchConfig]:
+    """``--full``: the scaling curves and the targets' points, without a full product.
+
+    For every protocol variant without DP: n in {10, 100, 1000} at d = 10^5 and d in {10^3, 10^5,
+    10^6, 10^7} at n = 10 (10 % dropout); SecAgg+ also at n = 5000 (d = 10^5), over d at
+    n = 100, at n = 20, d = 10^6, and with distributed and central DP at n = 100, d = 10^5;
+    Paillier also over n at d = 10^3 and at d = 10^4; CKKS (d = 10^5) and Paillier (d = 10^3) with
+    central DP at n = 10. What does not fit the limits is skipped with its estimate."""
+    configs: list[BenchConfig] = []
+
+    def add(protocol: str, n: int, d: int, dp: str = "none") -> None:
+        config = BenchConfig(protocol=protocol, dp=dp, n=n, d=d, dropout=0.1)
+        if protocol in protocols and config not in configs:
+            configs.append(config)
+
+    for protocol in PROTOCOLS:
+        for n in (10, 100, 1000):
+            add(protocol, n, 100_000)
+        if protocol == "secagg+":
+            add(protocol, 5000, 100_000)
+            add(protocol, 20, 1_000_000)  # the issue's n = 20 point against Flower
+        for d in (1_000, 100_000, 1_000_000, 10_000_000):
+            add(protocol, 10, d)
+        if protocol == "secagg+":
+            for d in (1_000, 100_000, 1_000_000, 10_000_000):
+                add(protocol, 100, d)
+            add(protocol, 100, 100_000, "distributed")
+            add(protocol, 100, 100_000, "central")
+        if protocol.startswith("paillier"):  # at 10^5 values a round takes minutes
+            for n in (10, 100, 1000):
+                add(protocol, n, 1_000)
+            add(protocol, 10, 10_000)
+        if protocol in ("ckks", "paillier"):
+            add(protocol, 10, 100_000 if protocol == "ckks" else 1_000, "central")
+    return configs
 
 
 def _unique(values: Sequence[Any]) -> list[Any]:

@@ -122,12 +122,15 @@ def peer_ratio(
     )
 
 
-def peer_factory(names: set[str]) -> Callable[[BenchConfig, Any], Mapping[str, PeerFn]]:
-    """``peers(config, aggregator)``: the enabled peers that apply to ``config``."""
+def peer_factory(
+    names: set[str], *, max_n: int | None = None
+) -> Callable[[BenchConfig, Any], Mapping[str, PeerFn]]:
+    """``peers(config, aggregator)``: the enabled peers that apply to ``config`` (none above
+    ``max_n`` clients: Flower's SecAgg+ takes about 30 s of compute per round at n = 100)."""
 
     def peers(config: BenchConfig, agg: Any) -> Mapping[str, PeerFn]:
         out: dict[str, PeerFn] = {}
-        if config.dp != "none":
+        if config.dp != "none" or (max_n is not None and config.n > max_n):
             return out
         if "flower" in names and config.protocol == "secagg+":
             out["flower"] = _flower(config, agg)

@@ -31,12 +31,14 @@ from secureagg.bench import (
     build_grid,
     format_table,
     machine_info,
+    make_config_aggregator,
     run_grid,
     write_csv,
     write_json,
 )
 from secureagg.bench.fit import scaling_fits
 from secureagg.bench.floor import UnitCostCache
+from secureagg.bench.grid import scaling_grid
 from secureagg.bench.network import parse_network
 from secureagg.bench.output import utc_now
 from secureagg.bench.peers import PEERS, peer_factory, peer_unavailable
@@ -63,7 +65,8 @@ __all__ = ["BENCH_DESCRIPTION", "BENCH_EPILOG", "add_bench_arguments"]
 BENCH_DESCRIPTION = (
     "Measure what each protocol costs, in this process, from the installed package (no "
     "checkout needed). The grid: protocol variants (plain, secagg, secagg:malicious, secagg+, "
-    "secagg+:malicious, ckks, paillier) x DP mode (none; distributed DP inside secagg/secagg+; "
+    "secagg+:malicious, ckks, ckks:pooled, paillier, paillier:pooled) x DP mode (none; "
+    "distributed DP inside secagg/secagg+; "
     "central DP around any protocol) x n clients x d values per client x dropout fraction. "
     "Each configuration runs --repeats timed rounds of secureagg.simulate (every message "
     "through the codec) and one more, untimed, under tracemalloc for memory. Measured, per "
@@ -75,6 +78,11 @@ BENCH_DESCRIPTION = (
     "such as TenSEAL allocate is not traced); and the error max|aggregate - plaintext sum of "
     "the survivors' updates| against the bound the aggregator states (with DP: the noise's "
     "tail bound at probability 2^-40, see docs/benchmarks.md). Units: seconds and bytes. "
+    "Beside them, measured in the same run: the floor model of SecAgg/SecAgg+ (quantize, "
+    "masks, key agreements, Shamir; unit costs timed in this process) and each figure's "
+    "ratio to it; the server's own peak memory (a lone-server replay); and the peers, "
+    "interleaved on the same data and dropouts: Flower's own SecAgg+ beside secagg+, bare "
+    "TenSEAL on NVIDIA FLARE's default context beside ckks, phe beside paillier. "
     "Skipped, with the reason in the output and the JSON: configurations the library refuses "
     "(distributed DP wraps only secagg/secagg+; SecAgg parameters that cannot be met) and "
     "those whose estimate (secureagg.cli.estimate, an upper estimate: repeats + 1 rounds) "
@@ -84,7 +92,8 @@ BENCH_DESCRIPTION = (
     "clients go silent at the 'masked' stage (SecAgg: the server removes their masks) or at "
     "the upload. Writes bench.json (format secureagg/bench/v1), bench.csv (one row per "
     "configuration) and, with matplotlib (pip install 'secureagg[plot]'), seconds_vs_n.png, "
-    "seconds_vs_d.png and bytes_per_client.png; prints a table at the end. Exits 1 if an "
+    "seconds_vs_d.png, bytes_per_client.png, vs_floor.png and vs_peers.png; fits the scaling "
+    "exponents, evaluates issue 15's targets; prints a table at the end. Exits 1 if an "
     "error exceeds its bound, 2 on bad arguments."
 )
 BENCH_EPILOG = (
@@ -92,6 +101,9 @@ BENCH_EPILOG = (
     "  secureagg bench --quick\n"
     "  secureagg bench --protocols secagg+,ckks --n 10,100,1000 --d 1e5 --dropout 0.1\n"
     "  secureagg bench --dp all --max-seconds 120 --out bench-results/today\n"
+    "  secureagg bench --full --plan   # the scaling grid's estimates, nothing measured\n"
+    "  secureagg bench --network up=20Mbit/s,down=100Mbit/s,latency=40ms\n"
+    "  secureagg bench --render RESULTS_DIR --docs docs/benchmarks.md\n"
     "  secureagg bench --list          # the scripts under benchmarks/ (a checkout)\n\n"
     "Figures in the table are medians; seconds ending in 'm' are milliseconds; 'error/bound'\n"
     "is max_abs_error / bound (below 1: within the bound)."
@@ -149,6 +161,19 @@ def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
                             "default context, beside ckks), phe (python-paillier, beside "
                             "paillier). 'auto' (default): those whose library is installed; "
                             "'none': no peers")
+    bench.add_argument("--peer-max-n", type=int, default=200, metavar="N",
+                       help="run the peers only at configurations with at most N clients "
+                            "(default 200; Flower's SecAgg+ costs about 30 s of compute per "
+                            "round at n = 100 and grows faster than ours)")
+    bench.add_argument("--full", action="store_true",
+                       help="the scaling grid instead of a product: every protocol over n in "
+                            "{10, 100, 1000} (d 1e5) and d in {1e3, 1e5, 1e6, 1e7} (n 10), "
+                            "secagg+ also at n 5000, over d at n 100, at n 20 d 1e6, and with "
+                            "DP; 3 repeats; what exceeds the limits is skipped, with its "
+                            "estimate (see docs/benchmarks.md)")
+    bench.add_argument("--plan", action="store_true",
+                       help="measure nothing: print each configuration's estimated time and "
+                            "memory and whether the limits skip it")
     bench.add_argument("--network", default=None, metavar="MODEL",
                        help="add an estimated deployed round time from a network MODEL (not a "
                             "measurement): up=RATE,down=RATE,latency=TIME[,server=RATE], e.g. "
@@ -184,6 +209,21 @@ def _numbers(text: str, option: str, *, integer: bool, problems: list[str]) -> l
 
 
 def _grid(args: argparse.Namespace, problems: list[str]) -> tuple[list[BenchConfig], int]:
+    if args.full:
+        if args.quick or args.n or args.d or args.dropout or args.dp:
+            problems.append("--full is its own grid: it does not combine with --quick, --n, "
+                            "--d, --dropout or --dp")
+        text = str(args.protocols).strip()
+        chosen = list(PROTOCOLS) if text == "all" else [
+            p.strip() for p in text.split(",") if p.strip()
+        ]
+        unknown = [p for p in chosen if p not in PROTOCOLS]
+        if unknown:
+            problems.append(f"unknown protocol {unknown[0]!r}; known: {', '.join(PROTOCOLS)}")
+        repeats = DEFAULT_GRID.repeats if args.repeats is None else args.repeats
+        if repeats < 1:
+            problems.append(f"--repeats must be >= 1, got {repeats}")
+        return scaling_grid(chosen), repeats
     base = QUICK_GRID if args.quick else DEFAULT_GRID
     ns = _numbers(args.n, "--n", integer=True, problems=problems) if args.n else list(base.ns)
     ds = _numbers(args.d, "--d", integer=True, problems=problems) if args.d else list(base.ds)
@@ -266,8 +306,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             problems.extend(exc.problems)
     peer_names = _peer_names(args.peers, problems)
+    if args.peer_max_n < 2:
+        problems.append(f"--peer-max-n must be >= 2, got {args.peer_max_n}")
     if problems:
         raise ConfigurationError(problems)
+    if args.plan:
+        return _plan(configs, repeats, _estimator(limits), memory=not args.no_memory)
     out = _out_dir(args.out)
     if args.seed is not None:
         _warn(seeded_warning(args.seed))
@@ -281,7 +325,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         quiet=args.quiet,
         floor_cache=None if args.no_floor else UnitCostCache(),
-        peers=peer_factory(peer_names) if peer_names else None,
+        peers=peer_factory(peer_names, max_n=args.peer_max_n) if peer_names else None,
         network=network,
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -343,6 +387,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print("secureagg: error: an aggregate's error exceeds the bound its aggregator states "
               "(marked '!' in the table)", file=sys.stderr)
         return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _plan(configs: list[BenchConfig], repeats: int, estimate: Any, *, memory: bool) -> int:
+    rounds = repeats + (1 if memory else 0)
+    total = 0.0
+    print(f"{'configuration':<52} {'est. time':>10} {'est. peak':>10}  plan")
+    for config in configs:
+        agg, why = make_config_aggregator(config)
+        if agg is None:
+            print(f"{config.label:<52} {'-':>10} {'-':>10}  skip: {why}")
+            continue
+        est = estimate(config, agg.parameters(), rounds)
+        plan = "skip: " + "; ".join(est.problems) if est.problems else "measure"
+        if not est.problems:
+            total += est.seconds
+        print(f"{config.label:<52} {format_seconds(est.seconds):>10} "
+              f"{format_bytes(est.peak_bytes):>10}  {plan}")
+    print(f"\nestimated total for the measured configurations: {format_seconds(total)} "
+          f"({rounds} rounds each; peers not included)")
     return EXIT_OK
 
 
