@@ -13,7 +13,8 @@ What it measures, for each configuration of the grid (protocol x n x d x dropout
       floor_client = t_quant + (k + 1) t_mask + 2k t_agree + 2 t_share(k, t)
       floor_server = |U3| t_add + |U3| t_mask + P t_mask
 
-  with ``P`` the number of (client dropped at "masked", surviving neighbour) pairs;
+  with ``P`` the number of (client dropped at "masked", surviving neighbour) pairs (the unit
+  costs, the formulas and ``P`` come from :mod:`secureagg.bench.floor`);
 * the server's peak memory, measured in a separate process that rebuilds only the server and
   replays the recorded uplink messages one at a time (n = 50 and n = 500, same d);
 * if ``flwr`` is importable, Flower's SecAgg+ mask PRG and Shamir sharing beside ours.
@@ -61,11 +62,17 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import secureagg as sa  # noqa: E402
+from secureagg.bench.floor import (  # noqa: E402
+    FLOOR_FORMULA,
+    dropped_neighbour_pairs,
+    floor_seconds,
+    measure_unit_costs,
+    median_seconds,
+)
 from secureagg.bench.output import machine_info as _machine_info  # noqa: E402
-from secureagg.crypto import keyagree, labels, prg, shamir  # noqa: E402
+from secureagg.crypto import labels, prg, shamir  # noqa: E402
 from secureagg.errors import ProtocolError, SecureAggError  # noqa: E402
 from secureagg.protocols.secagg.context import RoundContext  # noqa: E402
-from secureagg.protocols.secagg.graph import harary_graph  # noqa: E402
 from secureagg.protocols.secagg.server import SecAggServer  # noqa: E402
 from secureagg.transport.codec import decode  # noqa: E402
 
@@ -85,28 +92,6 @@ _T0 = time.perf_counter()
 
 def _log(text: str) -> None:
     print(f"[{time.perf_counter() - _T0:7.1f}s] {text}", file=sys.stderr, flush=True)
-
-
-def _median_seconds(
-    fn: Callable[[], object], *, repeats: int, number: int | None = None, budget: float = 0.02
-) -> float:
-    """Median over ``repeats`` of the mean time of ``number`` calls, after one warm-up call.
-
-    ``number`` defaults to as many calls as fit in ``budget`` seconds (1 to 200), so that a
-    repeat of a fast operation is not all timer overhead and a slow one is not repeated for long.
-    """
-    t0 = time.perf_counter()
-    fn()
-    warm = time.perf_counter() - t0
-    if number is None:
-        number = max(1, min(200, int(budget / max(warm, 1e-7))))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - t0) / number)
-    return statistics.median(times)
 
 
 def _interleaved(
@@ -159,68 +144,11 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-# ------------------------------------------------------------------------------- unit costs
-
-
-def measure_unit_costs(agg: Any, d: int, *, repeats: int) -> dict[str, float]:
-    """t_mask, t_add, t_quant at ``d`` and t_agree, t_share(k, t) for ``agg``'s parameters."""
-    rng = np.random.default_rng(12345)
-    k, t = agg.params.degree, agg.params.threshold
-    dtype = agg.encoder.dtype
-    acc = np.zeros(d, dtype=dtype)
-    seed = os.urandom(32)
-    ctx = b"bench_secagg/unit-cost"
-
-    def mask() -> None:
-        prg.add_mask(acc, seed, label=labels.PAIRWISE_MASK, context=ctx)
-
-    vec = rng.integers(0, np.iinfo(dtype).max, size=d, dtype=dtype, endpoint=True)
-
-    def add() -> None:
-        np.add(acc, vec, out=acc)
-
-    x = (rng.random(d, dtype=np.float32) * 2 - 1).astype(np.float32)
-
-    def quant() -> None:
-        agg.encoder.encode(x)
-
-    mine = keyagree.KeyPair.generate()
-    peer = keyagree.KeyPair.generate().public_bytes
-
-    def agree() -> None:
-        keyagree.derive_shared_key(mine, peer, label=labels.PAIRWISE_SEED, context=ctx)
-
-    secret = os.urandom(32)
-    indices = list(range(1, k + 1))
-
-    def share() -> None:
-        shamir.split(secret, threshold=t, indices=indices)
-
-    return {
-        "d": d,
-        "k": k,
-        "t": t,
-        "bits": int(agg.encoder.bits),
-        "repeats": repeats,
-        "t_mask": _median_seconds(mask, repeats=repeats),
-        "t_add": _median_seconds(add, repeats=repeats),
-        "t_quant": _median_seconds(quant, repeats=repeats),
-        "t_agree": _median_seconds(agree, repeats=repeats),
-        "t_share": _median_seconds(share, repeats=repeats),
-    }
-
-
-def floor_client(c: dict[str, float]) -> float:
-    k = c["k"]
-    return c["t_quant"] + (k + 1) * c["t_mask"] + 2 * k * c["t_agree"] + 2 * c["t_share"]
-
-
-def floor_server(c: dict[str, float], *, survivors: int, pairs: int) -> float:
-    return survivors * c["t_add"] + survivors * c["t_mask"] + pairs * c["t_mask"]
+# -------------------------------------------------------------------------------- estimates
 
 
 def estimate_config(
-    c: dict[str, float], *, n: int, d: int, dropout: float, gen_seconds: float
+    c: dict[str, Any], *, n: int, d: int, dropout: float, gen_seconds: float
 ) -> dict[str, float]:
     """Wall time and memory of one simulated round, from the floor model plus the driver's copies.
 
@@ -235,10 +163,11 @@ def estimate_config(
     dropped = round(dropout * n)
     survivors = n - dropped
     pairs = dropped * k * (survivors / max(n - 1, 1))
-    per_client = 1.2 * floor_client(c) + 4 * c["t_add"] + 2 * k * c["t_agree"] + gen_seconds
+    fc, fs = floor_seconds(c, survivors=survivors, pairs=round(pairs))
+    per_client = 1.2 * fc + 4 * c["t_add"] + 2 * k * c["t_agree"] + gen_seconds
     # The server's Shamir reconstructions (with the consistency check of the extra shares) cost
     # a few splits each; they are not in the floor model but dominate at small d.
-    server = 1.2 * floor_server(c, survivors=survivors, pairs=round(pairs)) + 5 * n * c["t_share"]
+    server = 1.2 * fs + 5 * n * c["t_share"]
     seconds = n * per_client + server
     memory = n * d * 16 + 64 * _MIB
     return {"seconds": seconds, "memory_gb": memory / 1024**3, "expected_pairs": pairs}
@@ -263,15 +192,6 @@ def _dropped(n: int, dropout: float, seed: int) -> dict[int, str]:
     rng = np.random.default_rng(seed + 1)
     ids = rng.choice(n, size=count, replace=False) if count else []
     return {int(u): DROP_STAGE for u in sorted(ids)}
-
-
-def _pairs(res: Any, agg: Any) -> int:
-    graph = harary_graph(
-        agg.num_clients, agg.params.degree, session_id=res.session_id, round_id=res.round_id
-    )
-    u3 = set(res.details["u3"])
-    dropped = set(res.details["u2"]) - u3
-    return sum(len(graph[u] & u3) for u in dropped)
 
 
 def _stage_table(res: Any) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
@@ -328,8 +248,10 @@ def run_config(
     params = agg.parameters()
     entry["k"], entry["t"] = agg.params.degree, agg.params.threshold
     entry["parameters"] = params
-    costs = measure_unit_costs(agg, d, repeats=repeats)
-    gen = _median_seconds(lambda: _updates(1, d, 0), repeats=3)
+    costs = measure_unit_costs(
+        agg.encoder, d, k=agg.params.degree, t=agg.params.threshold, repeats=repeats
+    )
+    gen = median_seconds(lambda: _updates(1, d, 0), repeats=3)
     est = estimate_config(costs, n=n, d=d, dropout=dropout, gen_seconds=gen)
     entry["estimated_seconds"] = est["seconds"]
     entry["estimated_memory_gb"] = est["memory_gb"]
@@ -379,12 +301,11 @@ def run_config(
     bound = float(agg.error_bound(survivors=len(u3)))
     entry["max_abs_error"], entry["error_bound"], entry["correct"] = err, bound, err <= bound
     del expected, updates
-    pairs = _pairs(res, agg)
+    pairs = dropped_neighbour_pairs(agg, res)
     entry["dropped_surviving_neighbour_pairs"] = pairs
     stages, totals = _stage_table(res)
     entry["stages"], entry["totals"] = stages, totals
-    fc = floor_client(costs)
-    fs = floor_server(costs, survivors=len(u3), pairs=pairs)
+    fc, fs = floor_seconds(costs, survivors=len(u3), pairs=pairs)
     payload = 4 * d
     entry["floor"] = {"client_seconds": fc, "server_seconds": fs}
     entry["ratio"] = {
@@ -927,13 +848,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if not k.startswith("memory_child")},
         "drop_stage": DROP_STAGE,
         "floor_model": {
-            "client": "t_quant + (k+1) t_mask + 2k t_agree + 2 t_share(k, t)",
-            "server": "|U3| t_add + |U3| t_mask + P t_mask, P = #(dropped at masked, surviving "
+            "client": FLOOR_FORMULA["client"],
+            "server": FLOOR_FORMULA["server"] + ", P = #(dropped at masked, surviving "
             "neighbour) pairs",
-            "unit_costs": "t_mask: prg.add_mask of d uint32; t_add: np.add(acc, v, out=acc) on d "
-            "uint32; t_quant: agg.encoder.encode on d float32; t_agree: "
-            "keyagree.derive_shared_key (X25519 + HKDF); t_share: shamir.split of 32 bytes to k "
-            "indices, threshold t; medians, re-measured before each configuration",
+            "unit_costs": "secureagg.bench.floor.measure_unit_costs: t_mask: prg.add_mask of d "
+            "uint32; t_add: np.add(acc, v, out=acc) on d uint32; t_quant: agg.encoder.encode on d "
+            "float64; t_agree: keyagree.derive_shared_key (X25519 + HKDF); t_share: shamir.split "
+            "of 32 bytes to k indices, threshold t; medians, re-measured before each configuration",
         },
         "unit_costs_by_d": {},
         "configs": [],

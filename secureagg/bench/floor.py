@@ -40,6 +40,7 @@ __all__ = [
     "UnitCostCache",
     "dropped_neighbour_pairs",
     "floor_of",
+    "floor_seconds",
     "measure_unit_costs",
     "median_seconds",
     "ratios",
@@ -151,6 +152,18 @@ def dropped_neighbour_pairs(agg: Any, res: Any) -> int:
     return sum(len(graph[u] & u3) for u in dropped)
 
 
+def floor_seconds(
+    unit_costs: Mapping[str, Any], *, survivors: float, pairs: float
+) -> tuple[float, float]:
+    """``(floor_client, floor_server)`` of :data:`FLOOR_FORMULA` from ``unit_costs`` (as returned
+    by :func:`measure_unit_costs`, whose ``k`` it uses), ``|U3| = survivors`` and ``P = pairs``."""
+    c = unit_costs
+    k = c["k"]
+    client = c["t_quant"] + (k + 1) * c["t_mask"] + 2 * k * c["t_agree"] + 2 * c["t_share"]
+    server = survivors * (c["t_add"] + c["t_mask"]) + pairs * c["t_mask"]
+    return float(client), float(server)
+
+
 def _masked_inner(agg: Any) -> Any | None:
     inner = getattr(agg, "inner", agg)
     if hasattr(inner, "params") and hasattr(inner, "encoder") and hasattr(inner.params, "degree"):
@@ -170,8 +183,7 @@ def floor_of(
             return None
         k, t = int(inner.params.degree), int(inner.params.threshold)
         c = cache.get(inner.encoder, d, k=k, t=t)
-        client = c["t_quant"] + (k + 1) * c["t_mask"] + 2 * k * c["t_agree"] + 2 * c["t_share"]
-        server = survivors * (c["t_add"] + c["t_mask"]) + pairs * c["t_mask"]
+        client, server = floor_seconds(c, survivors=survivors, pairs=pairs)
         return {
             "client_seconds": client,
             "server_seconds": server,
