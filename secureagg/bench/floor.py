@@ -191,6 +191,9 @@ def floor_of(
             "pairs": pairs,
             "formula": {"client": FLOOR_FORMULA["client"], "server": FLOOR_FORMULA["server"]},
             "unit_costs": c,
+            # Not in the model (ANCHORS.md's floor), shown beside it: the server must also agree
+            # one key per (dropped, surviving neighbour) pair to recompute that pair's mask seed.
+            "not_in_floor": {"server_pair_agreements_seconds": pairs * c["t_agree"]},
         }
     return None
 
