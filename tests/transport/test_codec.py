@@ -643,3 +643,175 @@ def test_simulate_refuses_huge_integers_in_faults_and_dropouts_with_configuratio
     ):
         with pytest.raises(ConfigurationError, match=r"(bit|huge) integer"):
             simulate(agg, ups, **kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- tuple[int, ...]: vectorised vs per-element
+#
+# ``tuple[int, ...]`` fields (survivor / dropout lists) take a vectorised path. It must produce the
+# same bytes as the per-element path for every value, and decode every input - valid or not - to
+# the same value or the same MalformedMessage.
+
+_FAST_INTS = codec._IntTupleCodec(codec._IntCodec())
+_SLOW_INTS = codec._TupleCodec(codec._IntCodec())
+_INT_EDGES = [
+    0, 1, -1, 127, 128, -128, -129, 255, 256, 2**15 - 1, 2**15, -(2**15), -(2**15) - 1,
+    2**23, -(2**23) - 1, 2**31 - 1, 2**31, -(2**31) - 1, 2**55, -(2**55) - 1,
+    2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 2**64, 2**200, -(2**200),
+]  # fmt: skip
+
+
+def _reference_ints(values: list[int]) -> bytes:
+    """The documented layout, written out independently of the codec."""
+    out = [struct.pack(">I", len(values))]
+    for v in values:
+        n = (v.bit_length() if v >= 0 else (~v).bit_length()) // 8 + 1
+        out.append(struct.pack(">H", n) + v.to_bytes(n, "big", signed=True))
+    return b"".join(out)
+
+
+def _write_ints(c: Any, values: Any) -> bytes | tuple[str, str]:
+    out: list[bytes | memoryview] = []
+    try:
+        c.write(c.check(values, "f"), out)
+    except InvalidInputError as exc:
+        return ("InvalidInputError", str(exc))
+    return b"".join(out)
+
+
+def _read_ints(c: Any, data: bytes) -> tuple[Any, ...]:
+    reader = codec._Reader(data)
+    try:
+        value = c.read(reader, "f")
+    except MalformedMessage as exc:
+        return ("MalformedMessage", str(exc))
+    assert all(type(v) is int for v in value)
+    return ("ok", value, reader.pos)
+
+
+def _run_of_width(n: int) -> st.SearchStrategy[list[int]]:
+    """16..40 integers that all take ``n`` bytes, boundaries (e.g. -128, 0x80..) favoured."""
+    hi, lo = 2 ** (8 * n - 1), 2 ** (8 * n - 9) if n > 1 else 0
+    edges = [hi - 1, -hi, lo, -lo - 1] if n > 1 else [127, -128, 0, -1, 1]
+    wide = st.integers(-hi, -lo - 1) | st.integers(lo, hi - 1)
+    return st.lists(st.sampled_from(edges) | wide, min_size=16, max_size=40)
+
+
+# Long runs of equal-width elements (the vectorised decoder's blocks), or mixed widths.
+int_lists = st.lists(st.integers(1, 9).flatmap(_run_of_width), min_size=1, max_size=3).map(
+    lambda runs: [v for run in runs for v in run]
+) | st.lists(
+    st.sampled_from(_INT_EDGES)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.integers(-300, 300)
+    | st.integers(-(2**70), 2**70),
+    max_size=70,
+)
+
+
+@FUZZ
+@given(int_lists)
+def test_int_tuples_encode_like_the_per_element_path_and_round_trip(values: list[int]) -> None:
+    data = _write_ints(_FAST_INTS, values)
+    assert data == _write_ints(_SLOW_INTS, values) == _reference_ints(values)
+    assert data == _write_ints(_FAST_INTS, tuple(values))
+    assert isinstance(data, bytes)
+    assert _read_ints(_FAST_INTS, data) == ("ok", tuple(values), len(data))
+    assert _read_ints(_SLOW_INTS, data) == ("ok", tuple(values), len(data))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        list(range(1000)),  # sorted client ids: a run of 1-byte then of 2-byte elements
+        [v for v in range(1000) if v % 10],
+        [(-1) ** v * v for v in range(200)],
+        [7, 300] * 50,  # lengths alternate: runs of one element
+        [5] * 20 + [2**100] + [-5] * 20,  # one element beyond int64 in the middle
+        _INT_EDGES * 3,
+        [],
+    ],
+)
+def test_int_tuple_known_shapes_match_the_reference_layout(values: list[int]) -> None:
+    data = _write_ints(_FAST_INTS, values)
+    assert data == _reference_ints(values)
+    assert _read_ints(_FAST_INTS, data) == ("ok", tuple(values), len(data))
+
+
+class _Id(int):
+    """An int subclass: normalised to a plain int, like the per-element path does."""
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1] * 20 + [np.int64(-3)] + [2] * 5,
+        [np.uint64(2**64 - 1)] * 17,
+        [_Id(300)] * 18,
+        [1] * 20 + [True],
+        [1] * 20 + [1.0],
+        [1] * 20 + ["1"],
+        (1,) * 16 + (None,),
+        {1, 2, 3},
+        frozenset(range(20)),
+        np.arange(20),
+    ],
+)
+def test_int_tuples_with_other_element_types_behave_as_the_per_element_path(values: Any) -> None:
+    fast = _write_ints(_FAST_INTS, values)
+    assert fast == _write_ints(_SLOW_INTS, values)
+    if isinstance(fast, bytes):
+        decoded = _read_ints(_FAST_INTS, fast)
+        assert decoded == ("ok", tuple(int(v) for v in values), len(fast))
+
+
+@FUZZ
+@given(
+    int_lists.filter(lambda v: len(v) >= 1),
+    st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), max_size=4),
+    st.integers(0, 2**16),
+    st.binary(max_size=3),
+)
+def test_int_tuple_decoding_of_corrupted_bytes_matches_the_per_element_path(
+    values: list[int], edits: list[tuple[int, int]], cut: int, tail: bytes
+) -> None:
+    data = bytearray(_reference_ints(values))
+    for where, byte in edits:
+        data[where % len(data)] = byte
+    for candidate in (bytes(data), bytes(data[: cut % (len(data) + 1)]), bytes(data) + tail):
+        assert _read_ints(_FAST_INTS, candidate) == _read_ints(_SLOW_INTS, candidate)
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        (b"\x00\x02\x00\x05", "non-canonical"),  # 5 padded to 2 bytes
+        (b"\x00\x02\xff\x80", "non-canonical"),  # -128 padded to 2 bytes
+        (b"\x00\x08" + (2**55 - 1).to_bytes(8, "big"), "non-canonical"),
+        (b"\x00\x00", "zero length"),
+        (b"\x00\x03\x01", "truncated"),
+    ],
+)
+def test_int_tuple_decoding_refuses_a_bad_element_inside_a_run(element: bytes, reason: str) -> None:
+    good = _reference_ints(list(range(200, 240)))  # 40 two-byte elements
+    data = good[:4] + good[4 : 4 + 4 * 30] + element + good[4 + 4 * 30 :]
+    data = struct.pack(">I", 41) + data[4:]
+    if reason == "truncated":
+        data = data[: 4 + 4 * 30 + len(element)]
+    got = _read_ints(_FAST_INTS, data)
+    assert got == _read_ints(_SLOW_INTS, data)
+    assert got[0] == "MalformedMessage" and reason in got[1] and "f[30]" in got[1]
+
+
+def test_message_int_tuple_fields_use_the_vectorised_codec() -> None:
+    from secureagg.protocols.secagg.messages import UnmaskRequest
+
+    plan = dict(codec._plan(UnmaskRequest))
+    assert type(plan["survivors"]) is codec._IntTupleCodec
+    msg = UnmaskRequest(
+        session_id=bytes(16), round_id=3, survivors=tuple(range(0, 1000, 2)),
+        dropped=tuple(range(1, 1000, 2)), signatures={},
+    )  # fmt: skip
+    data = encode(msg)
+    assert data[-4:] == b"\x00\x00\x00\x00"  # empty signatures dict last
+    assert _reference_ints(list(range(0, 1000, 2))) in data
+    assert decode(data) == msg
