@@ -12,8 +12,11 @@ default 16), pack many values per plaintext with a proven no-overflow bound
 (:class:`~secureagg.he.paillier.SlotPacking`) and encrypt with blinding factors from a
 :class:`~secureagg.he.paillier.BlindingPool` (``precompute_blinding=True``: each client fills its
 pool in ``precompute()``, which the driver calls before the round and times apart, in
-``res.metrics["offline"]``, as a real client would between rounds; the server fills its own pool,
-for re-randomising the aggregate, while the round is set up). The server range-
+``res.metrics["offline"]``, as a real client would between rounds). The server's pool, for
+re-randomising the aggregate, depends on the public key only: in every mode the server fills it
+in its own ``precompute()`` (offline, before the uploads; each factor used once, any missing one
+computed at export), and with ``precompute_blinding=True`` already while the round is set up.
+The server range-
 and gcd-checks every ciphertext, multiplies them into running products, re-randomises the
 aggregate and sends it to the key holder only when at least ``min_clients`` contributed. The key
 holder CRT-decrypts, checks the count and the slot ranges, and releases exact integer sums.

@@ -72,6 +72,7 @@ SCALAR_FIGURES: tuple[str, ...] = (
     "client_seconds_total",
     "compute_seconds_total",
     "client_offline_seconds_max",
+    "server_offline_seconds",
     "server_seconds",
     "helper_seconds",
     "codec_seconds",
@@ -273,6 +274,7 @@ def _figures(res: SimulationResult, wall: float, n: int) -> dict[str, Any]:
         + float(totals["helper_seconds"])
         + float(totals["codec_seconds"]),
         "client_offline_seconds_max": float(res.metrics["offline"]["client_seconds_max"]),
+        "server_offline_seconds": float(res.metrics["offline"].get("server_seconds", 0.0)),
         "server_seconds": float(totals["server_seconds"]),
         "helper_seconds": float(totals["helper_seconds"]),
         "codec_seconds": float(totals["codec_seconds"]),

@@ -5,7 +5,9 @@
   same clients dropped at the same stage, Flower's ``num_shares = k + 1`` (it counts the node
   itself) and ``reconstruction_threshold = t``;
 * ``tenseal``: bare TenSEAL on NVIDIA FLARE's default context (N = 8192, [60, 40, 40], scale
-  2^40) beside ``ckks`` and ``ckks:pooled`` without DP (:mod:`secureagg.bench.he_peers`);
+  2^40, symmetric encryption: FLARE's clients hold the secret key) beside ``ckks`` and
+  ``ckks:pooled`` without DP (:mod:`secureagg.bench.he_peers`); ``tenseal-pk``: the same context
+  with public-key encryption, as our clients (which never hold the secret key) encrypt;
 * ``phe``: python-paillier, one ciphertext per value, beside ``paillier`` and
   ``paillier:pooled`` without DP, at ``min(d, PHE_MAX_D)`` values (phe is slow; its figures are
   compared per value).
@@ -30,7 +32,7 @@ from secureagg.bench.measure import PeerFn
 
 __all__ = ["PEERS", "PHE_MAX_D", "peer_factory", "peer_ratio", "peer_unavailable"]
 
-PEERS: tuple[str, ...] = ("flower", "tenseal", "phe")
+PEERS: tuple[str, ...] = ("flower", "tenseal", "tenseal-pk", "phe")
 #: the most values per client phe is run at (one 6144-bit exponentiation per value per client)
 PHE_MAX_D = 200
 
@@ -41,7 +43,7 @@ def peer_unavailable(name: str) -> str | None:
         from secureagg.bench.flower_peer import flower_available
 
         return flower_available()
-    module = {"tenseal": "tenseal", "phe": "phe"}.get(name)
+    module = {"tenseal": "tenseal", "tenseal-pk": "tenseal", "phe": "phe"}.get(name)
     if module is None:
         return f"unknown peer {name!r}"
     try:
@@ -84,11 +86,12 @@ def _he_totals(r: dict[str, Any], n: int) -> dict[str, Any]:
     return r
 
 
-def _tenseal(config: BenchConfig) -> PeerFn:
+def _tenseal(config: BenchConfig, *, public_key: bool = False) -> PeerFn:
     from secureagg.bench.he_peers import measure_tenseal_peer
 
     def run(data: npt.NDArray[np.float64], dropped: list[int]) -> dict[str, Any]:
-        r = measure_tenseal_peer(config.n, config.d, repeats=1, context="flare-default")
+        r = measure_tenseal_peer(config.n, config.d, repeats=1, context="flare-default",
+                                 encryption="asymmetric" if public_key else None)
         return _he_totals(r, config.n)
 
     return run
@@ -136,6 +139,8 @@ def peer_factory(
             out["flower"] = _flower(config, agg)
         if "tenseal" in names and config.base == "ckks":
             out["tenseal"] = _tenseal(config)
+        if "tenseal-pk" in names and config.base == "ckks":
+            out["tenseal-pk"] = _tenseal(config, public_key=True)
         if "phe" in names and config.base == "paillier":
             out["phe"] = _phe(config)
         return out

@@ -158,7 +158,9 @@ def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
                        help="other implementations run on the same configuration, interleaved "
                             "with ours: flower (Flower's own SecAgg+, beside secagg+ without DP; "
                             "needs the flower extra), tenseal (bare TenSEAL on NVIDIA FLARE's "
-                            "default context, beside ckks), phe (python-paillier, beside "
+                            "default context, symmetric as FLARE's clients hold the secret key, "
+                            "beside ckks), tenseal-pk (the same with public-key encryption, "
+                            "like ours), phe (python-paillier, beside "
                             "paillier). 'auto' (default): those whose library is installed; "
                             "'none': no peers")
     bench.add_argument("--peer-max-n", type=int, default=200, metavar="N",

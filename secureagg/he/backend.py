@@ -191,6 +191,12 @@ class Accumulator(abc.ABC):
         """Whether :meth:`add` can build key-check probes (CKKS: yes; Paillier: no)."""
         return False
 
+    def prefill(self) -> int:
+        """Offline, before any contribution: precompute the input-independent work of
+        :meth:`export` (Paillier: the re-randomisation factors). Returns how many items were
+        computed (default: nothing to precompute, 0)."""
+        return 0
+
     @abc.abstractmethod
     def empty(self) -> Accumulator:
         """A new accumulator with the same key, length and scale, holding nothing."""

@@ -21,7 +21,9 @@ Threat model and invariants.
   ciphertext out of range or under another key raises
   :class:`~secureagg.errors.MalformedMessage`.
 * **Re-randomisation**: every ciphertext the server sends on (the aggregate) is multiplied by a
-  fresh blinding factor, so it is a fresh-looking encryption of the same sum.
+  fresh blinding factor, so it is a fresh-looking encryption of the same sum. The factors depend
+  on the public key only: the server precomputes them before the uploads arrive
+  (:meth:`PaillierAccumulator.prefill`, offline), each used once.
 * **Decryption** with the Chinese remainder theorem: ``m_p = L(c^(p-1) mod p^2) h_p mod p`` and the
   same mod ``q``, recombined; about 4x faster than a direct ``c^lambda mod n^2``.
 
@@ -499,6 +501,18 @@ class PaillierAccumulator(Accumulator):
     @property
     def held_ciphertexts(self) -> int:
         return sum(1 for s in self._sums if s is not None)
+
+    def prefill(self) -> int:
+        """Offline: top the re-randomisation pool up to one factor per outgoing ciphertext.
+
+        The factors ``r^n mod n^2`` depend on the public key only, so the server computes them
+        before the uploads arrive; :meth:`export` then takes each one exactly once (a factor is
+        popped, never reused) and computes any that is missing on demand. Returns how many
+        factors were computed (0 when the pool already held enough).
+        """
+        missing = max(0, len(self._sums) - len(self.pool))
+        self.pool.fill(missing)
+        return missing
 
     def empty(self) -> PaillierAccumulator:
         return PaillierAccumulator(self.public_key, count=len(self._sums), pool=self.pool)

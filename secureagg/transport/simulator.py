@@ -70,18 +70,23 @@ __all__ = [
 
 SESSION_ID_BYTES = 16
 def _precompute(setup: RoundSetup) -> dict[str, float | int]:
-    """Every client's :meth:`Party.precompute` (HE pools do work) before the round, timed apart:
-    the figures cover the clients that did some."""
+    """Every client's and the server's :meth:`Party.precompute` (HE pools, the Paillier server's
+    re-randomisation factors) before the round, timed apart: the client figures cover the
+    clients that did some; ``server_seconds`` is 0 when the server had nothing to precompute."""
     times: list[float] = []
     for _, client in sorted(setup.clients.items()):
         t0 = time.perf_counter()
         made = client.precompute()
         if made > 0:  # a party with nothing to precompute does no offline work
             times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    server_made = setup.server.precompute()
+    server_seconds = time.perf_counter() - t0 if server_made > 0 else 0.0
     return {
         "client_seconds_total": sum(times),
         "client_seconds_max": max(times, default=0.0),
         "clients": len(times),
+        "server_seconds": server_seconds,
     }
 
 
@@ -148,8 +153,9 @@ def simulate(
     * ``"totals"``: the same keys summed over stages (``client_seconds_max``: the client with
       the largest total); ``"setup_seconds"``: building the round (key material, the round spec
       through its bytes, every party from the spec); ``"spec_bytes"``: the spec's encoded size.
-    * ``"offline"``: work clients do *before* the round (a ``precompute()`` method, e.g. the HE
-      encryption pools): ``client_seconds_total``, ``client_seconds_max`` and ``clients``; not
+    * ``"offline"``: work done *before* the round (a ``precompute()`` method: the HE clients'
+      encryption pools, the Paillier server's re-randomisation factors):
+      ``client_seconds_total``, ``client_seconds_max``, ``clients`` and ``server_seconds``; not
       part of ``"stages"``/``"totals"``, which are the round itself.
     * ``"clipped"``: ``{"per_client": {"<id>": count}, "total": count}``.
     * ``"rejected"``: ``{sender, recipient, stage, error}`` for each message the codec or the

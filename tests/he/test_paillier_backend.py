@@ -226,6 +226,20 @@ def test_encrypt_add_rerandomise_decrypt(key, packing) -> None:
     assert acc.held_ciphertexts == 2
 
 
+def test_accumulator_prefill_pools_one_factor_per_outgoing_ciphertext(key, packing) -> None:
+    enc, values = _roundtrip_setup(key, packing)
+    pool = BlindingPool(key.public_key)
+    acc = PaillierAccumulator(key.public_key, count=2, pool=pool)
+    assert acc.prefill() == 2 and acc.prefill() == 0 and len(pool) == 2
+    acc.add(list(enc.encrypt(values)))
+    acc.add(list(enc.encrypt(values)))
+    out = key.decryptor(packing).decrypt(acc.export(), 150)
+    assert out.tolist() == (2 * values).tolist()
+    assert len(pool) == 0 and pool.misses == 0 and pool.computed == 2
+    acc.export()  # a second export takes fresh factors, computed on demand: none is reused
+    assert pool.misses == 2 and pool.computed == 4
+
+
 def test_two_encryptions_of_the_same_values_differ(key, packing) -> None:
     enc, values = _roundtrip_setup(key, packing)
     assert list(enc.encrypt(values)) != list(enc.encrypt(values))

@@ -137,6 +137,18 @@ class HEServer(ServerParty):
             self._rng = prg.Keystream(prg.random_seed(), label=labels.HE_KEY_CHECK)
         return self._rng
 
+    def precompute(self) -> int:
+        """Offline, before the uploads: the input-independent work of the export (Paillier: the
+        re-randomisation factors of the aggregate, each used once), for a driver to call before
+        the round and time apart from it; anything not precomputed is computed at the export.
+
+        Returns how many items were precomputed (0 once the uploads are over, or when the
+        backend has nothing to precompute). Sends nothing.
+        """
+        if self._stage not in ("init", UPLOAD, REUPLOAD) or self._accumulator is None:
+            return 0
+        return self._accumulator.prefill()
+
     def start(self) -> list[Envelope]:
         if self._stage != "init":
             raise ProtocolError("start() called twice", stage=self._stage)

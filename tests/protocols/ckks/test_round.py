@@ -258,7 +258,8 @@ def test_simulate_reports_the_offline_phase_apart() -> None:
     assert all(c.encryptor.pool.misses == 1 for c in setup.clients.values())
     no_pools = sa.simulate(sa.make_aggregator("plain", num_clients=n), ups)
     assert no_pools.metrics["offline"] == {
-        "client_seconds_total": 0.0, "client_seconds_max": 0.0, "clients": 0}
+        "client_seconds_total": 0.0, "client_seconds_max": 0.0, "clients": 0,
+        "server_seconds": 0.0}
 
 
 def test_precompute_flag_must_be_a_bool() -> None:

@@ -133,6 +133,41 @@ def test_without_precompute_blinding_is_computed_online() -> None:
     assert all(p.misses == 2 and p.computed == 2 for p in pools)
 
 
+@pytest.mark.filterwarnings("ignore::secureagg.transport.simulator.ClippingWarning")
+def test_the_server_precomputes_its_re_randomisation_offline_each_factor_once() -> None:
+    updates = _updates(4)
+    setup = make_setup(_agg(), updates)  # the default mode: no client precomputation
+    pool = setup.server.accumulator.pool
+    assert len(pool) == 0
+    assert setup.server.precompute() == 2  # one factor per outgoing ciphertext, before uploads
+    assert setup.server.precompute() == 0  # already topped up
+    factors = [int(f) for f in pool._factors]
+    run = drive(setup)
+    assert pool.misses == 0 and len(pool) == 0 and pool.computed == 2  # used, none online
+    uploads = [m for _, _, m in run.messages("paillier/upload")]
+    [(_, _, aggregate)] = run.messages("paillier/aggregate")
+    pk = paillier_key().public_key
+    product = [
+        int(np.prod([pk.from_wire(u.ciphertexts[j]) for u in uploads]) % pk.nsquare)
+        for j in range(2)
+    ]
+    # each outgoing ciphertext is the product times one distinct precomputed factor
+    rerandomised = [int(pk.from_wire(c)) for c in aggregate.ciphertexts]
+    used = [pow(p, -1, pk.nsquare) * r % pk.nsquare for p, r in zip(product, rerandomised,
+                                                                     strict=True)]
+    assert sorted(used) == sorted(factors) and used[0] != used[1]
+    reference = sum(np.clip(u[0], -1.0, 1.0) for u in updates)
+    result = setup.server.result().aggregate[0]
+    assert np.max(np.abs(result - reference)) <= _agg().error_bound(survivors=4)
+
+
+def test_the_server_precomputes_nothing_once_the_uploads_are_over() -> None:
+    setup = make_setup(_agg(), _updates(4))
+    drive(setup)
+    assert setup.server.precompute() == 0
+    assert setup.server.accumulator is None
+
+
 def test_too_few_contributions_release_nothing() -> None:
     setup = make_setup(_agg(n=4, min_clients=3), _updates(4))
     with pytest.raises(InsufficientSurvivors):
