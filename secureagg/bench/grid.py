@@ -86,7 +86,7 @@ class GridSpec:
 #: the default grid (documented in docs/benchmarks.md)
 DEFAULT_GRID = GridSpec(ns=(10, 100), ds=(1_000, 100_000), dropouts=(0.0, 0.1), repeats=3)
 #: ``--quick``: within a minute on a 2-core machine, every protocol
-QUICK_GRID = GridSpec(ns=(5, 10), ds=(1_000,), dropouts=(0.1,), repeats=1)
+QUICK_GRID = GridSpec(ns=(5, 10), ds=(256,), dropouts=(0.1,), repeats=1)
 
 
 @dataclass(frozen=True)

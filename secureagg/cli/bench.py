@@ -87,7 +87,7 @@ BENCH_DESCRIPTION = (
     "(distributed DP wraps only secagg/secagg+; SecAgg parameters that cannot be met) and "
     "those whose estimate (secureagg.cli.estimate, an upper estimate: repeats + 1 rounds) "
     "exceeds --max-seconds or --max-memory. Default grid: n in {10, 100}, d in {1000, "
-    "100000}, dropout in {0, 0.1}, 3 repeats, --dp none. --quick: n in {5, 10}, d 1000, "
+    "100000}, dropout in {0, 0.1}, 3 repeats, --dp none. --quick: n in {5, 10}, d 256, "
     "dropout 0.1, 1 repeat, every protocol and DP mode, about a minute on 2 cores. Dropped "
     "clients go silent at the 'masked' stage (SecAgg: the server removes their masks) or at "
     "the upload. Writes bench.json (format secureagg/bench/v1), bench.csv (one row per "
@@ -118,7 +118,7 @@ def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--dir", default=None,
                        help="list the scripts in this benchmark directory (implies --list)")
     bench.add_argument("--quick", action="store_true",
-                       help="a tiny grid (n 5,10; d 1000; dropout 0.1; 1 repeat; --dp all): "
+                       help="a tiny grid (n 5,10; d 256; dropout 0.1; 1 repeat; --dp all): "
                             "about a minute on 2 cores")
     bench.add_argument("--protocols", default="all", metavar="P,P",
                        help=f"comma-separated protocol variants, or 'all' (default): "
