@@ -28,8 +28,10 @@ Paillier, two columns:
   client, the upload size and the server's adds over n full-size uploads are measured at full d,
   and the rest is extrapolated per ciphertext (``packed.method`` says which figure is which);
 * ``phe``: unpacked phe, one ciphertext per value, at the same precision (``precision = clip / Q``),
-  **extrapolated** from a measured sample of values (``--phe-sample``): per-value encryption,
-  addition and decryption times multiplied by ``d`` (and by ``n - 1`` additions per value).
+  measured by :func:`secureagg.bench.he_peers.measure_phe_peer` on a sample of values
+  (``--phe-sample``; our key pair, n vectors summed value by value) and **extrapolated**: per-value
+  encryption, addition and decryption times multiplied by ``d`` (and by ``n - 1`` additions per
+  value). he_peers times wall seconds only, so ``--clock cpu`` is for ``--parts ckks``.
 
 Where ``n * d`` is large, only ``--client-sample`` clients encrypt for real; the other clients'
 uploads are copies of theirs (different senders), so the server still validates and adds ``n``
@@ -358,6 +360,8 @@ def bench_ckks(*, n: int, d: int, sample: int, seed: int, repeat: int) -> dict[s
         columns["ours_flare"].append(run_ours(flare_agg, n=n, d=d, sample=sample, seed=seed))
         columns["raw"].append(run_raw_tenseal(CkksParameters(), n=n, d=d, sample=sample,
                                               seed=seed, pool=True))
+        # the same calls as he_peers.measure_tenseal_peer(context="flare-60-40-40-60"), kept here
+        # for --clock cpu (he_peers times wall seconds only) and like for like with "raw"
         columns["flare"].append(run_raw_tenseal(FLARE_DEFAULT, n=n, d=d, sample=sample,
                                                 seed=seed))
     ours, ours_flare = _fastest(columns["ours"]), _fastest(columns["ours_flare"])
@@ -422,39 +426,33 @@ def bench_ckks(*, n: int, d: int, sample: int, seed: int, repeat: int) -> dict[s
 
 
 def _phe_unpacked(key: Any, agg: Any, *, n: int, d: int, phe_sample: int,
-                  seed: int, key_bits: int) -> dict[str, Any]:
-    """Unpacked phe (one ciphertext per value), extrapolated from ``phe_sample`` values."""
+                  seed: int) -> dict[str, Any]:
+    """Unpacked phe (one ciphertext per value): :func:`~secureagg.bench.he_peers.measure_phe_peer`
+    on ``phe_sample`` values with our key pair and precision, extrapolated to ``d`` values."""
+    from secureagg.bench.he_peers import measure_phe_peer
+
     log(f"  paillier phe   sample of {phe_sample} values")
-    phe_public, phe_private = key.phe_keypair()
-    precision = 1.0 / agg.scheme.scale
-    xs = [float(v) for v in client_data(0, phe_sample, seed)]
-    encrypted, enc_seconds = timed(lambda: [phe_public.encrypt(x, precision=precision)
-                                            for x in xs])
-
-    def add_all() -> Any:
-        total = encrypted[0]
-        for e in encrypted[1:]:
-            total = total + e
-        return total
-
-    _, add_seconds = timed(add_all)
-    _, dec_seconds = timed(lambda: [phe_private.decrypt(e) for e in encrypted])
-    per_enc = enc_seconds / phe_sample
-    per_add = add_seconds / max(1, phe_sample - 1)
-    per_dec = dec_seconds / phe_sample
-    ct_bytes = (2 * key_bits + 7) // 8
+    r = measure_phe_peer(n, d, repeats=1, max_d=phe_sample, precision=1.0 / agg.scheme.scale,
+                         clients_encrypted=1, keypair=key.phe_keypair(),
+                         seed=seed.to_bytes(32, "big", signed=True))
+    if not r["available"]:
+        raise RuntimeError(f"phe peer unavailable: {r['reason']}")
+    measured = r["d_measured"]
+    per_add = r["server_seconds"] / (measured * max(1, n - 1))
+    ct_bytes = r["upload_bytes"] // measured
     return {
-        "method": f"extrapolated from {phe_sample} measured values (phe EncryptedNumber, "
-        f"precision 1/{agg.scheme.scale:.0f}); server cost counts only the n-1 additions per "
-        "value (no obfuscation of the aggregate)",
-        "measured_encrypt_seconds_per_value": per_enc,
+        "method": f"extrapolated from {measured} measured values "
+        f"(secureagg.bench.he_peers.measure_phe_peer: phe EncryptedNumber, precision "
+        f"1/{agg.scheme.scale:.0f}, n={n} vectors summed value by value); server cost counts "
+        "only the n-1 additions per value (no obfuscation of the aggregate)",
+        "measured_encrypt_seconds_per_value": r["client_seconds_per_value"],
         "measured_add_seconds_per_value": per_add,
-        "measured_decrypt_seconds_per_value": per_dec,
-        "client_encrypt_seconds": per_enc * d,
+        "measured_decrypt_seconds_per_value": r["decrypt_seconds_per_value"],
+        "client_encrypt_seconds": r["client_seconds_per_value"] * d,
         "upload_bytes": ct_bytes * d,
         "upload_vs_float32": ct_bytes / 4.0,
         "server_aggregate_seconds": per_add * d * (n - 1),
-        "decrypt_seconds": per_dec * d,
+        "decrypt_seconds": r["decrypt_seconds_per_value"] * d,
     }
 
 
@@ -504,8 +502,7 @@ def bench_paillier(*, n: int, d: int, sample: int, phe_sample: int, seed: int,
     packed["keygen_seconds"] = keygen_seconds
     packed["method"] = (f"measured: {min(n, sample)} client(s) encrypt for real, the other "
                         "uploads are copies of theirs (different senders)")
-    phe = _phe_unpacked(key, agg, n=n, d=d, phe_sample=phe_sample, seed=seed,
-                        key_bits=key_bits)
+    phe = _phe_unpacked(key, agg, n=n, d=d, phe_sample=phe_sample, seed=seed)
     return {"packed": packed, "phe_unpacked": phe, "ratios": _paillier_ratios(packed, phe, d),
             "parameters": agg.parameters()}
 
@@ -595,8 +592,7 @@ def bench_paillier_extrapolated(*, n: int, d: int, subset_ciphertexts: int, phe_
         "error_bound": sub["error_bound"],
         "keygen_seconds": keygen_seconds,
     }
-    phe = _phe_unpacked(key, agg, n=n, d=d, phe_sample=phe_sample, seed=seed,
-                        key_bits=key_bits)
+    phe = _phe_unpacked(key, agg, n=n, d=d, phe_sample=phe_sample, seed=seed)
     return {"packed": packed, "phe_unpacked": phe, "ratios": _paillier_ratios(packed, phe, d),
             "parameters": agg.parameters()}
 
@@ -729,10 +725,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="repeats of every CKKS phase, fastest kept (Paillier: 1)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: perf_counter; cpu: this process's CPU time (process_time), "
-                        "robust to other jobs on a shared machine")
+                        "robust to other jobs on a shared machine (CKKS part only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and "paillier" in args.parts:
+        parser.error("--clock cpu needs --parts ckks: the phe column comes from "
+                     "secureagg.bench.he_peers, which times wall seconds (perf_counter) only")
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
