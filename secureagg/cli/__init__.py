@@ -115,19 +115,31 @@ def build_parser() -> argparse.ArgumentParser:
         "  secureagg demo --selftest --clients 50 --dim 100000 --threat malicious\n"
         "  secureagg demo split            # split learning: accuracy, attacks, cost\n"
         "  secureagg demo split --quick --clients 4 --rounds 4\n"
+        "  secureagg demo ensemble         # PATE/GNMax under SecAgg+: student, ε, speed-up\n"
         "  secureagg demo --engine flower  # real Flower SuperLink + SuperNodes on 127.0.0.1\n"
         "  secureagg demo --engine flower --tls --protocol ckks --rounds 4",
     )
     demo.add_argument(
         "mode",
         nargs="?",
-        choices=["fl", "split"],
+        choices=["fl", "split", "ensemble"],
         default="fl",
         help="'fl' (default): federated learning as above; 'split': split learning on digits "
         "(vanilla, U-shaped and SplitFed through --protocol; DP on activations at --epsilon; "
         "the encrypted cut layer) with the label-leakage and inversion attacks measured, "
         "protections off and on. With 'split', --clients defaults to 3 and --rounds counts "
-        "epochs (default 6)",
+        "epochs (default 6). 'ensemble': a private ensemble (PATE/GNMax): --clients parties "
+        "(default 100) train teachers in parallel, their votes on --queries public points "
+        "(default 150) are summed under SecAgg+ with distributed discrete Gaussian noise "
+        "within --epsilon (default 8), a student learns from the noisy labels, and secure "
+        "ensemble inference averages the parties' predictions",
+    )
+    demo.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="'ensemble' only: how many public points the querier has labelled (1..347; "
+        "default 150, in batches of 50: one SecAgg+ round per batch)",
     )
     demo.add_argument(
         "--engine",

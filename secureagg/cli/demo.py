@@ -237,8 +237,13 @@ def _workers(value: Any) -> Any:
 def _mode_problems(args: argparse.Namespace) -> list[str]:
     """Options that do not apply to the chosen mode, or that are invalid in every mode: refused
     before anything runs rather than silently ignored."""
-    split = getattr(args, "mode", "fl") == "split"
+    mode = getattr(args, "mode", "fl")
+    split = mode == "split"
     problems = []
+    if getattr(args, "queries", None) is not None and mode != "ensemble":
+        problems.append("--queries applies only to 'secureagg demo ensemble'")
+    if mode == "ensemble":
+        return _ensemble_problems(args, problems)
     if args.seed is not None and args.seed < 0:
         problems.append(f"--seed must be a non-negative integer, got {args.seed}")
     if split:
@@ -281,6 +286,63 @@ def _mode_problems(args: argparse.Namespace) -> list[str]:
     return problems
 
 
+def _ensemble_problems(args: argparse.Namespace, problems: list[str]) -> list[str]:
+    if args.seed is not None and args.seed < 0:
+        problems.append(f"--seed must be a non-negative integer, got {args.seed}")
+    for option, value in (("--selftest", args.selftest), ("--threat", args.threat),
+                          ("--quick", args.quick), ("--no-dp", args.no_dp),
+                          ("--rounds", args.rounds), ("--dim", args.dim),
+                          ("--tls", getattr(args, "tls", False))):
+        if value not in (None, False):
+            problems.append(f"{option} does not apply to 'secureagg demo ensemble'")
+    if getattr(args, "engine", "local") != "local":
+        problems.append("'secureagg demo ensemble' runs on the local engine only")
+    if args.protocol not in (None, "secagg+", "secagg"):
+        problems.append("'secureagg demo ensemble' sums the votes with --protocol secagg+ "
+                        f"(default) or secagg, got {args.protocol!r}")
+    if args.epsilon is not None and not (math.isfinite(args.epsilon) and args.epsilon > 0):
+        problems.append(f"--epsilon must be a positive number, got {args.epsilon}")
+    if args.clients is not None and not 2 <= args.clients <= 500:
+        problems.append(f"--clients (parties) must be in 2..500, got {args.clients}")
+    if args.queries is not None and not 1 <= args.queries <= 347:
+        problems.append(f"--queries must be in 1..347 (the public pool), got {args.queries}")
+    if args.dropout and not 0 <= args.dropout < 0.5:
+        problems.append(f"--dropout must be in [0, 0.5), got {args.dropout}")
+    return problems
+
+
+def _cmd_demo_ensemble(args: argparse.Namespace) -> int:
+    """``secureagg demo ensemble``: :func:`secureagg.demos.ensemble.run_ensemble_demo`."""
+    try:
+        from secureagg.demos.ensemble import DEFAULTS, run_ensemble_demo
+    except ImportError as exc:
+        raise _CliError(f"the ensemble demo needs the 'dp' extra (torch): {exc}") from None
+    out = _run_dir(args.out, "ensemble")
+    results = run_ensemble_demo(
+        out=out,
+        parties=args.clients if args.clients is not None else DEFAULTS["parties"],
+        queries=args.queries if args.queries is not None else DEFAULTS["queries"],
+        epsilon=args.epsilon if args.epsilon is not None else DEFAULTS["epsilon"],
+        dropout=float(args.dropout or 0.0),
+        # the teachers are trained twice, sequentially and with these workers (default: one per
+        # core), to show the speed-up
+        workers="auto" if str(args.workers) == "1" else _workers(args.workers),
+        protocol=args.protocol or "secagg+",
+        seed=args.seed,
+        quiet=bool(getattr(args, "quiet", False)),
+    )
+    if getattr(args, "json", False):
+        print(json.dumps({
+            "ensemble_accuracy": results["ensemble_accuracy"],
+            "private_label_accuracy": results["private_label_accuracy"],
+            "student_accuracy": results["student_accuracy"],
+            "epsilon": results["epsilon"]["record_level"],
+            "queries_answered": results["queries_answered"],
+            "run_dir": str(out),
+        }))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Federated learning on digits with secure aggregation (and DP); ``--selftest`` for crypto."""
     problems = _mode_problems(args)
@@ -292,6 +354,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _warn(seeded_warning(args.seed))
     if getattr(args, "mode", "fl") == "split":
         return _cmd_demo_split(args)
+    if getattr(args, "mode", "fl") == "ensemble":
+        return _cmd_demo_ensemble(args)
     if args.selftest:
         return _cmd_selftest(args)
     t_start = time.perf_counter()

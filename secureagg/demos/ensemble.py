@@ -1,0 +1,370 @@
+"""``secureagg demo ensemble``: a private ensemble (PATE / GNMax) on sklearn's digits.
+
+1. The digits are split (fixed split): a test set, a "public" unlabelled pool the querier owns,
+   and the parties' private data, split evenly across ``parties`` parties.
+2. Every party trains its own teacher (a logistic-regression model in torch) on its own data,
+   sequentially and then in parallel across the cores (both timed; the parallel teachers vote).
+3. The querier asks for labels of ``queries`` points of its public pool, in batches: each batch is
+   one SecAgg+ round that carries every query's vote histogram, with every party adding its share
+   of distributed discrete Gaussian noise (:class:`~secureagg.ensemble.aggregate.
+   SecureVoteAggregator`). The server and the querier see only the noisy histograms; the label is
+   the noisy argmax. The noise is calibrated so that all batches fit the ε budget in the worst
+   case of dropouts, and the budget is enforced.
+4. The querier trains a student: the private labels are propagated over its own public pool
+   (label spreading on a k-nearest-neighbour graph of the public, unlabelled inputs: post-
+   processing, no further privacy cost), then a logistic-regression student is trained on it.
+5. Secure ensemble inference (no DP): the parties' probability vectors for the test inputs are
+   averaged under SecAgg+; the querier learns only the mean.
+
+A table, and a run directory (``config.json``, ``ensemble.json``, the privacy ledger, the
+transcript of every batch's round, sealed) that ``secureagg audit`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+
+import secureagg
+from secureagg.audit.rundir import RunDirectory
+from secureagg.demos.data import permutation, split_stream
+from secureagg.errors import ConfigurationError, MissingDependencyError
+
+__all__ = ["DEFAULTS", "calibrate_sigma", "run_ensemble_demo"]
+
+DEFAULTS: dict[str, Any] = {
+    "parties": 100,
+    "queries": 150,
+    "batch": 50,
+    "epsilon": 8.0,
+    "delta": 1e-5,
+    "test": 300,
+    "public": 347,
+    "inference_queries": 300,
+}
+NUM_CLASSES = 10
+FEATURES = 64
+
+
+def _digits() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise MissingDependencyError(
+            "scikit-learn", "all", purpose="the digits data set of the demo"
+        ) from None
+    bunch = load_digits()
+    x = (np.asarray(bunch.data, dtype=np.float32) / 16.0).astype(np.float32)
+    return x, np.asarray(bunch.target, dtype=np.int64)
+
+
+def _split(parties: int, test: int, public: int) -> dict[str, Any]:
+    """The fixed split: test, public pool, and the parties' private parts (even sizes)."""
+    x, y = _digits()
+    order = permutation(len(y), split_stream(0, context=b"ensemble-demo"))
+    x, y = x[order], y[order]
+    if parties < 2 or test + public + 2 * parties > len(y):
+        raise ConfigurationError(
+            f"{parties} parties need at least 2 examples each besides the {test} test and "
+            f"{public} public examples (digits has {len(y)})"
+        )
+    private = np.arange(test + public, len(y))
+    return {
+        "x_test": x[:test], "y_test": y[:test],
+        "x_public": x[test:test + public], "y_public": y[test:test + public],
+        "parts": [(x[idx], y[idx]) for idx in np.array_split(private, parties)],
+    }
+
+
+def make_teacher() -> Any:
+    """The model every party trains (module-level: picklable for spawned workers)."""
+    import torch
+
+    return torch.nn.Linear(FEATURES, NUM_CLASSES)
+
+
+def train_teacher(model: Any, loader: Any) -> None:
+    """The parties' unchanged training code: Adam, 40 epochs, cross-entropy."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(40):
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss: Any = torch.nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+
+
+def _loaders(parts: Sequence[tuple[Any, Any]]) -> list[Any]:
+    import torch
+
+    return [
+        torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+            batch_size=16, shuffle=True,
+        )
+        for x, y in parts
+    ]
+
+
+def calibrate_sigma(
+    make: Callable[[float], Any], *, batches: int, batch: int, epsilon: float
+) -> float:
+    """The smallest noise ``sigma`` (to 1 %) whose aggregator admits ``batches`` batches of
+    ``batch`` queries within ``epsilon`` in the worst case of dropouts (bisection on
+    :meth:`~secureagg.ensemble.aggregate.SecureVoteAggregator.batches_remaining`)."""
+
+    def fits(sigma: float) -> bool:
+        try:
+            left = make(sigma).batches_remaining(batch)
+        except ConfigurationError:  # e.g. a party's share below the theorem's sigma >= 1/2
+            return False
+        return left is not None and left >= batches
+
+    lo, hi = 0.5, 2.0
+    while not fits(hi):
+        lo, hi = hi, hi * 2
+        if hi > 1e6:
+            raise ConfigurationError(f"no noise level fits {batches} batches in ε = {epsilon}")
+    while hi / lo > 1.01:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
+def _plurality(predictions: Sequence[npt.NDArray[np.int64]], count: int) -> npt.NDArray[np.int64]:
+    votes = np.zeros((count, NUM_CLASSES), dtype=np.int64)
+    for p in predictions:
+        np.add.at(votes, (np.arange(count), p), 1)
+    return np.asarray(votes.argmax(axis=1), dtype=np.int64)
+
+
+def _student(x_public: Any, labels: dict[int, int], x_test: Any, y_test: Any,
+             seed: int | None) -> dict[str, Any]:
+    """Label spreading over the public pool (post-processing), then a logistic-regression
+    student trained on it; and, for comparison, one trained on the private labels alone."""
+    import torch
+    from sklearn.semi_supervised import LabelSpreading
+
+    known = -np.ones(len(x_public), dtype=np.int64)
+    for i, label in labels.items():
+        known[i] = label
+    spread = LabelSpreading(kernel="knn", n_neighbors=7, alpha=0.5).fit(x_public, known)
+
+    def fit(x: Any, y: Any) -> float:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = make_teacher()
+        loader = _loaders([(np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64))])[0]
+        train_teacher(model, loader)
+        with torch.no_grad():
+            pred = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
+        return float((pred == y_test).mean())
+
+    idx = sorted(labels)
+    return {
+        "student_accuracy": fit(x_public, spread.transduction_),
+        "student_private_labels_only_accuracy": fit(x_public[idx], [labels[i] for i in idx]),
+        "spread_label_accuracy_note": "label spreading uses only the public inputs and the "
+        "private labels: post-processing of released outputs, no privacy cost",
+    }
+
+
+def run_ensemble_demo(
+    *,
+    out: Path,
+    parties: int = DEFAULTS["parties"],
+    queries: int = DEFAULTS["queries"],
+    batch: int = DEFAULTS["batch"],
+    epsilon: float = DEFAULTS["epsilon"],
+    delta: float = DEFAULTS["delta"],
+    dropout: float = 0.0,
+    workers: Any = "auto",
+    protocol: str = "secagg+",
+    seed: int | None = None,
+    stream: TextIO | None = None,
+    quiet: bool = False,
+    time_sequential: bool = True,
+) -> dict[str, Any]:
+    """Run the demo (module docstring); returns the results written to ``ensemble.json``.
+
+    ``time_sequential=False`` skips the sequential training that is there only to time it."""
+    from secureagg.ensemble.aggregate import SecureVoteAggregator
+    from secureagg.ensemble.inference import combine_predictions
+    from secureagg.ensemble.teachers import train_teachers
+    from secureagg.ensemble.votes import encode_votes
+
+    stream = stream or sys.stdout
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, file=stream, flush=True)
+
+    problems = []
+    if not (isinstance(queries, int) and 1 <= queries <= DEFAULTS["public"]):
+        problems.append(f"queries must be in 1..{DEFAULTS['public']} (the public pool)")
+    if not (isinstance(batch, int) and batch >= 1):
+        problems.append("batch must be an integer >= 1")
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        problems.append(f"epsilon must be a positive number, got {epsilon}")
+    if not (0.0 <= dropout < 0.5):
+        problems.append(f"dropout must be in [0, 0.5), got {dropout}")
+    if problems:
+        raise ConfigurationError(problems)
+    t_start = time.perf_counter()
+    data = _split(parties, DEFAULTS["test"], DEFAULTS["public"])
+    loaders = _loaders(data["parts"])
+    say(f"{parties} parties, {sum(len(p[1]) for p in data['parts'])} private examples "
+        f"(~{len(data['parts'][0][1])} each); public pool {DEFAULTS['public']}, test "
+        f"{DEFAULTS['test']}")
+    sequential_seconds = None
+    if time_sequential:
+        sequential_seconds = train_teachers(
+            make_teacher, train_teacher, loaders, workers=1, seed=seed
+        ).wall_seconds
+    teachers = train_teachers(make_teacher, train_teacher, loaders, workers=workers, seed=seed)
+    say(f"teachers trained: sequential "
+        f"{'-' if sequential_seconds is None else f'{sequential_seconds:.1f} s'}, parallel "
+        f"({teachers.workers} workers) {teachers.wall_seconds:.1f} s; "
+        f"{len(teachers.failures)} failed")
+    voters = list(teachers.parties)
+    import torch
+
+    def predictions(x: Any) -> dict[int, npt.NDArray[np.int64]]:
+        out_: dict[int, npt.NDArray[np.int64]] = teachers.predict(torch.from_numpy(x))
+        return out_
+
+    test_pred = predictions(data["x_test"])
+    teacher_acc = [float((test_pred[p] == data["y_test"]).mean()) for p in voters]
+    ensemble_acc = float(
+        (_plurality([test_pred[p] for p in voters], len(data["y_test"])) == data["y_test"]).mean()
+    )
+    batches = math.ceil(queries / batch)
+    n = len(voters)
+    noise_seed = None if seed is None else seed.to_bytes(8, "big")
+
+    def make(sigma: float, budget: float | None = epsilon) -> SecureVoteAggregator:
+        return SecureVoteAggregator(
+            n, NUM_CLASSES, sigma=sigma, expected_dropout=dropout, delta=delta,
+            budget_epsilon=budget, protocol=protocol,  # type: ignore[arg-type]
+            seed=noise_seed,
+        )
+
+    sigma = calibrate_sigma(make, batches=batches, batch=batch, epsilon=epsilon)
+    agg = make(sigma)
+    say(f"GNMax noise sigma {sigma:.2f} vote counts ({n} parties, {batches} batches of "
+        f"{batch} queries, budget ε = {epsilon:g} at δ = {delta:g}, worst case of dropouts)")
+    public_pred = predictions(data["x_public"][:queries])
+    labels: dict[int, int] = {}
+    records: list[dict[str, Any]] = []
+    transcript: list[dict[str, Any]] = []
+    drop_stream = split_stream(os.urandom(32) if seed is None else seed, context=b"dropouts")
+    agg_seconds = 0.0
+    for b in range(batches):
+        lo, hi = b * batch, min(queries, (b + 1) * batch)
+        votes = {i: encode_votes("one-hot", public_pred[p][lo:hi], NUM_CLASSES)
+                 for i, p in enumerate(voters)}
+        k = math.floor(dropout * n)  # parties silent from the masked stage, drawn by the CSPRNG
+        dropped = {int(i): "masked" for i in permutation(n, drop_stream)[:k]}
+        res = agg.aggregate(votes, dropouts=dropped)
+        agg_seconds += res.seconds
+        record = {
+            "batch": b, "queries": [lo, hi], "answered": res.answered,
+            "survivors": [voters[i] for i in res.survivors], "dropped":
+            {str(voters[i]): s for i, s in res.dropped.items()},
+            "refused": {str(voters[i]): r for i, r in res.refused.items()},
+            "noise_std": res.noise_std, "epsilon_after": res.epsilon_after,
+            "stopped_by_budget": res.stopped_by_budget, "aborted": res.aborted,
+            "seconds": res.seconds,
+        }
+        records.append(record)
+        transcript.extend(getattr(res, "transcript", None) or [])
+        if res.answered and res.labels is not None:
+            for j, label in enumerate(res.labels):
+                labels[lo + j] = int(label)
+        say(f"  batch {b + 1}/{batches}: {'answered' if res.answered else 'NOT answered'}, "
+            f"{len(res.survivors)} parties in the sum, ε so far {res.epsilon_after:.3f}, "
+            f"{res.seconds:.2f} s")
+    truth = data["y_public"]
+    label_acc = float(np.mean([labels[i] == truth[i] for i in labels])) if labels else 0.0
+    student = _student(data["x_public"], labels, data["x_test"], data["y_test"], seed)
+    probs = teachers.predict_proba(torch.from_numpy(data["x_test"]))
+    combined = combine_predictions({p: probs[p] for p in voters}, protocol="secagg+", seed=seed)
+    inference_acc = float((combined.labels == data["y_test"]).mean())
+    eps_final = agg.epsilon()
+    results: dict[str, Any] = {
+        "settings": {"parties": parties, "queries": queries, "batch": batch, "epsilon": epsilon,
+                     "delta": delta, "dropout": dropout, "protocol": protocol,
+                     "mechanism": "ddgauss", "sigma": sigma, "seeded": seed is not None},
+        "teachers": {"parties": voters, "failures": list(teachers.failures),
+                     "accuracy_mean": float(np.mean(teacher_acc)),
+                     "sequential_seconds": sequential_seconds,
+                     "parallel_seconds": teachers.wall_seconds, "workers": teachers.workers},
+        "ensemble_accuracy": ensemble_acc,
+        "private_label_accuracy": label_acc,
+        "queries_answered": len(labels),
+        **student,
+        "secure_inference": {"accuracy": inference_acc, **combined.summary()},
+        "epsilon": {"party_level": eps_final, "record_level": eps_final, "delta": delta,
+                    "budget": epsilon, "adjacency": agg.report().get("adjacency")},
+        "aggregation_seconds": agg_seconds,
+        "batches": records,
+        "privacy": agg.report(),
+    }
+    results["seconds"] = time.perf_counter() - t_start
+    _table(results, say)
+    run = RunDirectory(out)
+    run.write_json("config.json", {"command": "demo ensemble", "protocol": protocol,
+                                   "settings": results["settings"],
+                                   "secureagg_version": secureagg.__version__})
+    run.write_json("ensemble.json", json.loads(json.dumps(results, default=_jsonable)))
+    run.write_json("ensemble_ledger.json", agg.ledger())
+    if transcript:
+        run.write_transcript(transcript)
+    run.seal(kind="ensemble")
+    say(f"\nfinished in {results['seconds']:.0f} s; the run directory is {out} "
+        f"(secureagg audit {out})")
+    return results
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _table(r: dict[str, Any], say: Callable[[str], None]) -> None:
+    t = r["teachers"]
+    eps = r["epsilon"]
+    rows = [
+        ("teachers (mean accuracy)", f"{t['accuracy_mean']:.1%}"),
+        ("non-private ensemble accuracy", f"{r['ensemble_accuracy']:.1%}"),
+        ("private labels' accuracy", f"{r['private_label_accuracy']:.1%}"),
+        ("student accuracy (label spreading)", f"{r['student_accuracy']:.1%}"),
+        ("student on private labels only", f"{r['student_private_labels_only_accuracy']:.1%}"),
+        ("secure ensemble inference (no DP)", f"{r['secure_inference']['accuracy']:.1%}"),
+        ("queries answered", f"{r['queries_answered']} of {r['settings']['queries']}"),
+        ("ε per party = ε per record", f"{eps['party_level']:.3f} (δ = {eps['delta']:g}, "
+                                       f"budget {eps['budget']:g}; upper bound)"),
+        ("training, sequential", "-" if t["sequential_seconds"] is None
+         else f"{t['sequential_seconds']:.1f} s"),
+        (f"training, parallel ({t['workers']} workers)", f"{t['parallel_seconds']:.1f} s"),
+        ("secure aggregation (all batches)", f"{r['aggregation_seconds']:.2f} s"),
+    ]
+    say("")
+    for name, value in rows:
+        say(f"  {name:<38} {value}")
