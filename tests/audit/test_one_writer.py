@@ -62,10 +62,22 @@ def _stream_parameters(tree: ast.AST) -> set[str]:
     return names
 
 
+def _memory_buffers(tree: ast.AST) -> set[str]:
+    """Names bound to ``io.BytesIO()`` / ``io.StringIO()``: a save into one writes no file."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if called in {"BytesIO", "StringIO"}:
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
 def file_writes(source: str) -> list[str]:
     """Every place in ``source`` that writes a file by itself (see the module docstring)."""
     tree = ast.parse(source)
-    streams = _stream_parameters(tree)
+    streams = _stream_parameters(tree) | _memory_buffers(tree)
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -109,6 +121,8 @@ def test_the_scanner_finds_what_it_looks_for() -> None:
     assert file_writes("json.dump(doc, fh)") == ["json.dump (line 1)"]
     assert file_writes("rd.write_checkpoint(1, lambda fh: torch.save(state, fh))") == []
     assert file_writes("rd.write_stream('x', lambda fh: json.dump(doc, fh))") == []
+    assert file_writes("buf = io.BytesIO()\ntorch.save(state, buf)") == []
+    assert file_writes("buf = open(p, 'rb')\ntorch.save(state, buf)") == ["torch.save (line 2)"]
 
 
 def test_there_are_modules_to_scan() -> None:
