@@ -157,7 +157,8 @@ def _senders(value: Any) -> set[int]:
 
 
 def load_run(directory: str | Path) -> Run:
-    """Load the run in ``directory`` (any kind: simulate, self-test, federated, Flower, split)."""
+    """Load the run in ``directory`` (any kind: simulate, self-test, federated, Flower, split,
+    private ensemble)."""
     root = Path(directory)
     problems: list[str] = []
     config = _read_json(root / "config.json", problems)
@@ -176,6 +177,7 @@ def load_run(directory: str | Path) -> Run:
     history = _read_json(root / "history.json", problems)
     flower_rounds = _read_json(root / "rounds.json", problems)
     split = _read_json(root / "split.json", problems)
+    ensemble = _read_json(root / "ensemble.json", problems)
     ledger = _read_json(root / "privacy_ledger.json", problems)
     events: list[dict[str, Any]] = []
     events_path = root / "privacy_events.jsonl"
@@ -217,6 +219,10 @@ def load_run(directory: str | Path) -> Run:
                                 absent, refused))
     elif isinstance(split, dict):
         kind = "split"
+    elif isinstance(ensemble, dict):
+        kind = "ensemble"
+        result = result or ensemble  # ensemble.json is the run's result
+        rounds = _ensemble_batches(ensemble, _ids(config.get("parties")), problems)
     else:
         kind = "one-round"
         metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
@@ -228,9 +234,27 @@ def load_run(directory: str | Path) -> Run:
             _ids(result.get("survivors")) or [], _stage_map(config.get("dropouts")),
             refused, refused,
         ))
-    docs = {"history": history, "rounds": flower_rounds, "split": split}
+    docs = {"history": history, "rounds": flower_rounds, "split": split, "ensemble": ensemble}
     return Run(root, kind, config, result, transcript, rounds,
                ledger if isinstance(ledger, dict) else None, events, docs, problems)
+
+
+def _ensemble_batches(doc: dict[str, Any], parties: list[int] | None,
+                      problems: list[str]) -> list[Round]:
+    """A private ensemble's batches as rounds: one SecAgg round per batch of queries; every
+    voting party is asked; a refused vote or a party without one is an absence on record."""
+    rounds = []
+    for e in doc.get("batches") or []:
+        if not isinstance(e, dict) or not is_int(e.get("batch")):
+            problems.append("ensemble.json: a batch entry without a batch number")
+            continue
+        status = "ok" if e.get("answered") is True else (
+            "stopped_by_budget" if e.get("stopped_by_budget") else "aborted")
+        refused = {int(k) for k in _stage_map(e.get("refused"))}
+        absent = {int(c) for c in _ids(e.get("absent")) or []} | refused
+        rounds.append(Round(int(e["batch"]), status, parties, _ids(e.get("survivors")) or [],
+                            _stage_map(e.get("dropped")), absent, refused))
+    return rounds
 
 
 # ------------------------------------------------------------------------------ survivors
@@ -312,7 +336,8 @@ def check_survivors(run: Run) -> list[Check]:
 
 
 def _round_file(run: Run) -> str:
-    return {"federated": "history.json", "flower": "rounds.json"}.get(run.kind, "result.json")
+    return {"federated": "history.json", "flower": "rounds.json",
+            "ensemble": "ensemble.json"}.get(run.kind, "result.json")
 
 
 # ---------------------------------------------------------------------------------- error

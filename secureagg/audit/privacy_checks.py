@@ -45,6 +45,7 @@ def check_privacy(run: Run, replay: Replay | None = None) -> list[Check]:
                              "privacy_ledger.json"))
         return out
     levels = _ledger_levels(run.ledger)
+    replayed_of: dict[str, dict[Any, Any]] = {}
     for level, data in levels.items():
         if replay is None:
             out.append(Check("privacy", f"{level}-level ledger replayed to the ε it states",
@@ -57,6 +58,7 @@ def check_privacy(run: Run, replay: Replay | None = None) -> list[Check]:
                              f"{type(exc).__name__}: {exc}", "privacy_ledger.json"))
             continue
         replayed = {(s.get("party")): s.get("epsilon") for s in report.get("streams", [])}
+        replayed_of[level] = replayed
         stated = {(s.get("party")): s.get("epsilon") for s in data.get("streams") or []
                   if isinstance(s, dict)}
         bad = []
@@ -68,8 +70,34 @@ def check_privacy(run: Run, replay: Replay | None = None) -> list[Check]:
         out.append(Check("privacy", f"{level}-level ledger replayed to the ε it states",
                          not bad, "; ".join(bad) or f"{len(stated)} stream(s) agree",
                          "privacy_ledger.json"))
-    if run.kind == "federated" and levels:
+    if run.kind in ("federated", "ensemble") and levels:
         out += _federated_coverage(run, levels)
+    if run.kind == "ensemble":
+        out += _ensemble_claims(run, replayed_of.get("user"))
+    return out
+
+
+def _ensemble_claims(run: Run, replayed: Mapping[Any, Any] | None) -> list[Check]:
+    """A private ensemble's stated ε (per party = per record) against the replayed ledger, and
+    against its budget."""
+    doc = run.documents.get("ensemble") or {}
+    eps = doc.get("epsilon") if isinstance(doc.get("epsilon"), dict) else {}
+    party, record, budget = eps.get("party_level"), eps.get("record_level"), eps.get("budget")
+    answered = [rd for rd in run.rounds if rd.status == "ok"]
+    out = [Check("privacy", "ε per record is stated no lower than ε per party (a record is in "
+                            "one party's data: replacing it changes at most that party's votes)",
+                 is_real(party) and is_real(record) and float(record) >= float(party),
+                 f"per party {party}, per record {record}", "ensemble.json")]
+    if replayed is not None:
+        tight = replayed.get(None, 0.0 if not answered else None)
+        ok = is_real(party) and is_real(tight) and float(party) >= float(tight) * (1 - 1e-9)
+        out.append(Check("privacy", "the ensemble's stated ε is not below the replayed ledger's",
+                         ok, f"stated {party}, replayed {tight} over {len(answered)} answered "
+                             "batches", "ensemble.json"))
+    if is_real(budget):
+        out.append(Check("privacy", "the ensemble's ε is within its budget",
+                         is_real(party) and float(party) <= float(budget),
+                         f"ε {party} <= budget {budget}", "ensemble.json"))
     return out
 
 

@@ -233,6 +233,25 @@ def _parties_and_threat(family: str, p: Mapping[str, Any], clients: Any) -> list
     return out
 
 
+def _ensemble_paragraph(run: Run) -> str:
+    doc = run.documents.get("ensemble") or {}
+    settings = doc.get("settings") if isinstance(doc.get("settings"), dict) else {}
+    eps = doc.get("epsilon") if isinstance(doc.get("epsilon"), dict) else {}
+    answered = sum(rd.status == "ok" for rd in run.rounds)
+    return (
+        "Private ensemble (PATE with GNMax): each party trained its own model on its own data; "
+        "for every batch of the querier's inputs, the parties' one-hot votes plus their shares "
+        f"of {settings.get('mechanism', 'distributed')} noise were summed in one "
+        f"{run.protocol} round, so the server and the querier saw only the noisy vote "
+        f"histograms and their argmax labels. {doc.get('queries_answered', '?')} queries were "
+        f"answered in {answered} of {len(run.rounds)} batches. ε per party = ε per record = "
+        f"{_fmt(eps.get('party_level'))} at δ = {eps.get('delta')} (budget "
+        f"{eps.get('budget')}), for the adjacency '{eps.get('adjacency')}': a record is in one "
+        "party's data, so it changes at most that party's votes. The client-level figure below "
+        "is the same bound. Secure ensemble inference, where run, releases the mean of the "
+        "parties' clipped probabilities WITHOUT differential privacy.")
+
+
 def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
                       seal: Mapping[str, Any], checks: Sequence[Check]) -> list[str]:
     """The privacy statement, paragraph by paragraph (see the module docstring)."""
@@ -261,6 +280,8 @@ def privacy_statement(run: Run, levels: Mapping[str, Mapping[str, Any]],
                    f"{run.config.get('protocol')}.")
     else:
         out += _parties_and_threat(family, p, clients)
+    if run.kind == "ensemble":
+        out.append(_ensemble_paragraph(run))
     sample, user = levels.get("sample"), levels.get("user")
     if sample:
         out.append(

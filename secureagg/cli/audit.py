@@ -72,6 +72,17 @@ def _load_transcript(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def _ensemble_batches(run: Path) -> str:
+    """One line: a private ensemble's batches and the parties in each sum."""
+    doc = _load_json(run / "ensemble.json")
+    batches = [b for b in (doc.get("batches") or []) if isinstance(b, dict)] if isinstance(
+        doc, dict) else []
+    counts = [len(b.get("survivors") or []) if b.get("answered") else "-" for b in batches]
+    dropped = [len(b.get("dropped") or {}) for b in batches]
+    return (f"batches: {sum(bool(b.get('answered')) for b in batches)} of {len(batches)} "
+            f"answered; parties in each sum: {counts}; dropped mid-round: {dropped}")
+
+
 _STAGE_KEYS = ("bytes_up", "bytes_down", "messages_up", "messages_down")
 
 
@@ -135,8 +146,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         raise _CliError(f"{run} is not a directory")
     config = _load_json(run / "config.json")
     split = (run / "split.json").is_file()  # the split demo: no result.json or transcript
-    result = {} if split and not (run / "result.json").exists() else _load_json(
-        run / "result.json")
+    ensemble = (run / "ensemble.json").is_file()  # a private ensemble: ensemble.json is its result
+    if (split or ensemble) and not (run / "result.json").exists():
+        result = _load_json(run / "ensemble.json") if ensemble else {}
+    else:
+        result = _load_json(run / "result.json")
     entries = [] if split and not (run / "transcript.jsonl").exists() else _load_transcript(
         run / "transcript.jsonl")
     if not isinstance(config, dict) or not isinstance(result, dict):
@@ -241,8 +255,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     lines += [
         f"status: {report['status']}"
         + (f" ({result.get('error')})" if result.get("error") else ""),
+        _ensemble_batches(run) if ensemble else
         f"survivors ({len(survivors)}/{config.get('clients', '?')}): {survivors}",
-        "dropouts: "
+        *([] if ensemble else ["dropouts: "
         + (
             ", ".join(
                 f"{k}@{v}"
@@ -251,7 +266,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                 )
             )
             or "none"
-        ),
+        )]),
         "per-stage traffic (bytes up / down, messages up / down):",
     ]
     for stage, row in report["traffic_by_stage"].items():

@@ -27,7 +27,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -283,12 +283,13 @@ def run_ensemble_demo(
             "survivors": [voters[i] for i in res.survivors], "dropped":
             {str(voters[i]): s for i, s in res.dropped.items()},
             "refused": {str(voters[i]): r for i, r in res.refused.items()},
+            "absent": [voters[i] for i in res.absent],
             "noise_std": res.noise_std, "epsilon_after": res.epsilon_after,
             "stopped_by_budget": res.stopped_by_budget, "aborted": res.aborted,
             "seconds": res.seconds,
         }
         records.append(record)
-        transcript.extend(getattr(res, "transcript", None) or [])
+        transcript.extend(_party_ids(line, voters) for line in res.transcript)
         if res.answered and res.labels is not None:
             for j, label in enumerate(res.labels):
                 labels[lo + j] = int(label)
@@ -303,6 +304,7 @@ def run_ensemble_demo(
     inference_acc = float((combined.labels == data["y_test"]).mean())
     eps_final = agg.epsilon()
     results: dict[str, Any] = {
+        "status": "completed",
         "settings": {"parties": parties, "queries": queries, "batch": batch, "epsilon": epsilon,
                      "delta": delta, "dropout": dropout, "protocol": protocol,
                      "mechanism": "ddgauss", "sigma": sigma, "seeded": seed is not None},
@@ -324,17 +326,32 @@ def run_ensemble_demo(
     results["seconds"] = time.perf_counter() - t_start
     _table(results, say)
     run = RunDirectory(out)
-    run.write_json("config.json", {"command": "demo ensemble", "protocol": protocol,
-                                   "settings": results["settings"],
-                                   "secureagg_version": secureagg.__version__})
+    report = agg.report()
+    run.write_json("config.json", {
+        "command": "demo ensemble", "protocol": protocol, "parties": voters,
+        "parameters": report["protocol"], "settings": results["settings"],
+        "privacy": {"kind": "private ensemble (GNMax)", "mechanism": "ddgauss",
+                    "budget_epsilon": epsilon, "delta": delta,
+                    "adjacency": report.get("adjacency")},
+        "seeded": seed is not None, "seed": seed, "secureagg_version": secureagg.__version__})
     run.write_json("ensemble.json", json.loads(json.dumps(results, default=_jsonable)))
     run.write_json("ensemble_ledger.json", agg.ledger())
+    run.write_json("privacy_ledger.json", agg.run_ledger())
     if transcript:
         run.write_transcript(transcript)
     run.seal(kind="ensemble")
     say(f"\nfinished in {results['seconds']:.0f} s; the run directory is {out} "
         f"(secureagg audit {out})")
     return results
+
+
+def _party_ids(line: Mapping[str, Any], voters: Sequence[int]) -> dict[str, Any]:
+    """A transcript line with the aggregator's slots mapped to the parties' ids (the server and
+    other non-party ends keep theirs)."""
+    def party(slot: Any) -> Any:
+        return voters[slot] if isinstance(slot, int) and 0 <= slot < len(voters) else slot
+
+    return {**line, "sender": party(line.get("sender")), "recipient": party(line.get("recipient"))}
 
 
 def _jsonable(value: Any) -> Any:

@@ -68,7 +68,7 @@ import numpy.typing as npt
 from secureagg.dp import rdp
 from secureagg.dp.accounting import PrivacyAccountant
 from secureagg.dp.events import BudgetStop, DistributedNoiseRound, EventSink
-from secureagg.dp.ledger import json_float
+from secureagg.dp.ledger import FEDERATED_LEDGER_FORMAT, json_float
 from secureagg.ensemble.votes import VoteSpec
 from secureagg.errors import ConfigurationError
 from secureagg.validation import is_int, is_positive_real
@@ -420,6 +420,35 @@ class VoteAccountant:
             "parameters": self.parameters(),
             "batches": self.ledger(),
             "privacy_ledger": self.privacy.report(),
+        }
+
+    def run_ledger(self) -> dict[str, Any]:
+        """``privacy_ledger.json`` of a run directory, in the federated ledger's format (so that
+        ``secureagg audit`` replays it, checks every answered batch is covered, and re-accounts
+        it): the released vote histograms are the user level, one stream; record level equals
+        party level here, so there is no separate sample level."""
+        return {
+            "format": FEDERATED_LEDGER_FORMAT,
+            "differential_privacy": True,
+            "settings": self.parameters(),
+            "note": "a private ensemble (GNMax): user_level accounts the released noisy vote "
+            "histograms, one event per answered batch (round_id = batch); its ε is the ε per "
+            "party and per record (REPLACE one party's votes). Replay with "
+            "PrivacyAccountant.from_ledger(path, level='user').",
+            "sample_level_scope": None,
+            "user_level_scope": {
+                "mechanism": f"GNMax: the parties' votes plus distributed {self.mechanism} noise "
+                "summed under secure aggregation",
+                "adjacency": ADJACENCY,
+                "protects": "every party's data and every record in it, against the server and "
+                "the querier: the parties add the noise inside secure aggregation, no one sees a "
+                "noiseless histogram",
+                "public": ["the queries", "the noise level", "which parties voted and survived "
+                           "in each batch (the number of survivors sets the noise)"],
+            },
+            "not_released": [],
+            "sample_level": None,
+            "user_level": self.privacy.report(),
         }
 
 

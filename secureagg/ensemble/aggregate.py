@@ -78,7 +78,10 @@ class BatchResult:
     that the party was silent, or nothing at all with ``malformed="abstain"``). ``absent`` are
     parties that gave no vote; ``dropped`` the requested mid-round dropouts (party -> stage).
     ``epsilon_after`` is the ε upper bound (party level = record level) at the aggregator's δ
-    after this batch.
+    after this batch. ``transcript``: one JSON-ready line per message of the batch's SecAgg round
+    (``round`` = the batch, ``direction`` up/down/peer, sender, recipient, stage, kind, size,
+    sha256; party ids as given to :meth:`SecureVoteAggregator.aggregate`), for ``transcript.jsonl``
+    of a run directory; the partial transcript when the round aborted.
     """
 
     batch: int
@@ -95,6 +98,7 @@ class BatchResult:
     aborted: str | None = None
     seconds: float = 0.0
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    transcript: tuple[Mapping[str, Any], ...] = ()
 
 
 class SecureVoteAggregator:
@@ -183,6 +187,7 @@ class SecureVoteAggregator:
         else:
             headroom = rdp.subgaussian_tail_bound(n * self.client_variance, tail)
         bits = 32 if n * self.spec.max_value + headroom <= 2**31 - 1 else 64
+        self.noise_headroom = float(headroom)
         self._agg = make_aggregator(
             protocol,
             num_clients=n,
@@ -299,6 +304,8 @@ class SecureVoteAggregator:
             )
         except InsufficientSurvivors as exc:
             self.accountant.record_failed(batch=batch, queries=q, reason=str(exc))
+            partial_up = getattr(exc, "transcript", None) or ()
+            partial_down = getattr(exc, "downlink", None) or ()
             return BatchResult(
                 batch=batch,
                 answered=False,
@@ -312,6 +319,7 @@ class SecureVoteAggregator:
                 dropped=requested,
                 aborted=str(exc),
                 seconds=time.perf_counter() - t0,
+                transcript=_lines(batch, up=partial_up, down=partial_down),
             )
         seconds = time.perf_counter() - t0
         survivors = tuple(int(p) for p in res.survivors)
@@ -339,6 +347,8 @@ class SecureVoteAggregator:
             dropped=requested,
             seconds=seconds,
             metrics=res.metrics,
+            transcript=_lines(batch, up=res.transcript, down=res.downlink,
+                              peer=res.peer_traffic),
         )
 
     def _num_queries(self, votes: Mapping[int, object], given: int | None) -> int:
@@ -367,11 +377,29 @@ class SecureVoteAggregator:
         """One JSON-ready entry per batch (see :meth:`VoteAccountant.ledger`)."""
         return self.accountant.ledger()
 
+    def run_ledger(self) -> dict[str, Any]:
+        """``privacy_ledger.json`` for a run directory (see :meth:`VoteAccountant.run_ledger`)."""
+        return self.accountant.run_ledger()
+
     def report(self) -> dict[str, Any]:
         """The ensemble ledger with the protocol parameters (JSON-ready)."""
         out = self.accountant.report()
-        out["protocol"] = {**self._agg.parameters(), "exact_integer_votes": True}
+        out["protocol"] = {
+            **self._agg.parameters(),
+            "exact_integer_votes": True,
+            # what an auditor's no-overflow check adds to n * max vote (sum of every share)
+            "distributed_dp": {"mechanism": self.mechanism, "noise_headroom": self.noise_headroom,
+                               "client_variance": self.client_variance},
+        }
         return out
+
+
+def _lines(batch: int, *, up: Any = (), down: Any = (), peer: Any = ()) -> tuple[
+        dict[str, Any], ...]:
+    """The batch's transcript lines (see :class:`BatchResult`)."""
+    return tuple({"round": batch, "direction": direction, **e.to_dict()}
+                 for direction, entries in (("up", up), ("down", down), ("peer", peer))
+                 for e in entries)
 
 
 def _rows(vote: object) -> int | None:
