@@ -81,7 +81,8 @@ def aggregation_cost(parties: int, *, seed: int | None) -> dict[str, Any]:
     from secureagg.ensemble.votes import encode_votes
 
     rng = np.random.default_rng(0)  # vote contents only: the cost does not depend on them
-    out: dict[str, Any] = {"parties": parties, "gnmax_secagg+": {}, "inference": {}}
+    out: dict[str, Any] = {"parties": parties, "gnmax_secagg+": {}, "gnmax_ckks": {},
+                           "inference": {}}
     for batch in (50, 250, 1000):
         agg = SecureVoteAggregator(parties, NUM_CLASSES, sigma=20.0,
                                    seed=None if seed is None else seed.to_bytes(8, "big"))
@@ -95,6 +96,7 @@ def aggregation_cost(parties: int, *, seed: int | None) -> dict[str, Any]:
             "seconds_per_1000_queries": wall * 1000 / batch, "answered": res.answered,
         }
         _log(f"GNMax secagg+ batch {batch}: {wall:.2f} s ({wall * 1000 / batch:.2f} s per 1000)")
+    out["gnmax_ckks"] = gnmax_ckks_cost(parties, seed=seed, rng=rng)
     probs = {p: rng.dirichlet(np.ones(NUM_CLASSES), size=1000) for p in range(parties)}
     for protocol in ("secagg+", "ckks"):
         try:
@@ -108,6 +110,41 @@ def aggregation_cost(parties: int, *, seed: int | None) -> dict[str, Any]:
                                       "seconds_per_1000_queries": wall}
         _log(f"secure inference {protocol}, 1000 queries: {wall:.2f} s")
     return out
+
+
+def gnmax_ckks_cost(
+    parties: int,
+    *,
+    seed: int | None,
+    rng: np.random.Generator,
+    batches: tuple[int, ...] = (50, 250, 1000),
+) -> dict[str, Any]:
+    """GNMax under CKKS, the key holder adding the noise: seconds per batch (one CKKS round,
+    fresh keys included) and per 1,000 queries, like the secagg+ rows."""
+    from secureagg.ensemble.votes import encode_votes
+
+    try:
+        from secureagg.ensemble.ckks_votes import CkksVoteAggregator
+
+        CkksVoteAggregator(parties, NUM_CLASSES, sigma=20.0)  # tenseal present?
+    except ImportError as exc:
+        return {"available": False, "reason": str(exc)}
+    rows: dict[str, Any] = {}
+    for batch in batches:
+        agg = CkksVoteAggregator(parties, NUM_CLASSES, sigma=20.0,
+                                 seed=None if seed is None else seed.to_bytes(8, "big"))
+        votes = {p: encode_votes("one-hot", rng.integers(0, NUM_CLASSES, batch), NUM_CLASSES)
+                 for p in range(parties)}
+        t0 = time.perf_counter()
+        res = agg.aggregate(votes)
+        wall = time.perf_counter() - t0
+        rows[str(batch)] = {
+            "queries": batch, "wall_seconds": wall, "round_seconds": res.seconds,
+            "seconds_per_1000_queries": wall * 1000 / batch, "answered": res.answered,
+            "ckks_error_bound": agg.rounding_error_bound,
+        }
+        _log(f"GNMax ckks batch {batch}: {wall:.2f} s ({wall * 1000 / batch:.2f} s per 1000)")
+    return rows
 
 
 def speedup(parties: int, *, seed: int | None) -> dict[str, Any]:
@@ -172,22 +209,29 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"parties": parties, "queries": args.queries, "batch": 50,
                      "delta": 1e-5, "mechanism": "ddgauss", "protocol": "secagg+"},
         "student_vs_epsilon": rows,
-        "aggregation": aggregation_cost(parties, seed=args.seed),
+        # the issue's target is at 10 parties; the demo's party count beside it
+        "aggregation": {str(n): aggregation_cost(n, seed=args.seed)
+                        for n in sorted({10, parties})},
         "training_speedup": speedup(parties, seed=args.seed),
     }
     at8 = [r for r in rows if r["epsilon_spent"] <= 8.0]
     best = max((r["student_accuracy"] for r in at8), default=None)
-    report["target"] = {
-        "target": "student accuracy >= 85% at record-level ε <= 8 (δ = 1e-5), proven bound",
-        "measured": best, "met": best is not None and best >= 0.85,
-    }
+    per_1000 = report["aggregation"]["10"]["gnmax_secagg+"]["1000"]["wall_seconds"]
+    report["targets"] = [
+        {"target": "student accuracy >= 85% at record-level ε <= 8 (δ = 1e-5), proven bound",
+         "measured": best, "met": best is not None and best >= 0.85},
+        {"target": "secure aggregation of 1,000 queries' histograms, 10 parties, secagg+: < 2 s",
+         "measured_seconds": per_1000, "met": per_1000 < 2.0},
+    ]
     report["total_seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_name("ensemble_student_vs_epsilon.png")
     report["plot"] = png.name if plot(rows, png) else None
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    _log(f"target: {report['target']}; written to {out}")
+    for t in report["targets"]:
+        _log(f"target: {t}")
+    _log(f"written to {out}")
     return 0
 
 

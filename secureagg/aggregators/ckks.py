@@ -39,6 +39,18 @@ costs one ciphertext of memory per chunk (64 MB per client at d = 10^6) until th
 
 ``error_bound(survivors=S)`` is the worst-case per-value error of the released sum: ten standard
 deviations of the decryption noise and of the flooding noise (float), or the fixed-point rounding.
+
+``release_postprocess`` (default ``None``: off, and then nothing changes - no option, spec field or
+message differs) is a callable ``(values, contributors, stream) -> (values, noise_std)`` that the
+**key holder** applies to the checked, decoded-for-release value slots of the sum before it
+releases them (:mod:`secureagg.protocols.he_round.key_holder`, "Release post-processing"): e.g.
+round an integer sum - exact when ``error_bound(survivors=S) < 0.5`` - and add discrete Gaussian
+noise, so that the server and everyone after it see only the noised sum
+(:class:`~secureagg.ensemble.ckks_votes.CkksVoteAggregator`). It is local to the key holder: it
+is not in the round spec (a callable is not public data), so a deployment passes it where it
+builds the key holder's aggregator. With it, ``error_bound`` still bounds the error of the sum the
+post-processing receives, not of its output. In a seeded run it gets its own keystream (purpose
+``release-postprocess``); otherwise ``stream`` is ``None`` and it draws from a fresh CSPRNG.
 """
 
 from __future__ import annotations
@@ -73,6 +85,7 @@ from secureagg.protocols.he_round import (
     default_min_clients,
     seeded_stream,
 )
+from secureagg.protocols.he_round.key_holder import ReleasePostprocess
 from secureagg.protocols.spec import RoundSpec, SpecCache
 
 __all__ = ["CkksAggregator"]
@@ -103,9 +116,16 @@ class CkksAggregator(KeyHolderAggregator):
         key: CkksSecretKey | None = None,
         precompute_encryption: bool = False,
         attribution: bool | None = None,
+        release_postprocess: ReleasePostprocess | None = None,
     ) -> None:
         require_tenseal()
         problems: list[str] = []
+        hook: object = release_postprocess
+        if hook is not None and not callable(hook):
+            problems.append(
+                "release_postprocess must be None or a callable (values, contributors, stream) "
+                "-> (values, noise_std)"
+            )
         if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 2:
             problems.append(
                 f"num_clients must be an integer >= 2 (a single client's update is never "
@@ -153,6 +173,8 @@ class CkksAggregator(KeyHolderAggregator):
         self.params = params
         self.key = key
         self.precompute_encryption = bool(precompute_encryption)
+        #: The key holder's release post-processing (local to the key holder; not in the spec).
+        self.release_postprocess = release_postprocess
         self._rounds: SpecCache[tuple[CkksScheme, ProbePlan | None, CkksPublicContext]] = (
             SpecCache()
         )
@@ -202,6 +224,10 @@ class CkksAggregator(KeyHolderAggregator):
             **self.scheme.parameters(),
             "key_checks": self._key_checks(),
             "error_bound": self.error_bound(),
+            **({"key_holder_postprocess": str(getattr(
+                self.release_postprocess, "description",
+                "the key holder post-processes the decrypted sum before it releases it"))}
+               if self.release_postprocess is not None else {}),
         }
 
     def _key_checks(self) -> dict[str, Any]:
@@ -312,6 +338,9 @@ class CkksAggregator(KeyHolderAggregator):
             round_id=spec.round_id,
             rng=seeded_stream(seed, spec.session_id, spec.round_id, KEY_HOLDER, b"flooding"),
             probe_plan=plan,
+            postprocess=self.release_postprocess,
+            postprocess_rng=None if self.release_postprocess is None else seeded_stream(
+                seed, spec.session_id, spec.round_id, KEY_HOLDER, b"release-postprocess"),
         )
 
 

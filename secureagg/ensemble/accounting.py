@@ -31,6 +31,15 @@ carries the ``m`` shares.
 * Skellam shares: Agarwal, Kairouz, Liu 2021 ("The Skellam Mechanism for Differentially Private
   Federated Learning", NeurIPS, Theorem 3.5 and its corollary for sums of shares), via
   :func:`secureagg.dp.rdp.skellam_rdp` with ``variance = m v``;
+* ``"keyholder-dgauss"`` - CKKS with the noise added by the key holder
+  (:class:`~secureagg.ensemble.ckks_votes.CkksVoteAggregator`): *one* noise source. The key holder
+  decrypts the sum, rounds it to the exact integer histogram and adds ``N_Z(0, v)`` per count, so
+  the release is exactly "integer histogram + discrete Gaussian": Canonne, Kamath, Steinke 2020
+  ("The Discrete Gaussian for Differential Privacy", NeurIPS; arXiv 2004.00010, Theorem 4 and its
+  multivariate form): ``(α, α Δ2² / (2 v))``-RDP for every ``α > 1`` (½(Δ2/σ)²-zCDP),
+  whatever the number of parties in the sum. It is accounted - and its events are replayed - as
+  :func:`secureagg.dp.rdp.ddgauss_rdp` with ``clients = 1``: Kairouz-Liu-Steinke's Theorem 1 with
+  one share has ``τ = 0`` and is *exactly* that curve (the same numbers, not a looser bound);
 * batches compose by adding RDP curves (Mironov 2017, "Rényi Differential Privacy", Prop. 1);
 * RDP -> (ε, δ): Balle, Barthe, Gaboardi, Hsu, Sato 2020 ("Hypothesis Testing Interpretations
   and Renyi Differential Privacy", Theorem 21), :func:`secureagg.dp.rdp.rdp_to_epsilon`, at
@@ -40,12 +49,15 @@ The released noisy histogram is covered; the GNMax label (its argmax) is post-pr
 Every figure is an upper bound. No data-dependent analysis is done.
 
 **Dropouts.** A batch is accounted with the *actual* number ``m`` of parties whose votes (and
-noise shares) reached the sum. The **budget** check before a batch takes the worst case over every
-survivor count the protocol lets finish (``min_survivors`` to ``num_parties``; pointwise maximum of
-the RDP curves), so no outcome of the batch can take ε above the budget.
+noise shares) reached the sum (``"keyholder-dgauss"``: one noise share whatever ``m``). The
+**budget** check before a batch takes the worst case over every survivor count the protocol lets
+finish (``min_survivors`` to ``num_parties``; pointwise maximum of the RDP curves), so no outcome
+of the batch can take ε above the budget.
 
 Every batch emits a :class:`~secureagg.dp.events.DistributedNoiseRound` (scope ``"user"``,
-sensitivities of the REPLACE relation above) to an internal
+sensitivities of the REPLACE relation above; ``"keyholder-dgauss"``: mechanism ``"ddgauss"`` with
+``clients = survivors = provisioned = 1`` and ``client_variance = v``, the key holder's noise)
+to an internal
 :class:`~secureagg.dp.accounting.PrivacyAccountant`, whose replay of the events gives the same ε
 (tested); a refused batch emits a :class:`~secureagg.dp.events.BudgetStop`.
 
@@ -76,13 +88,18 @@ from secureagg.validation import is_int, is_positive_real
 __all__ = [
     "ADJACENCY",
     "ENSEMBLE_LEDGER_FORMAT",
+    "KEYHOLDER_DGAUSS",
+    "MECHANISMS",
     "THEOREMS",
     "BatchSensitivity",
     "VoteAccountant",
     "batch_sensitivity",
 ]
 
-Mechanism = Literal["ddgauss", "skellam"]
+Mechanism = Literal["ddgauss", "skellam", "keyholder-dgauss"]
+MECHANISMS: tuple[str, ...] = ("ddgauss", "skellam", "keyholder-dgauss")
+#: CKKS with the noise added by the key holder: one discrete Gaussian, a central mechanism.
+KEYHOLDER_DGAUSS: Literal["keyholder-dgauss"] = "keyholder-dgauss"
 FloatArray = npt.NDArray[np.float64]
 
 ENSEMBLE_LEDGER_FORMAT = "secureagg-ensemble-ledger/1"
@@ -100,6 +117,12 @@ THEOREMS = {
     "skellam": (
         "Skellam, Agarwal-Kairouz-Liu 2021 (NeurIPS; arXiv 2110.04995) Thm 3.5 "
         "(secureagg.dp.rdp.skellam_rdp)"
+    ),
+    "keyholder-dgauss": (
+        "discrete Gaussian added by the CKKS key holder to the exact (rounded) integer "
+        "histogram, Canonne-Kamath-Steinke 2020 (NeurIPS; arXiv 2004.00010) Thm 4 and its "
+        "multivariate form: (alpha, alpha * Delta2^2 / (2 sigma^2))-RDP; evaluated as "
+        "secureagg.dp.rdp.ddgauss_rdp with one share (tau = 0: the same curve)"
     ),
     "composition": "RDP composition over batches, Mironov 2017 Prop. 1",
     "conversion": "RDP to (eps, delta), Balle et al. 2020 Thm 21 (secureagg.dp.rdp.rdp_to_epsilon)",
@@ -164,8 +187,8 @@ class VoteAccountant:
         sink: EventSink | None = None,
     ) -> None:
         problems: list[str] = []
-        if mechanism not in ("ddgauss", "skellam"):
-            problems.append(f"mechanism must be 'ddgauss' or 'skellam', got {mechanism!r}")
+        if mechanism not in MECHANISMS:
+            problems.append(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
         if not is_int(num_parties) or num_parties < 1:
             problems.append(f"num_parties must be an integer >= 1, got {num_parties!r}")
         elif not (is_int(min_survivors) and 1 <= min_survivors <= num_parties):
@@ -179,6 +202,12 @@ class VoteAccountant:
                 f"each party's discrete Gaussian sigma is {math.sqrt(client_variance):.3g} < 1/2 "
                 "integer units, outside Kairouz et al. 2021 Thm 1: raise the noise or the "
                 "resolution, or use fewer parties"
+            )
+        elif mechanism == KEYHOLDER_DGAUSS and math.sqrt(client_variance) < 0.5:
+            problems.append(
+                f"the key holder's discrete Gaussian sigma is {math.sqrt(client_variance):.3g} "
+                "< 1/2 integer units: the ledger's replay (Kairouz et al. 2021 Thm 1 with one "
+                "share) needs sigma >= 1/2; raise the noise or the resolution"
             )
         if not (is_positive_real(delta) and delta < 1):
             problems.append(f"delta must be in (0, 1), got {delta!r}")
@@ -206,14 +235,27 @@ class VoteAccountant:
 
     # ------------------------------------------------------------------------------ curves
 
+    @property
+    def central(self) -> bool:
+        """Whether one party (the CKKS key holder) adds all the noise (``"keyholder-dgauss"``)."""
+        return self.mechanism == KEYHOLDER_DGAUSS
+
+    def noise_shares(self, survivors: int) -> int:
+        """How many noise shares a sum over ``survivors`` parties carries (1 when central)."""
+        return 1 if self.central else survivors
+
     def batch_rdp(self, queries: int, survivors: int) -> FloatArray:
         """RDP curve (at :data:`secureagg.dp.rdp.ORDERS`) of one batch of ``queries`` queries
-        whose sum carries ``survivors`` parties' noise shares."""
-        key = (queries, survivors)
+        whose sum carries ``survivors`` parties' votes (and, distributed, their noise shares)."""
+        key = (queries, self.noise_shares(survivors))
         if key not in self._curves:
             s = batch_sensitivity(self.spec, queries)
             self._curves[key] = _curve(
-                self.mechanism, s, self.client_variance, survivors, queries * self.spec.num_classes
+                "ddgauss" if self.central else self.mechanism,
+                s,
+                self.client_variance,
+                key[1],
+                queries * self.spec.num_classes,
             )
         return self._curves[key]
 
@@ -310,10 +352,12 @@ class VoteAccountant:
         seeded: bool = False,
         worst_case_epsilon: float | None = None,
     ) -> float:
-        """Account a released batch whose sum carried ``survivors`` noise shares; return ε after."""
+        """Account a released batch whose sum carried ``survivors`` parties' votes (and,
+        distributed, their noise shares; central: the key holder's one); return ε after."""
         before = self.epsilon()
         s = batch_sensitivity(self.spec, queries)
         curve = self.batch_rdp(queries, survivors)
+        shares = self.noise_shares(survivors)
         self._total = self._total + curve
         self.queries_answered += queries
         self.seeded = self.seeded or seeded
@@ -321,11 +365,11 @@ class VoteAccountant:
             DistributedNoiseRound(
                 scope="user",
                 party=None,
-                mechanism=self.mechanism,
+                mechanism="skellam" if self.mechanism == "skellam" else "ddgauss",
                 round_id=batch,
-                clients=self.num_parties,
-                survivors=survivors,
-                provisioned=self.provisioned,
+                clients=1 if self.central else self.num_parties,
+                survivors=shares,
+                provisioned=1 if self.central else self.provisioned,
                 client_variance=self.client_variance,
                 l2_sensitivity=s.l2,
                 l1_sensitivity=s.l1,
@@ -345,8 +389,9 @@ class VoteAccountant:
                 "refused": sorted(int(p) for p in refused),
                 "dropped": sorted(int(p) for p in dropped),
                 "mechanism": self.mechanism,
+                "noise_shares": shares,
                 "client_variance_integer_units": self.client_variance,
-                "noise_std_votes": math.sqrt(survivors * self.client_variance) / scale,
+                "noise_std_votes": math.sqrt(shares * self.client_variance) / scale,
                 "l2_sensitivity_integer_units": s.l2,
                 "l2_sensitivity_squared": s.l2_squared,
                 "l1_sensitivity_integer_units": s.l1,
@@ -384,6 +429,19 @@ class VoteAccountant:
 
     def parameters(self) -> dict[str, Any]:
         """The public parameters of the mechanism."""
+        if self.central:
+            return {
+                "mechanism": self.mechanism,
+                "noise_source": "the CKKS key holder: one discrete Gaussian per count, added to "
+                "the exactly rounded integer histogram before release",
+                "num_parties": self.num_parties,
+                "min_survivors": self.min_survivors,
+                "noise_variance_integer_units": self.client_variance,
+                "noise_std_votes": math.sqrt(self.client_variance) / self.spec.scale,
+                "vote": self.spec.describe(),
+                "delta": self.delta,
+                "budget_epsilon": self.budget_epsilon,
+            }
         return {
             "mechanism": self.mechanism,
             "num_parties": self.num_parties,
@@ -436,19 +494,34 @@ class VoteAccountant:
             "party and per record (REPLACE one party's votes). Replay with "
             "PrivacyAccountant.from_ledger(path, level='user').",
             "sample_level_scope": None,
-            "user_level_scope": {
-                "mechanism": f"GNMax: the parties' votes plus distributed {self.mechanism} noise "
-                "summed under secure aggregation",
-                "adjacency": ADJACENCY,
-                "protects": "every party's data and every record in it, against the server and "
-                "the querier: the parties add the noise inside secure aggregation, no one sees a "
-                "noiseless histogram",
-                "public": ["the queries", "the noise level", "which parties voted and survived "
-                           "in each batch (the number of survivors sets the noise)"],
-            },
+            "user_level_scope": self._scope(),
             "not_released": [],
             "sample_level": None,
             "user_level": self.privacy.report(),
+        }
+
+    def _scope(self) -> dict[str, Any]:
+        if self.central:
+            return {
+                "mechanism": "GNMax: the parties' votes summed under CKKS; the key holder "
+                "decrypts only the sum, rounds it to the exact integer histogram and adds "
+                "discrete Gaussian noise before anything is released",
+                "adjacency": ADJACENCY,
+                "protects": "every party's data and every record in it, against the server and "
+                "the querier (they see ciphertexts and the noisy histogram). The key holder "
+                "sees the noiseless histogram: it is trusted for DP, like a central curator",
+                "public": ["the queries", "the noise level",
+                           "which parties voted in each batch"],
+            }
+        return {
+            "mechanism": f"GNMax: the parties' votes plus distributed {self.mechanism} noise "
+            "summed under secure aggregation",
+            "adjacency": ADJACENCY,
+            "protects": "every party's data and every record in it, against the server and "
+            "the querier: the parties add the noise inside secure aggregation, no one sees a "
+            "noiseless histogram",
+            "public": ["the queries", "the noise level", "which parties voted and survived "
+                       "in each batch (the number of survivors sets the noise)"],
         }
 
 

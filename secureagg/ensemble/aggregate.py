@@ -101,7 +101,194 @@ class BatchResult:
     transcript: tuple[Mapping[str, Any], ...] = ()
 
 
-class SecureVoteAggregator:
+class _VoteBatches:
+    """What both secure GNMax aggregators do (:class:`SecureVoteAggregator`,
+    :class:`~secureagg.ensemble.ckks_votes.CkksVoteAggregator`): validate every party's votes,
+    admit a batch against the budget, run one secure round per batch, account it. A subclass
+    sets the attributes below and says how much noise a sum carries."""
+
+    num_parties: int
+    num_classes: int
+    spec: VoteSpec
+    accountant: VoteAccountant
+    malformed: str
+    seed: bytes | int | None
+    _agg: Any
+    _session_id: bytes
+    _batch: int
+    #: the stage from which a party without a (valid) vote is silent
+    silent_stage = "advertise"
+
+    def _noise_std(self, survivors: int) -> float:
+        """The noise standard deviation per count (vote units) of a sum over ``survivors``."""
+        raise NotImplementedError
+
+    def _released(self, metrics: Mapping[str, Any], width: int, survivors: int) -> dict[
+            str, Any]:
+        """After a sum of ``width`` values is released: the batch's metrics."""
+        return dict(metrics)
+
+    def encode(self, outputs: npt.ArrayLike) -> FloatArray:
+        """A party's vote matrix from its model's outputs (see :meth:`VoteSpec.encode`)."""
+        return self.spec.encode(outputs)
+
+    # ------------------------------------------------------------------------------- a batch
+
+    def aggregate(
+        self,
+        votes_by_party: Mapping[int, object],
+        *,
+        num_queries: int | None = None,
+        dropouts: Mapping[int, str] | None = None,
+    ) -> BatchResult:
+        """Answer one batch: every party's ``(Q, C)`` vote matrix (party id -> matrix; a missing
+        id or ``None``: no vote) summed with noise in one secure aggregation round.
+
+        ``num_queries`` defaults to the most common number of rows among the votes.
+        ``dropouts`` (party -> stage of the protocol: SecAgg ``"advertise" "share" "masked"
+        "unmask"``, CKKS ``"upload"``) makes parties go silent mid-round, as in
+        :func:`secureagg.simulate`. Refused by the budget or aborted by the protocol (too few
+        parties), the batch returns ``answered=False`` and releases nothing.
+        """
+        n = self.num_parties
+        if not isinstance(votes_by_party, Mapping):
+            raise ConfigurationError("votes_by_party must map party ids to vote matrices")
+        unknown = sorted(str(p) for p in votes_by_party if not (is_int(p) and 0 <= p < n))
+        if unknown:
+            raise ConfigurationError(f"unknown party ids {unknown[:10]} (parties are 0..{n - 1})")
+        q = self._num_queries(votes_by_party, num_queries)
+        batch = self._batch
+        self._batch += 1
+
+        admitted, worst = self.accountant.admit(batch=batch, queries=q)
+        if not admitted:
+            return BatchResult(
+                batch=batch,
+                answered=False,
+                labels=None,
+                noisy_histogram=None,
+                survivors=(),
+                noise_std=None,
+                epsilon_after=self.accountant.epsilon(),
+                stopped_by_budget=True,
+            )
+
+        width = q * self.num_classes
+        updates: list[list[FloatArray]] = []
+        refused: dict[int, str] = {}
+        absent: list[int] = []
+        silent: dict[int, str] = {}
+        for p in range(n):
+            given = votes_by_party.get(p)
+            vector = np.zeros(width, dtype=np.float64)
+            if given is None:
+                absent.append(p)
+                silent[p] = self.silent_stage
+            else:
+                ints, reason = self.spec.validate(given, num_queries=q)
+                if ints is None:
+                    refused[p] = str(reason)
+                    if self.malformed == "absent":
+                        silent[p] = self.silent_stage
+                else:
+                    vector = ints.reshape(-1).astype(np.float64)
+            updates.append([vector])
+        requested = dict(dropouts or {})
+        drop_map = {**requested, **silent}  # a party with no valid vote never speaks
+
+        t0 = time.perf_counter()
+        try:
+            res = simulate(
+                self._agg,
+                updates,
+                dropouts=drop_map,
+                seed=self.seed,
+                round_id=batch,
+                session_id=None if self.seed is not None else self._session_id,
+            )
+        except InsufficientSurvivors as exc:
+            self.accountant.record_failed(batch=batch, queries=q, reason=str(exc))
+            partial_up = getattr(exc, "transcript", None) or ()
+            partial_down = getattr(exc, "downlink", None) or ()
+            return BatchResult(
+                batch=batch,
+                answered=False,
+                labels=None,
+                noisy_histogram=None,
+                survivors=(),
+                noise_std=None,
+                epsilon_after=self.accountant.epsilon(),
+                refused=refused,
+                absent=tuple(absent),
+                dropped=requested,
+                aborted=str(exc),
+                seconds=time.perf_counter() - t0,
+                transcript=_lines(batch, up=partial_up, down=partial_down),
+            )
+        seconds = time.perf_counter() - t0
+        survivors = tuple(int(p) for p in res.survivors)
+        m = len(survivors)
+        histogram = res.aggregate[0].reshape(q, self.num_classes) / self.spec.scale
+        metrics = self._released(res.metrics, width, m)
+        eps = self.accountant.record(
+            batch=batch,
+            queries=q,
+            survivors=m,
+            refused=sorted(refused),
+            dropped=sorted(set(requested) - set(silent)),
+            seeded=res.seeded,
+            worst_case_epsilon=worst,
+        )
+        return BatchResult(
+            batch=batch,
+            answered=True,
+            labels=np.argmax(histogram, axis=1).astype(np.int64),
+            noisy_histogram=histogram,
+            survivors=survivors,
+            noise_std=self._noise_std(m),
+            epsilon_after=eps,
+            refused=refused,
+            absent=tuple(absent),
+            dropped=requested,
+            seconds=seconds,
+            metrics=metrics,
+            transcript=_lines(batch, up=res.transcript, down=res.downlink,
+                              peer=res.peer_traffic),
+        )
+
+    def _num_queries(self, votes: Mapping[int, object], given: int | None) -> int:
+        if given is not None:
+            if not is_int(given) or given < 1:
+                raise ConfigurationError(f"num_queries must be an integer >= 1, got {given!r}")
+            return given
+        counted = (_rows(v) for v in votes.values() if v is not None)
+        rows = Counter(r for r in counted if r is not None).most_common(2)
+        if not rows or (len(rows) == 2 and rows[0][1] == rows[1][1]):
+            raise ConfigurationError("cannot tell the batch size from the votes; pass num_queries=")
+        return rows[0][0]
+
+    # --------------------------------------------------------------------------- accounting
+
+    def epsilon(self, *, delta: float | None = None) -> float:
+        """ε upper bound spent so far (party level = record level), at ``delta``."""
+        return self.accountant.epsilon(delta=delta)
+
+    def batches_remaining(self, queries: int) -> int | None:
+        """More batches of ``queries`` queries the budget admits (worst case; ``None``: no
+        budget)."""
+        return self.accountant.batches_remaining(queries)
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """One JSON-ready entry per batch (see :meth:`VoteAccountant.ledger`)."""
+        return self.accountant.ledger()
+
+    def run_ledger(self) -> dict[str, Any]:
+        """``privacy_ledger.json`` for a run directory (see :meth:`VoteAccountant.run_ledger`)."""
+        return self.accountant.run_ledger()
+
+
+
+class SecureVoteAggregator(_VoteBatches):
     """Secure GNMax over ``num_parties`` parties and ``num_classes`` classes (module docstring).
 
     ``sigma`` is the standard deviation of the total noise on each vote count when
@@ -225,161 +412,8 @@ class SecureVoteAggregator:
             return noise.skellam(self.client_variance, count, stream)
         return noise.discrete_gaussian(math.sqrt(self.client_variance), count, stream)
 
-    def encode(self, outputs: npt.ArrayLike) -> FloatArray:
-        """A party's vote matrix from its model's outputs (see :meth:`VoteSpec.encode`)."""
-        return self.spec.encode(outputs)
-
-    # ------------------------------------------------------------------------------- a batch
-
-    def aggregate(
-        self,
-        votes_by_party: Mapping[int, object],
-        *,
-        num_queries: int | None = None,
-        dropouts: Mapping[int, str] | None = None,
-    ) -> BatchResult:
-        """Answer one batch: every party's ``(Q, C)`` vote matrix (party id -> matrix; a missing
-        id or ``None``: no vote) summed with noise in one secure aggregation round.
-
-        ``num_queries`` defaults to the most common number of rows among the votes.
-        ``dropouts`` (party -> SecAgg stage, ``"advertise" "share" "masked" "unmask"``) makes
-        parties go silent mid-round, as in :func:`secureagg.simulate`. Refused by the budget or
-        aborted by SecAgg, the batch returns ``answered=False`` and releases nothing.
-        """
-        n = self.num_parties
-        if not isinstance(votes_by_party, Mapping):
-            raise ConfigurationError("votes_by_party must map party ids to vote matrices")
-        unknown = sorted(str(p) for p in votes_by_party if not (is_int(p) and 0 <= p < n))
-        if unknown:
-            raise ConfigurationError(f"unknown party ids {unknown[:10]} (parties are 0..{n - 1})")
-        q = self._num_queries(votes_by_party, num_queries)
-        batch = self._batch
-        self._batch += 1
-
-        admitted, worst = self.accountant.admit(batch=batch, queries=q)
-        if not admitted:
-            return BatchResult(
-                batch=batch,
-                answered=False,
-                labels=None,
-                noisy_histogram=None,
-                survivors=(),
-                noise_std=None,
-                epsilon_after=self.accountant.epsilon(),
-                stopped_by_budget=True,
-            )
-
-        width = q * self.num_classes
-        updates: list[list[FloatArray]] = []
-        refused: dict[int, str] = {}
-        absent: list[int] = []
-        silent: dict[int, str] = {}
-        for p in range(n):
-            given = votes_by_party.get(p)
-            vector = np.zeros(width, dtype=np.float64)
-            if given is None:
-                absent.append(p)
-                silent[p] = "advertise"
-            else:
-                ints, reason = self.spec.validate(given, num_queries=q)
-                if ints is None:
-                    refused[p] = str(reason)
-                    if self.malformed == "absent":
-                        silent[p] = "advertise"
-                else:
-                    vector = ints.reshape(-1).astype(np.float64)
-            updates.append([vector])
-        requested = dict(dropouts or {})
-        drop_map = {**requested, **silent}  # a party with no valid vote never speaks
-
-        t0 = time.perf_counter()
-        try:
-            res = simulate(
-                self._agg,
-                updates,
-                dropouts=drop_map,
-                seed=self.seed,
-                round_id=batch,
-                session_id=None if self.seed is not None else self._session_id,
-            )
-        except InsufficientSurvivors as exc:
-            self.accountant.record_failed(batch=batch, queries=q, reason=str(exc))
-            partial_up = getattr(exc, "transcript", None) or ()
-            partial_down = getattr(exc, "downlink", None) or ()
-            return BatchResult(
-                batch=batch,
-                answered=False,
-                labels=None,
-                noisy_histogram=None,
-                survivors=(),
-                noise_std=None,
-                epsilon_after=self.accountant.epsilon(),
-                refused=refused,
-                absent=tuple(absent),
-                dropped=requested,
-                aborted=str(exc),
-                seconds=time.perf_counter() - t0,
-                transcript=_lines(batch, up=partial_up, down=partial_down),
-            )
-        seconds = time.perf_counter() - t0
-        survivors = tuple(int(p) for p in res.survivors)
-        m = len(survivors)
-        histogram = res.aggregate[0].reshape(q, self.num_classes) / self.spec.scale
-        eps = self.accountant.record(
-            batch=batch,
-            queries=q,
-            survivors=m,
-            refused=sorted(refused),
-            dropped=sorted(set(requested) - set(silent)),
-            seeded=res.seeded,
-            worst_case_epsilon=worst,
-        )
-        return BatchResult(
-            batch=batch,
-            answered=True,
-            labels=np.argmax(histogram, axis=1).astype(np.int64),
-            noisy_histogram=histogram,
-            survivors=survivors,
-            noise_std=math.sqrt(m * self.client_variance) / self.spec.scale,
-            epsilon_after=eps,
-            refused=refused,
-            absent=tuple(absent),
-            dropped=requested,
-            seconds=seconds,
-            metrics=res.metrics,
-            transcript=_lines(batch, up=res.transcript, down=res.downlink,
-                              peer=res.peer_traffic),
-        )
-
-    def _num_queries(self, votes: Mapping[int, object], given: int | None) -> int:
-        if given is not None:
-            if not is_int(given) or given < 1:
-                raise ConfigurationError(f"num_queries must be an integer >= 1, got {given!r}")
-            return given
-        counted = (_rows(v) for v in votes.values() if v is not None)
-        rows = Counter(r for r in counted if r is not None).most_common(2)
-        if not rows or (len(rows) == 2 and rows[0][1] == rows[1][1]):
-            raise ConfigurationError("cannot tell the batch size from the votes; pass num_queries=")
-        return rows[0][0]
-
-    # --------------------------------------------------------------------------- accounting
-
-    def epsilon(self, *, delta: float | None = None) -> float:
-        """ε upper bound spent so far (party level = record level), at ``delta``."""
-        return self.accountant.epsilon(delta=delta)
-
-    def batches_remaining(self, queries: int) -> int | None:
-        """More batches of ``queries`` queries the budget admits (worst case; ``None``: no
-        budget)."""
-        return self.accountant.batches_remaining(queries)
-
-    def ledger(self) -> list[dict[str, Any]]:
-        """One JSON-ready entry per batch (see :meth:`VoteAccountant.ledger`)."""
-        return self.accountant.ledger()
-
-    def run_ledger(self) -> dict[str, Any]:
-        """``privacy_ledger.json`` for a run directory (see :meth:`VoteAccountant.run_ledger`)."""
-        return self.accountant.run_ledger()
+    def _noise_std(self, survivors: int) -> float:
+        return math.sqrt(survivors * self.client_variance) / self.spec.scale
 
     def report(self) -> dict[str, Any]:
         """The ensemble ledger with the protocol parameters (JSON-ready)."""

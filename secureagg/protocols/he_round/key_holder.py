@@ -8,15 +8,31 @@ and a key holder freshly built in another process takes it over (:meth:`HEKeyHol
 Invariant: the one decryption per round survives this - a key holder restored after it released
 (or refused, or failed) still refuses a second aggregate. The secret key is never in the state.
 
+**Release post-processing** (optional, off by default; :data:`ReleasePostprocess`). A key holder
+may be given ``postprocess(values, contributors, stream) -> (values, noise_std)``: after the scheme
+has checked the decrypted sum and made its release (CKKS: flooded), the key holder hands the
+``d`` value slots (a copy; not the weight slot) to it and releases what it returns instead, with
+the noise standard deviation it states. It runs inside the key holder, on what the key holder
+sees anyway (the sum), before anything leaves it: e.g. rounding an integer sum and adding
+discrete Gaussian noise (:class:`~secureagg.ensemble.ckks_votes.CkksVoteAggregator`), so that
+the server only ever sees the noised sum. ``stream`` is the post-processing's own keystream in a
+seeded run, else ``None`` (draw from a fresh CSPRNG). The output must keep the release's dtype
+and length and be finite, else :class:`~secureagg.errors.ConfigurationError`. Without it the
+release and every message are exactly as before. The post-processing runs within the message that
+releases, so it needs no exported state.
+
 >>> HEKeyHolder.party_id
 -2
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from secureagg.crypto import prg
 from secureagg.errors import ConfigurationError, InsufficientSurvivors, MalformedMessage
@@ -35,7 +51,12 @@ from secureagg.protocols.he_round.state import HEKeyHolderState, check_key_holde
 from secureagg.protocols.spec import RoundSpec
 from secureagg.protocols.state import STATE_VERSION
 
-__all__ = ["HEKeyHolder"]
+__all__ = ["HEKeyHolder", "ReleasePostprocess"]
+
+#: ``(values, contributors, stream) -> (released values, noise std)``: see the module docstring.
+ReleasePostprocess = Callable[
+    [npt.NDArray[Any], int, prg.Keystream | None], tuple[npt.NDArray[Any], float]
+]
 
 
 class HEKeyHolder(Party):
@@ -62,12 +83,18 @@ class HEKeyHolder(Party):
         round_id: int,
         rng: Any = None,
         probe_plan: ProbePlan | None = None,
+        postprocess: ReleasePostprocess | None = None,
+        postprocess_rng: prg.Keystream | None = None,
     ) -> None:
         problems: list[str] = []
         check_ids(session_id, round_id, problems)
         check_counts(num_clients, min_clients, problems)
         if probe_plan is not None and scheme.probed_aggregate_type is None:
             problems.append(f"the {scheme.name} scheme has no key-check probes")
+        hook: object = postprocess
+        if hook is not None and not callable(hook):
+            problems.append("postprocess must be None or a callable (values, contributors, "
+                            "stream) -> (values, noise_std)")
         if problems:
             raise ConfigurationError(problems)
         self.scheme = scheme
@@ -77,6 +104,8 @@ class HEKeyHolder(Party):
         self.session_id = session_id
         self.round_id = round_id
         self.probe_plan = probe_plan
+        self.postprocess = postprocess
+        self._postprocess_rng = postprocess_rng
         self._rng = rng
         self.released = False
         self.blamed: set[int] = set()
@@ -135,6 +164,8 @@ class HEKeyHolder(Party):
         except MalformedMessage as exc:
             raise refusal(f"aggregate refused: {exc}", stage=stage, sender=sender) from None
         values, noise_std = self.scheme.release(decrypted, contributors=len(ids), rng=self._rng)
+        if self.postprocess is not None:
+            values, noise_std = self._postprocessed(values, len(ids))
         release = self.scheme.release_type(
             session_id=self.session_id,
             round_id=self.round_id,
@@ -144,6 +175,32 @@ class HEKeyHolder(Party):
             noise_std=float(noise_std),
         )
         return [Envelope(KEY_HOLDER, SERVER, release)]
+
+    def _postprocessed(
+        self, values: npt.NDArray[Any], contributors: int
+    ) -> tuple[npt.NDArray[Any], float]:
+        """The release after the key holder's post-processing of its ``d`` value slots."""
+        postprocess = self.postprocess
+        if postprocess is None:  # pragma: no cover - the caller checks
+            return values, 0.0
+        d = self.scheme.dimension
+        out, noise_std = postprocess(values[:d].copy(), contributors, self._postprocess_rng)
+        out = np.asarray(out)
+        if (
+            out.shape != (d,)
+            or out.dtype != values.dtype
+            or (out.dtype.kind == "f" and not bool(np.isfinite(out).all()))
+            or not (isinstance(noise_std, int | float) and math.isfinite(noise_std)
+                    and noise_std >= 0)
+        ):
+            # The key holder's own configuration is wrong: nothing is released.
+            raise ConfigurationError(
+                f"the key holder's release post-processing must return {d} finite values of "
+                f"dtype {values.dtype} and a finite noise std >= 0"
+            )
+        released = values.copy()
+        released[:d] = out
+        return released, float(noise_std)
 
     def _check_probes(
         self, message: Any, ids: tuple[int, ...], plan: ProbePlan, *, sender: int
