@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "protections off and on. With 'split', --clients defaults to 3 and --rounds counts "
         "epochs (default 6). 'ensemble': a private ensemble (PATE/GNMax): --clients parties "
         "(default 100) train teachers in parallel, their votes on --queries public points "
-        "(default 150) are summed under SecAgg+ with distributed discrete Gaussian noise "
+        "(default 100) are summed under SecAgg+ with distributed discrete Gaussian noise "
         "within --epsilon (default 8), a student learns from the noisy labels, and secure "
         "ensemble inference averages the parties' predictions",
     )
@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="'ensemble' only: how many public points the querier has labelled (1..347; "
-        "default 150, in batches of 50: one SecAgg+ round per batch)",
+        "default 100, chosen as the points nearest to k-means centres of the public inputs; "
+        "in batches of 50: one SecAgg+ round per batch)",
     )
     demo.add_argument(
         "--engine",

@@ -10,9 +10,11 @@
    SecureVoteAggregator`). The server and the querier see only the noisy histograms; the label is
    the noisy argmax. The noise is calibrated so that all batches fit the ε budget in the worst
    case of dropouts, and the budget is enforced.
-4. The querier trains a student: the private labels are propagated over its own public pool
-   (label spreading on a k-nearest-neighbour graph of the public, unlabelled inputs: post-
-   processing, no further privacy cost), then a logistic-regression student is trained on it.
+4. The querier chose its queries as the public points nearest to k-means centres of its public
+   inputs, and trains a student: the released noisy histograms are propagated over its public
+   pool (label propagation on a k-nearest-neighbour graph of the public, unlabelled inputs, each
+   queried point weighted by how clear its noisy vote is: post-processing, no further privacy
+   cost), then a logistic-regression student is trained on the propagated labels.
 5. Secure ensemble inference (no DP): the parties' probability vectors for the test inputs are
    averaged under SecAgg+; the querier learns only the mean.
 
@@ -43,7 +45,7 @@ __all__ = ["DEFAULTS", "calibrate_sigma", "run_ensemble_demo"]
 
 DEFAULTS: dict[str, Any] = {
     "parties": 100,
-    "queries": 150,
+    "queries": 100,
     "batch": 50,
     "epsilon": 8.0,
     "delta": 1e-5,
@@ -149,17 +151,53 @@ def _plurality(predictions: Sequence[npt.NDArray[np.int64]], count: int) -> npt.
     return np.asarray(votes.argmax(axis=1), dtype=np.int64)
 
 
-def _student(x_public: Any, labels: dict[int, int], x_test: Any, y_test: Any,
-             seed: int | None) -> dict[str, Any]:
-    """Label spreading over the public pool (post-processing), then a logistic-regression
-    student trained on it; and, for comparison, one trained on the private labels alone."""
-    import torch
-    from sklearn.semi_supervised import LabelSpreading
+def choose_queries(x_public: Any, count: int) -> npt.NDArray[np.int64]:
+    """Which public points to ask about: the point nearest to each of ``count`` k-means centres
+    of the public inputs (spread over the pool, so that few labels reach far in the propagation).
+    It reads only the querier's own unlabelled inputs: no privacy cost. Sorted indices."""
+    from sklearn.cluster import KMeans
 
-    known = -np.ones(len(x_public), dtype=np.int64)
-    for i, label in labels.items():
-        known[i] = label
-    spread = LabelSpreading(kernel="knn", n_neighbors=7, alpha=0.5).fit(x_public, known)
+    x = np.asarray(x_public, dtype=np.float64)
+    centres = KMeans(count, n_init=3, random_state=0).fit(x).cluster_centers_
+    chosen: list[int] = []
+    for c in centres:  # the nearest point not yet chosen
+        for i in np.argsort(((x - c) ** 2).sum(axis=1)):
+            if int(i) not in chosen:
+                chosen.append(int(i))
+                break
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
+def propagate_labels(x_public: Any, histograms: dict[int, npt.NDArray[np.float64]],
+                     noise_std: float, *, neighbours: int = 7, alpha: float = 0.5
+                     ) -> npt.NDArray[np.int64]:
+    """A label for every public point from the released noisy histograms of the queried ones:
+    label propagation (Zhou et al. 2004, "Learning with local and global consistency") on the
+    k-nearest-neighbour graph of the public inputs, each queried point starting from
+    ``softmax(noisy histogram / noise_std)`` - a noisy histogram whose top two counts are far
+    apart weighs more than a near tie. Post-processing of released outputs: no privacy cost."""
+    from sklearn.neighbors import kneighbors_graph
+
+    x = np.asarray(x_public, dtype=np.float64)
+    graph = kneighbors_graph(x, neighbours, include_self=False).toarray()
+    graph = np.maximum(graph, graph.T)
+    degree = graph.sum(axis=1)
+    s = graph / np.sqrt(np.outer(degree, degree))
+    prior = np.zeros((len(x), NUM_CLASSES))
+    for i, h in histograms.items():
+        z = np.asarray(h, dtype=np.float64) / noise_std
+        z = np.exp(z - z.max())
+        prior[i] = z / z.sum()
+    spread = np.linalg.solve(np.eye(len(x)) - alpha * s, prior)
+    return np.asarray(spread.argmax(axis=1), dtype=np.int64)
+
+
+def _student(x_public: Any, histograms: dict[int, npt.NDArray[np.float64]], noise_std: float,
+             x_test: Any, y_test: Any, y_public: Any, seed: int | None) -> dict[str, Any]:
+    """Labels propagated over the public pool from the noisy histograms (post-processing), then
+    a logistic-regression student trained on them; and, for comparison, one trained on the
+    private labels alone."""
+    import torch
 
     def fit(x: Any, y: Any) -> float:
         if seed is not None:
@@ -171,12 +209,18 @@ def _student(x_public: Any, labels: dict[int, int], x_test: Any, y_test: Any,
             pred = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
         return float((pred == y_test).mean())
 
-    idx = sorted(labels)
+    idx = sorted(histograms)
+    if not idx:
+        return {"student_accuracy": None, "student_private_labels_only_accuracy": None,
+                "propagated_label_accuracy": None}
+    spread = propagate_labels(x_public, histograms, noise_std)
     return {
-        "student_accuracy": fit(x_public, spread.transduction_),
-        "student_private_labels_only_accuracy": fit(x_public[idx], [labels[i] for i in idx]),
-        "spread_label_accuracy_note": "label spreading uses only the public inputs and the "
-        "private labels: post-processing of released outputs, no privacy cost",
+        "student_accuracy": fit(x_public, spread),
+        "student_private_labels_only_accuracy": fit(
+            x_public[idx], [int(np.argmax(histograms[i])) for i in idx]),
+        "propagated_label_accuracy": float((spread == y_public).mean()),
+        "spread_label_accuracy_note": "label propagation uses only the public inputs and the "
+        "released noisy histograms: post-processing of released outputs, no privacy cost",
     }
 
 
@@ -264,8 +308,10 @@ def run_ensemble_demo(
     agg = make(sigma)
     say(f"GNMax noise sigma {sigma:.2f} vote counts ({n} parties, {batches} batches of "
         f"{batch} queries, budget ε = {epsilon:g} at δ = {delta:g}, worst case of dropouts)")
-    public_pred = predictions(data["x_public"][:queries])
+    asked = choose_queries(data["x_public"], queries)  # public inputs only: no privacy cost
+    public_pred = predictions(data["x_public"][asked])
     labels: dict[int, int] = {}
+    histograms: dict[int, npt.NDArray[np.float64]] = {}
     records: list[dict[str, Any]] = []
     transcript: list[dict[str, Any]] = []
     drop_stream = split_stream(os.urandom(32) if seed is None else seed, context=b"dropouts")
@@ -279,7 +325,7 @@ def run_ensemble_demo(
         res = agg.aggregate(votes, dropouts=dropped)
         agg_seconds += res.seconds
         record = {
-            "batch": b, "queries": [lo, hi], "answered": res.answered,
+            "batch": b, "queries": [int(i) for i in asked[lo:hi]], "answered": res.answered,
             "survivors": [voters[i] for i in res.survivors], "dropped":
             {str(voters[i]): s for i, s in res.dropped.items()},
             "refused": {str(voters[i]): r for i, r in res.refused.items()},
@@ -292,13 +338,17 @@ def run_ensemble_demo(
         transcript.extend(_party_ids(line, voters) for line in res.transcript)
         if res.answered and res.labels is not None:
             for j, label in enumerate(res.labels):
-                labels[lo + j] = int(label)
+                labels[int(asked[lo + j])] = int(label)
+            if res.noisy_histogram is not None:
+                for j, row in enumerate(res.noisy_histogram):
+                    histograms[int(asked[lo + j])] = row
         say(f"  batch {b + 1}/{batches}: {'answered' if res.answered else 'NOT answered'}, "
             f"{len(res.survivors)} parties in the sum, ε so far {res.epsilon_after:.3f}, "
             f"{res.seconds:.2f} s")
     truth = data["y_public"]
     label_acc = float(np.mean([labels[i] == truth[i] for i in labels])) if labels else 0.0
-    student = _student(data["x_public"], labels, data["x_test"], data["y_test"], seed)
+    student = _student(data["x_public"], histograms, sigma, data["x_test"], data["y_test"],
+                       truth, seed)
     probs = teachers.predict_proba(torch.from_numpy(data["x_test"]))
     combined = combine_predictions({p: probs[p] for p in voters}, protocol="secagg+", seed=seed)
     inference_acc = float((combined.labels == data["y_test"]).mean())
@@ -364,6 +414,10 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def _table(r: dict[str, Any], say: Callable[[str], None]) -> None:
     t = r["teachers"]
     eps = r["epsilon"]
@@ -371,8 +425,8 @@ def _table(r: dict[str, Any], say: Callable[[str], None]) -> None:
         ("teachers (mean accuracy)", f"{t['accuracy_mean']:.1%}"),
         ("non-private ensemble accuracy", f"{r['ensemble_accuracy']:.1%}"),
         ("private labels' accuracy", f"{r['private_label_accuracy']:.1%}"),
-        ("student accuracy (label spreading)", f"{r['student_accuracy']:.1%}"),
-        ("student on private labels only", f"{r['student_private_labels_only_accuracy']:.1%}"),
+        ("student accuracy (label propagation)", _pct(r["student_accuracy"])),
+        ("student on private labels only", _pct(r["student_private_labels_only_accuracy"])),
         ("secure ensemble inference (no DP)", f"{r['secure_inference']['accuracy']:.1%}"),
         ("queries answered", f"{r['queries_answered']} of {r['settings']['queries']}"),
         ("ε per party = ε per record", f"{eps['party_level']:.3f} (δ = {eps['delta']:g}, "

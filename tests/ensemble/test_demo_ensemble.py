@@ -33,3 +33,35 @@ def test_demo_ensemble_bad_options_exit_2(tmp_path: Path, args: list[str]) -> No
 
 def test_queries_only_with_ensemble(tmp_path: Path) -> None:
     assert main(["demo", "--queries", "10", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_queries_are_spread_over_the_public_pool() -> None:
+    import numpy as np
+
+    from secureagg.demos.ensemble import choose_queries
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    x = np.concatenate([c + rng.normal(0, 0.3, (25, 2)) for c in centres])
+    chosen = choose_queries(x, 4)
+    assert list(chosen) == sorted(set(chosen.tolist())) and len(chosen) == 4
+    assert sorted(int(i) // 25 for i in chosen) == [0, 1, 2, 3]  # one point from each cluster
+    assert len(set(choose_queries(x, 100).tolist())) == 100  # every point, none twice
+
+
+def test_labels_propagate_from_the_noisy_histograms_weighted_by_their_clarity() -> None:
+    import numpy as np
+
+    from secureagg.demos.ensemble import propagate_labels
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0, 0.3, (20, 2)), rng.normal(5, 0.3, (20, 2))])
+    clear = {0: np.eye(10)[3] * 50, 20: np.eye(10)[7] * 50}
+    labels = propagate_labels(x, clear, noise_std=5.0)
+    assert list(labels[:20]) == [3] * 20 and list(labels[20:]) == [7] * 20
+    # a near tie for class 1 in the first cluster weighs less than a clear vote for class 3
+    tie = {**clear, 1: np.eye(10)[1] * 51 + np.eye(10)[3] * 49}
+    sure = {**clear, 1: np.eye(10)[1] * 100}
+    with_tie = list(propagate_labels(x, tie, noise_std=5.0)[:20]).count(3)
+    with_sure = list(propagate_labels(x, sure, noise_std=5.0)[:20]).count(3)
+    assert with_tie > with_sure and with_tie > 10
