@@ -121,9 +121,10 @@ def _federated_coverage(run: Run, levels: Mapping[str, Mapping[str, Any]]) -> li
                 problems.append(f"the ledger accounts rounds {extra} that released nothing")
             for rd in released:
                 e = noise.get(rd.round)
-                central = e is not None and e.get("clients") == 1  # one noise source (a
+                one_source = e is not None and e.get("clients") == 1  # one noise source (a
                 # key holder's): its noise does not depend on how many survived
-                if e is not None and not central and e.get("survivors") != len(rd.survivors):
+                if e is not None and not one_source and e.get("survivors") != len(
+                        rd.survivors):
                     problems.append(f"round {rd.round}: the ledger counts {e.get('survivors')} "
                                     f"survivors, the round {len(rd.survivors)}")
         else:
