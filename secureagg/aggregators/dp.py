@@ -38,6 +38,7 @@ Unweighted sums only: a FedAvg weight would multiply a client's sensitivity.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -181,6 +182,7 @@ class _DPWrapper(RoundFactory):
         self.privacy = privacy
         self.num_clients = inner.num_clients
         self.dropout_stages = inner.dropout_stages
+        self.update_stage = inner.update_stage
         self._inner_specs: SpecCache[RoundSpec] = SpecCache()
 
     @property
@@ -226,6 +228,51 @@ class _DPWrapper(RoundFactory):
     def restore_client(self, spec: RoundSpec, state: Message, *, secret: Any = None) -> ClientParty:
         """The inner client, restored: its state holds what the wrapper's client prepared."""
         return self.inner.restore_client(self._inner_spec(spec), state, secret=secret)
+
+    @abc.abstractmethod
+    def _prepare(
+        self, spec: RoundSpec, client_id: int, update: Sequence[npt.NDArray[np.floating[Any]]],
+        *, weight: float | None, seed: bytes | None,
+    ) -> list[npt.NDArray[Any]]:
+        """What the wrapper's client hands the inner round instead of ``update``."""
+
+    def client_from_spec(
+        self,
+        spec: RoundSpec,
+        client_id: int,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        secret: Any = None,
+        seed: bytes | None = None,
+    ) -> ClientParty:
+        """The inner client of what :meth:`_prepare` made of the update."""
+        prepared = self._prepare(spec, client_id, update, weight=weight, seed=seed)
+        return self.inner.client_from_spec(
+            self._inner_spec(spec), client_id, prepared, secret=secret, seed=seed
+        )
+
+    def client_awaiting_update(
+        self, spec: RoundSpec, client_id: int, *, secret: Any = None, seed: bytes | None = None
+    ) -> ClientParty:
+        """The inner client, built without its update."""
+        return self.inner.client_awaiting_update(
+            self._inner_spec(spec), client_id, secret=secret, seed=seed)
+
+    def supply_update(
+        self,
+        spec: RoundSpec,
+        client: Any,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        seed: bytes | None = None,
+    ) -> None:
+        """The inner client is given what :meth:`_prepare` makes of the update (the same as
+        :meth:`client_from_spec` would have: the same seed, the same coin and rounding)."""
+        party = int(getattr(client, "party_id", -1))
+        prepared = self._prepare(spec, party, update, weight=weight, seed=seed)
+        self.inner.supply_update(self._inner_spec(spec), client, prepared, seed=seed)
 
     def helpers_from_spec(
         self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None
@@ -320,16 +367,10 @@ class DistributedDPAggregator(_DPWrapper):
 
         return _wrap_server(inner, finish)
 
-    def client_from_spec(
-        self,
-        spec: RoundSpec,
-        client_id: int,
-        update: Sequence[npt.NDArray[np.floating[Any]]],
-        *,
-        weight: float | None = None,
-        secret: Any = None,
-        seed: bytes | None = None,
-    ) -> ClientParty:
+    def _prepare(
+        self, spec: RoundSpec, client_id: int, update: Sequence[npt.NDArray[np.floating[Any]]],
+        *, weight: float | None, seed: bytes | None,
+    ) -> list[npt.NDArray[Any]]:
         """The client flips its own sampling coin, then clips, rotates, scales and rounds its
         update (a zero update if the coin did not come up) before the inner round masks it."""
         _unit_weight(client_id, weight)
@@ -337,14 +378,11 @@ class DistributedDPAggregator(_DPWrapper):
         session_id, round_id = spec.session_id, spec.round_id
         sampled = _sampled(self.plan.config.client_sampling_rate, client_id, seed=seed,
                            session_id=session_id, round_id=round_id)
-        prepared = self.plan.prepare(
+        return [self.plan.prepare(
             _flat(arrays) if sampled else np.zeros(self.plan.config.dimension),
             rotation_seed=self._rotation(spec),
             stream=_client_stream(seed, session_id, round_id, client_id),
-        )
-        return self.inner.client_from_spec(
-            self._inner_spec(spec), client_id, [prepared], secret=secret, seed=seed
-        )
+        )]
 
     def _emit(self, event: PrivacyEvent, *, seeded: bool) -> None:
         if seeded:
@@ -480,28 +518,19 @@ class CentralDPAggregator(_DPWrapper):
 
         return _wrap_server(inner, finish)
 
-    def client_from_spec(
-        self,
-        spec: RoundSpec,
-        client_id: int,
-        update: Sequence[npt.NDArray[np.floating[Any]]],
-        *,
-        weight: float | None = None,
-        secret: Any = None,
-        seed: bytes | None = None,
-    ) -> ClientParty:
+    def _prepare(
+        self, spec: RoundSpec, client_id: int, update: Sequence[npt.NDArray[np.floating[Any]]],
+        *, weight: float | None, seed: bytes | None,
+    ) -> list[npt.NDArray[Any]]:
         """The client flips its own sampling coin and clips its update to the L2 bound (a zero
         update if the coin did not come up) before the inner round."""
         _unit_weight(client_id, weight)
         arrays = check_update(spec, client_id, update)
         sampled = _sampled(self.mechanism.config.client_sampling_rate, client_id, seed=seed,
                            session_id=spec.session_id, round_id=spec.round_id)
-        clipped = _unflat(
+        return _unflat(
             self.mechanism.clip(_flat(arrays)) if sampled else np.zeros(spec.dimension),
             spec.shapes,
-        )
-        return self.inner.client_from_spec(
-            self._inner_spec(spec), client_id, clipped, secret=secret, seed=seed
         )
 
 

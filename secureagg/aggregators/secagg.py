@@ -182,6 +182,9 @@ class SecAggAggregator(RoundFactory):
         #: The stages a client may drop at: this round's stage list (one declaration, in
         #: :data:`secureagg.protocols.secagg.context.STAGES`).
         self.dropout_stages = STAGES[self.params.threat]
+        #: A client first uses its update at ``masked`` (its masked input): it may be built
+        #: without it (:meth:`client_awaiting_update`) and given it then (:meth:`supply_update`).
+        self.update_stage: str | None = "masked"
 
     @staticmethod
     def _choose(
@@ -359,17 +362,52 @@ class SecAggAggregator(RoundFactory):
     ) -> SecAggClient:
         ctx = self._context(spec)
         identity = self._identity_secret(ctx, client_id, secret)
+        flat, int_weight = self._flat_update(spec, client_id, update, weight)
+        return self._client(spec, ctx, client_id, flat, int_weight, identity, seed)
+
+    def client_awaiting_update(
+        self, spec: RoundSpec, client_id: int, *, secret: Any = None, seed: bytes | None = None
+    ) -> SecAggClient:
+        """Client ``client_id`` built without its update, which :meth:`supply_update` gives it
+        before stage :attr:`update_stage` (``masked``); its randomness is the same as
+        :meth:`client_from_spec`'s, so a seeded round gives the same bytes either way."""
+        ctx = self._context(spec)
+        identity = self._identity_secret(ctx, client_id, secret)
+        return self._client(spec, ctx, client_id, None, 1, identity, seed)
+
+    def supply_update(
+        self,
+        spec: RoundSpec,
+        client: Any,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        seed: bytes | None = None,
+    ) -> None:
+        """Give ``client`` (built by :meth:`client_awaiting_update` or restored from its state)
+        its update and weight, checked as :meth:`client_from_spec` checks them."""
+        if not isinstance(client, SecAggClient) or client.spec_digest != spec.digest:
+            raise ConfigurationError("supply_update needs a SecAgg client of this round spec")
+        flat, int_weight = self._flat_update(spec, client.party_id, update, weight)
+        client.supply_update(flat, weight=int_weight)
+
+    def _flat_update(
+        self, spec: RoundSpec, client_id: int, update: Sequence[npt.NDArray[np.floating[Any]]],
+        weight: float | None,
+    ) -> tuple[npt.NDArray[Any], int]:
         arrays = [a.reshape(-1) for a in check_update(spec, client_id, update)]
         flat = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         (int_weight,) = self._integer_weights(
             None if weight is None else [weight], first=client_id
         )
+        return flat, int_weight
+
+    def _client(
+        self, spec: RoundSpec, ctx: RoundContext, client_id: int, flat: npt.NDArray[Any] | None,
+        weight: int, identity: signing.SigningKey | None, seed: bytes | None,
+    ) -> SecAggClient:
         client = SecAggClient(
-            client_id,
-            ctx,
-            flat,
-            weight=int_weight,
-            identity=identity,
+            client_id, ctx, flat, weight=weight, identity=identity,
             randomness=Randomness(
                 self._party_stream(seed, spec.session_id, spec.round_id, client_id)
             ),

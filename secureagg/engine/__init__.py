@@ -4,7 +4,8 @@ The engine-independent half of a deployment adapter (the Flower adapter builds o
 
 * :func:`~secureagg.engine.client.client_step` - what a node does with *one* message: it rebuilds
   its client from the round spec's bytes and its own stored state (or, at the first message,
-  from its own update), hands it the message, and returns the replies and its new state. An
+  from its own update - or without it, for a protocol that first uses it later: SecAgg/SecAgg+
+  take it at ``masked``), hands it the message, and returns the replies and its new state. An
   engine that starts a fresh process for every message (Flower's ClientApp does) stores the state
   on the node between messages.
 * :func:`~secureagg.engine.helper.helper_step` - the same for a helper's node (the HE key

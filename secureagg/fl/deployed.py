@@ -11,9 +11,11 @@ a pool worker's are. The run then settles the round as a simulated one: the same
 evaluation, history, privacy ledger and run directory, so ``secureagg audit`` reads it the same way.
 
 Differences from a simulated round, by nature: dropouts are real (a node that does not answer in
-time is a dropout of that stage; simulated ``Failures`` are refused), and a client whose node never
-answered the first stage has no report (it is silent from the first stage, like a client that
-dropped at ``train``).
+time is a dropout of that stage; simulated ``Failures`` are refused), and a client whose node
+went silent before it trained has no report (it is silent from the first stage, like a client that
+dropped at ``train``), unless the engine says in which stage it went silent
+(:attr:`DeployedRound.silent_from`; a SecAgg node trains only at ``masked``, so one that drops
+at ``share`` has no report either).
 
 Threat model: a node's report is its own statement about its own DP-SGD; a node that under-reports
 weakens only its own records' protection. The update never comes back: it leaves the node only
@@ -82,6 +84,10 @@ class DeployedRound:
     error: str | None = None
     partial: Any = None
     seconds: float = 0.0
+    #: client -> the protocol stage its node went silent in (no answer by the deadline, or an
+    #: error reply), as the server recorded it; a client without a report and without an entry
+    #: here is silent from the first stage
+    silent_from: dict[int, str] = field(default_factory=dict)
 
 
 class RoundDeployment(Protocol):
@@ -135,8 +141,8 @@ def deployed_round(
             phase.silent[slot] = first
             continue
         report = out.reports.get(cid)
-        if report is None:  # its node never answered the first stage: a protocol dropout
-            phase.silent[slot] = first
+        if report is None:  # its node went silent before it trained: a protocol dropout
+            phase.silent[slot] = out.silent_from.get(cid, first)
             continue
         outcome = report.absorb_into(loop.privacy)  # the clients' order, as a sequential run
         if loop.privacy is not None:

@@ -4,7 +4,8 @@ The server side is :class:`FlowerDeployment`, the run's ``deployment=`` (see
 :mod:`secureagg.fl.deployed`): every round, the run's sampled clients are mapped to the nodes that
 hold their partitions (``partition-id`` in each node's config), and one secure round runs over
 Flower (:class:`~secureagg.flower.server.SecureRounds`) with the run's own aggregator - its
-protocol, its DP wrappers and its privacy accountant. The first message of the round carries the
+protocol, its DP wrappers and its privacy accountant. The message at which a node trains (see
+:mod:`secureagg.flower.mod`: SecAgg/SecAgg+ at ``masked``, the others first) carries the
 global model and the round number to each node.
 
 The node side is :func:`node_trainer`: the ClientApp's train function. It rebuilds the same run on
@@ -34,6 +35,7 @@ from secureagg.fl.pool import RoundTrainer, train_captured
 from secureagg.flower.mod import REPORT, UPDATE
 from secureagg.flower.server import RoundOutcome, SecureRounds
 from secureagg.transport import SimulationResult, derive_sim_seed
+from secureagg.validation import is_int
 
 __all__ = ["FlowerDeployment", "node_trainer"]
 
@@ -71,8 +73,8 @@ def _metrics(outcome: RoundOutcome) -> dict[str, Any]:
 class FlowerDeployment:
     """Runs a federated run's rounds over a Flower ``grid``; see the module docstring.
 
-    ``train_deadline``: seconds of the first stage, in which the nodes train; ``stage_deadline``:
-    every other stage's.
+    ``train_deadline``: seconds of the stage in which the nodes train (SecAgg/SecAgg+: ``masked``;
+    the others: the first); ``stage_deadline``: every other stage's.
     """
 
     def __init__(
@@ -136,8 +138,23 @@ class FlowerDeployment:
                 session_id=outcome.spec.session_id, round_id=job.round_number,
                 details=dict(out.details),
             )
+        silent_from: dict[int, str] = {}
+        rec = outcome.record
+        order = list(getattr(job.agg, "dropout_stages", ()))
+        went_silent: list[tuple[str, Any]] = [
+            (stage, party) for stage, parties in rec.timed_out.items() for party in parties]
+        went_silent += [(str(e.get("stage")), e.get("party")) for e in rec.failed]
+        for stage, party in went_silent:
+            if not (is_int(party) and 0 <= party < len(job.sampled)):
+                continue
+            client = job.sampled[party]
+            known = silent_from.get(client)
+            if known is None or (stage in order and known in order
+                                 and order.index(stage) < order.index(known)):
+                silent_from[client] = stage  # the earliest stage it went silent in
         return DeployedRound(reports=reports, result=result, error=outcome.error,
-                             partial=outcome.exception, seconds=time.perf_counter() - t0)
+                             partial=outcome.exception, seconds=time.perf_counter() - t0,
+                             silent_from=silent_from)
 
 
 def node_trainer(build: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:

@@ -34,8 +34,9 @@ class FlowerLink:
     """Moves one round's bytes over ``grid``; ``nodes`` maps our party ids to Flower node ids.
 
     ``content(party, sender, data, first)`` builds the RecordDict of one message (the strategy's
-    business: it adds the spec to a party's first message, and the user's training content to a
-    client's). ``ttl`` is each message's time to live in seconds.
+    business: it adds the spec to a party's first message, and the user's training content to the
+    client's message of the stage where it trains). ``ttl`` is each message's time to live in
+    seconds.
     """
 
     def __init__(
@@ -61,7 +62,8 @@ class FlowerLink:
         self.raw = raw
         #: With ``raw=True``: each answered ticket's ``secureagg`` record, as a dict.
         self.records: dict[int, dict[str, Any]] = {}
-        #: What a client's node reported about its training (its first answer's ``report``).
+        #: What a client's node reported about its training (the ``report`` of the answer to
+        #: the step at which it trained).
         self.reports: dict[int, str] = {}
         self._next_ticket = 0
         self._first_sent: set[int] = set()

@@ -10,12 +10,19 @@ processes it starts for each message:
 - ``hello``: the node says what it is (a client, or the round's HE key holder when its node config
   says ``secureagg-role="key-holder"``), its public identity key in malicious mode
   (``secureagg-identity-key``), and, for a key holder, a fresh key's public part for the round.
-- the first ``step`` of a round to a client: the user's train function runs on the message's
-  ``arrays`` and ``config``; the update (returned weights minus received weights, and the
-  ``num-examples`` metric as its weight) goes into our client party, which answers the server's
-  first message. Nothing the train function returned leaves the node: not the weights, not the
-  metrics.
-- later steps: the party is rebuilt from its state and answers.
+- the first ``step`` of a round to a client: our client party is built from the spec and
+  answers the server's first message.
+- the ``step`` that says ``train`` (one per round: the one of the stage where the protocol first
+  uses the update - SecAgg/SecAgg+: ``masked``, as Flower's own SecAgg+ trains at its
+  masked-vector stage; HE and plain: the first step): the user's train function runs on the
+  message's ``arrays`` and ``config``; the update (returned weights minus received weights, in
+  float64, and the ``num-examples`` metric as its weight) goes into our client party. So the
+  state the node keeps between the steps before it (which Flower moves into and out of a fresh
+  ClientApp process for every message) holds the party's keys, not the update. Nothing the train
+  function returned leaves the node: not the weights, not the metrics. A node asked to train a
+  second time in a round refuses; one whose training fails takes no further part in the round (a
+  dropout of that stage: the protocol's dropout recovery handles it).
+- other steps: the party is rebuilt from its state and answers.
 
 Invariants: the user's update never leaves the node except masked, encrypted or noised, as the
 round's protocol sends it; a plain ``train`` message without our record is refused, so a server
@@ -28,6 +35,7 @@ sees a dropout.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +61,8 @@ UPDATE = "secureagg.update"
 REPORT = "secureagg.report"
 #: The node-config key that lets a node take a seeded (reproducible, NOT private) run's seed.
 ALLOW_SEEDED = "secureagg-allow-seeded"
+
+_log = logging.getLogger(__name__)
 
 
 def _role(context: Any) -> str:
@@ -208,7 +218,51 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
             raise ConfigurationError(f"the key holder refused: {step.error}")
         return {"recipients": [r for r, _ in step.replies],
                 "messages": [m for _, m in step.replies]}
-    elif party_state is None:
+    try:
+        return _client(message, record, context, call_next, state=state, spec=spec,
+                       spec_bytes=spec_bytes, party=party, sender=sender, data=data,
+                       party_state=party_state)
+    except SecureAggError:
+        if party_state is not None:
+            # A refusal ends this node's part in the round: the stored state is dropped, so
+            # no later message of the round is answered from the state before the refusal.
+            for key in ("spec", "state", "party"):
+                state.pop(key, None)
+            _save(context, state)
+        raise
+
+
+def _train(message: Any, context: Any, call_next: Callable[..., Any]
+           ) -> tuple[list[npt.NDArray[Any]] | None, float | None, str, float]:
+    """The user's train function on the message's training content: the update (returned
+    weights minus received weights, float64; or the update a node trainer returns itself), its
+    ``num-examples``, the trainer's report (or ``""``) and the seconds it took."""
+    received = _received_weights(message.content)
+    del message.content.config_records[records.RECORD]
+    t_train = time.perf_counter()
+    try:
+        reply = call_next(message, context)
+    except Exception as exc:  # the user's code failed: this node's training failure
+        _log.warning("the train function failed", exc_info=True)
+        raise ConfigurationError(
+            f"the train function failed: {type(exc).__name__}: {exc}") from exc
+    train_seconds = time.perf_counter() - t_train
+    if reply.has_error():
+        raise ConfigurationError(f"the train function failed: {reply.error.reason}")
+    update, examples, report = _own_update(reply)
+    if not report:
+        trained, examples = _trained(reply)
+        if [a.shape for a in trained] != [a.shape for a in received]:
+            raise ConfigurationError("the train function returned arrays of other shapes")
+        update = [t - r for t, r in zip(trained, received, strict=True)]
+    return update, examples, report, train_seconds
+
+
+def _client(message: Any, record: Any, context: Any, call_next: Callable[..., Any], *,
+            state: dict[str, Any], spec: Any, spec_bytes: bytes, party: int, sender: int,
+            data: bytes, party_state: bytes | None) -> dict[str, Any]:
+    """One step of a client: trains first if the step says so (``train``), once per round."""
+    if party_state is None:
         seed = record.get("seed")
         if seed is not None and not (isinstance(seed, bytes)
                                      and context.node_config.get(ALLOW_SEEDED) is True):
@@ -216,51 +270,45 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
                 "the server sent a seed for this node's randomness; a node takes one only in a "
                 f"test deployment whose node config sets {ALLOW_SEEDED}=true"
             )
-        received = _received_weights(message.content)
-        del message.content.config_records[records.RECORD]
-        t_train = time.perf_counter()
-        reply = call_next(message, context)
-        train_seconds = time.perf_counter() - t_train
-        if reply.has_error():
-            raise ConfigurationError(f"the train function failed: {reply.error.reason}")
-        update, examples, report = _own_update(reply)
-        if not report:
-            trained, examples = _trained(reply)
-            if [a.shape for a in trained] != [a.shape for a in received]:
-                raise ConfigurationError("the train function returned arrays of other shapes")
-            update = [t - r for t, r in zip(trained, received, strict=True)]
-        elif update is None:  # the node's training failed: say why, take no part
-            return {"recipients": [], "messages": [], "report": report,
-                    "train_seconds": train_seconds}
-        step = client_step(
-            spec_bytes, None, sender, data, client_id=party, update=update,
-            weight=examples if spec.weighted else None, secret=_identity(context),
-            session_id=spec.session_id, seed=seed,
-        )
-        state.update({"session": spec.session_id, "round": spec.round_id, "spec": spec_bytes,
-                      "party": party, "state": step.state})
+        trained = False
+    else:
+        seed = state.get("seed")  # kept from the round's first step (seeded test runs only)
+        trained = state.get("trained") is True
+    out: dict[str, Any] = {}
+    update: list[npt.NDArray[Any]] | None = None
+    examples: float | None = None
+    if "train" in record and records.field(record, "train", bool):
+        if trained:
+            raise ConfigurationError("this node has trained in this round already; it trains "
+                                     "once per round")
+        # recorded before the train function runs: it runs once per round even if it fails
+        # (and a replay of this round's first step is refused as a replayed round)
+        trained = True
+        state.update({"session": spec.session_id, "round": spec.round_id, "trained": True})
         _save(context, state)
-        out: dict[str, Any] = {"recipients": [r for r, _ in step.replies],
-                               "messages": [m for _, m in step.replies],
-                               "train_seconds": train_seconds}
+        update, examples, report, out["train_seconds"] = _train(message, context, call_next)
         if report:
             out["report"] = report
-        return out
-    else:
-        try:
-            step = client_step(spec_bytes, party_state, sender, data, client_id=party,
-                               secret=_identity(context), session_id=spec.session_id)
-        except SecureAggError:
-            # A refusal ends this node's part in the round: the stored state is dropped, so
-            # no later message of the round is answered from the state before the refusal.
-            for key in ("spec", "state", "party"):
-                state.pop(key, None)
-            _save(context, state)
-            raise
+        if update is None:  # the node's training failed: say why, take no part
+            if party_state is not None:
+                for key in ("spec", "state", "party"):
+                    state.pop(key, None)
+                _save(context, state)
+            return {**out, "recipients": [], "messages": []}
+    step = client_step(
+        spec_bytes, party_state, sender, data, client_id=party, update=update,
+        weight=examples if spec.weighted and update is not None else None,
+        secret=_identity(context), session_id=spec.session_id, seed=seed,
+    )
     state.update({"session": spec.session_id, "round": spec.round_id, "spec": spec_bytes,
-                  "party": party, "state": step.state})
+                  "party": party, "state": step.state, "trained": trained})
+    if seed is None:
+        state.pop("seed", None)
+    else:
+        state["seed"] = seed
     _save(context, state)
-    return {"recipients": [r for r, _ in step.replies], "messages": [m for _, m in step.replies]}
+    return {**out, "recipients": [r for r, _ in step.replies],
+            "messages": [m for _, m in step.replies]}
 
 
 def secureagg_mod(message: Any, context: Any, call_next: Callable[..., Any]) -> Any:

@@ -10,11 +10,13 @@ under :data:`RECORD`. Its fields, by ``kind``:
   32 bytes, or empty) and ``public`` (a key holder's fresh public key material for this round,
   or empty).
 - ``step`` (server to node, one protocol message): ``party`` (int), ``sender`` (int),
-  ``message`` (bytes, our codec's), ``digest`` (the round spec's digest) and, on the first step of
-  a round to that party only, ``spec`` (the spec's bytes). The first step to a client also carries
-  the user's training content (Flower's ``arrays`` and ``config`` records) beside ours. The node
-  answers with ``recipients`` (list of int) and ``messages`` (list of bytes), the protocol's
-  replies, possibly none.
+  ``message`` (bytes, our codec's), ``digest`` (the round spec's digest), on the first step of
+  a round to that party only ``spec`` (the spec's bytes), and ``train`` (bool, ``True``) on the
+  one step of a round to a client that carries the user's training content (Flower's ``arrays``
+  and ``config`` records) beside ours: the step of the stage where the protocol first uses the
+  update (SecAgg/SecAgg+: ``masked``; the others: the first step). The node trains there, once
+  per round. The node answers with ``recipients`` (list of int) and ``messages`` (list of
+  bytes), the protocol's replies, possibly none.
 
 Only bytes produced by our codec and the spec's own serialisation travel; nothing is pickled.
 Threat model: everything read here came from another party; a missing field or a field of the
@@ -64,15 +66,18 @@ def hello(*, keygen: bool = False, session: bytes = b"", round_id: int = 0, prot
 
 
 def step(*, party: int, sender: int, message: bytes, digest: bytes, spec: bytes | None = None,
-         seed: bytes | None = None) -> dict[str, Any]:
+         seed: bytes | None = None, train: bool = False) -> dict[str, Any]:
     """A ``step`` record: one protocol message to ``party``; ``spec`` on its first step of a
-    round, ``seed`` only in a seeded (NOT private) run."""
+    round, ``seed`` only in a seeded (NOT private) run, ``train`` on the step that carries the
+    training content."""
     out: dict[str, Any] = {"kind": STEP, "party": party, "sender": sender, "message": message,
                            "digest": digest}
     if spec is not None:
         out["spec"] = spec
     if seed is not None:
         out["seed"] = seed
+    if train:
+        out["train"] = True
     return out
 
 

@@ -10,8 +10,9 @@ workflow run. For a round it
 3. for HE, asks the key-holder node for a fresh key for the round (a stage of its own) and puts
    its public part in the round spec;
 4. builds the round spec and runs the server party with :class:`secureagg.engine.EngineRound`
-   over a :class:`~secureagg.flower.link.FlowerLink`, with a deadline per stage (the first stage,
-   in which the nodes train, has ``train_deadline``);
+   over a :class:`~secureagg.flower.link.FlowerLink`, with a deadline per stage (the stage in
+   which the nodes train has ``train_deadline``: the one where the protocol first uses the update,
+   the aggregator's ``update_stage`` - SecAgg/SecAgg+: ``masked`` - or else the first);
 5. returns the aggregate (the weighted sum and the total weight) and the round's record.
 
 A node that misses a deadline, fails, or replies with anything that does not decode or is
@@ -233,7 +234,8 @@ class SecureRounds:
         weighted: bool | None = None,
     ) -> RoundOutcome:
         """Run round ``round_id``; ``train_content(party)`` is the training content (Flower's
-        ``arrays`` and ``config`` records) of client ``party``'s first message.
+        ``arrays`` and ``config`` records) of the message at which client ``party`` trains (its
+        message of the aggregator's ``update_stage``, else its first).
 
         By default the clients are :meth:`sample`'d and the aggregator is built for them;
         ``nodes[i]`` (``None``: no node, a dropout) and ``agg`` give them instead. ``seed`` is a
@@ -290,15 +292,27 @@ class SecureRounds:
                                 exception=exc, parameters=dict(agg.parameters()))
         from flwr.app import ConfigRecord, RecordDict
 
+        # Where the clients train: at the stage where the protocol first uses the update
+        # (SecAgg/SecAgg+: masked; as Flower's SecAgg+ sends its fit-ins with its masked-vector
+        # stage), so the node state of the stages before it carries no update; else at the first
+        # step. ``server.stage`` is the stage whose messages the engine is sending.
+        update_stage = agg.update_stage
+        trained: set[int] = set()
+
         def content(party: int, sender: int, data: bytes, first: bool) -> Any:
+            train = party != KEY_HOLDER and party not in trained and (
+                first if update_stage is None else server.stage == update_stage)
+            if train:
+                trained.add(party)
             ours = records.step(party=party, sender=sender, message=data, digest=spec.digest,
                                 spec=spec_bytes if first else None,
-                                seed=seed if first else None)
-            body = train_content(party) if first and party != KEY_HOLDER else RecordDict()
+                                seed=seed if first else None, train=train)
+            body = train_content(party) if train else RecordDict()
             body.config_records[records.RECORD] = ConfigRecord(ours)
             return body
 
-        deadlines = {server.stages[0]: self.train_deadline} if server.stages else {}
+        train_stage = update_stage or (server.stages[0] if server.stages else None)
+        deadlines = {} if train_stage is None else {train_stage: self.train_deadline}
         link = FlowerLink(self.grid, parties, content=content, group_id=str(round_id),
                           ttl=max(self.train_deadline, self.stage_deadline) + 10.0,
                           poll=self.poll)

@@ -47,7 +47,8 @@ class SecureFedAvg(FedAvg):
 
     ``protocol``/``options``: :func:`secureagg.make_aggregator`'s (``"secagg+"``, ``"ckks"``, ...;
     ``clip=``, ``threat=``, ``central_dp=``, ``distributed_dp=``...). ``train_deadline`` is the
-    first stage's seconds (the nodes train in it), ``stage_deadline`` every other stage's.
+    seconds of the stage in which the nodes train (SecAgg/SecAgg+: ``masked``, where the protocol
+    first uses the update; the others: the first), ``stage_deadline`` every other stage's.
     ``identities`` is the admitted nodes' public identity keys (malicious mode; see
     :mod:`secureagg.flower.identity`). With ``central_dp`` or ``distributed_dp`` in ``options``,
     one :class:`~secureagg.dp.PrivacyAccountant` (``delta``, ``max_epsilon``) composes every

@@ -19,8 +19,10 @@ NumPyClient. Each fit round is then one of our rounds
    ``i``-th of them. A sampled node that is not a client (the HE key holder: it is a node of the
    run like any other for Flower's client manager) is left out; one that never said what it is,
    or (malicious mode) whose identity key is not admitted, is left out as a failure;
-2. each party's first message carries its FitIns (Flower's legacy ``fitins.*`` records) beside
-   ours: :func:`~secureagg.flower.mod.secureagg_mod` calls the user's ``fit`` with them and feeds
+2. the party's message of the stage where the protocol first uses the update (SecAgg/SecAgg+:
+   ``masked``, as in Flower's SecAgg+ workflow; the others: its first message) carries its FitIns
+   (Flower's legacy ``fitins.*`` records) beside ours:
+   :func:`~secureagg.flower.mod.secureagg_mod` calls the user's ``fit`` with them and feeds
    ``returned weights - received weights`` (weighted by ``num_examples`` when ``weighted``) to
    the protocol;
 3. the server obtains only the weighted sum of the updates and the total weight (masked,
@@ -91,11 +93,11 @@ class SecureAggWorkflow:
 
     ``protocol``/``options``: :func:`secureagg.make_aggregator`'s (``"secagg+"``, ``"ckks"``,
     ...; ``clip=``, ``max_weight=``, ``threat=``, ``central_dp=``, ``distributed_dp=``...).
-    ``train_deadline`` is the first stage's seconds (the nodes train in it), ``stage_deadline``
-    every other stage's. ``identities`` is the admitted nodes' public identity keys (malicious
-    mode). With ``central_dp`` or ``distributed_dp`` in ``options``, one
-    :class:`~secureagg.dp.PrivacyAccountant` (``delta``, ``max_epsilon``) composes every round's
-    release, and each round's entry carries its report.
+    ``train_deadline`` is the seconds of the stage in which the nodes train (SecAgg/SecAgg+:
+    ``masked``; the others: the first), ``stage_deadline`` every other stage's. ``identities``
+    is the admitted nodes' public identity keys (malicious mode). With ``central_dp`` or
+    ``distributed_dp`` in ``options``, one :class:`~secureagg.dp.PrivacyAccountant` (``delta``,
+    ``max_epsilon``) composes every round's release, and each round's entry carries its report.
     """
 
     def __init__(

@@ -238,6 +238,10 @@ class RoundFactory(abc.ABC):
     num_clients: int
     #: Stage names a client may drop at (keys of the ``dropouts`` mapping), in protocol order.
     dropout_stages: tuple[str, ...] = ()
+    #: The stage at which a client first uses its update, when that is not its first stage: a
+    #: client may then be built without it (:meth:`client_awaiting_update`) and given it before
+    #: that stage (:meth:`supply_update`). ``None``: a client is built with its update.
+    update_stage: str | None = None
     #: The aggregator's name in a round spec (its make_aggregator name); wrappers keep the inner's.
     @property
     def protocol(self) -> str:
@@ -302,6 +306,26 @@ class RoundFactory(abc.ABC):
         seed: bytes | None = None,
     ) -> ClientParty:
         """Client ``client_id`` of the round, from the spec and what it alone holds."""
+
+    def client_awaiting_update(
+        self, spec: RoundSpec, client_id: int, *, secret: Any = None, seed: bytes | None = None
+    ) -> ClientParty:
+        """Client ``client_id`` built without its update (only if :attr:`update_stage` is set)."""
+        raise ConfigurationError(f"a {self.protocol!r} client is built with its update")
+
+    def supply_update(
+        self,
+        spec: RoundSpec,
+        client: Any,
+        update: Sequence[npt.NDArray[np.floating[Any]]],
+        *,
+        weight: float | None = None,
+        seed: bytes | None = None,
+    ) -> None:
+        """Give a client built without its update (or restored before it was given) its update
+        and weight, checked as :meth:`client_from_spec` checks them, before :attr:`update_stage`;
+        ``seed`` is the round's seed as :meth:`client_from_spec` took it (seeded runs only)."""
+        raise ConfigurationError(f"a {self.protocol!r} client is built with its update")
 
     def helpers_from_spec(
         self, spec: RoundSpec, secrets: Mapping[int, Any], *, seed: bytes | None = None

@@ -118,3 +118,28 @@ def test_settings_round_trip_through_the_run_config() -> None:
     assert back == dataclasses.replace(settings, workers=None)
     with pytest.raises(ConfigurationError, match="unknown demo settings"):
         flower_apps.settings_from_json('{"clients": 3, "bogus": 1}')
+
+
+def test_a_node_silent_after_advertising_is_recorded_at_the_stage_it_went_silent(
+        tmp_path: Path) -> None:
+    """A SecAgg node trains only at ``masked``: one that goes silent after its key advertisement
+    has no training report, and the run record still names the stage it went silent in (not the
+    first stage), consistent with the transcript, which holds its advertisement."""
+    settings = DemoSettings(clients=4, rounds=1, epsilon=None, dropout=0.0, hidden=8)
+    grid = _grid(settings)
+    victim = NODE0 + 31 * 2
+    grid.answers_left[victim] = 2  # the round's hello and advertise; silent from then on
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = build_run(settings, digits_task(settings), run_dir=tmp_path / "run", progress=False,
+                        deployment=FlowerDeployment(grid, stage_deadline=3.0, train_deadline=30.0,
+                                                    wait_for_nodes=1.0))
+        run.run()
+    entry = json.loads((tmp_path / "run" / "history.json").read_text("utf-8"))["rounds"][0]
+    assert entry["status"] in ("ok", "completed")
+    assert 2 not in entry["participants"]
+    assert entry["silent_from"] == {"2": "share"}
+    sent = {(line["stage"], line["sender"]) for line in map(
+        json.loads, (tmp_path / "run" / "transcript.jsonl").read_text("utf-8").splitlines())
+        if line["direction"] == "up"}
+    assert ("advertise", 2) in sent and ("share", 2) not in sent

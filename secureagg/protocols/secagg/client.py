@@ -6,6 +6,10 @@ Stages (what the client waits for): ``advertise`` (AdvertiseRequest) -> ``share`
 stage and sender; any violation aborts the client for good (``aborted``), and an aborted client
 sends nothing more.
 
+The update is first used at ``masked``: a client built without it (``update=None``; its state
+then carries no update) is given it by :meth:`SecAggClient.supply_update` before it answers
+``masked``, or refuses there (aborts, sends nothing: a dropout after sharing).
+
 Invariant (what the server can learn): the masked input is ``x_u + PRG(b_u) + sum_v
 +-PRG(s_uv)``; a client reveals, for each neighbour, either the share of its self-mask seed b_v
 (v survived) or the share of its mask key (v dropped), never both; of its own secrets it keeps one
@@ -58,16 +62,17 @@ class _PeerKeys:
 class SecAggClient(ClientParty):
     """One client's side of one round.
 
-    ``update`` is the flattened float vector (validated finite here, before anything is sent);
-    ``weight`` an integer FedAvg weight; ``identity`` the Ed25519 key registered for this client
-    (malicious mode).
+    ``update`` is the flattened float vector (validated finite here, before anything is sent),
+    or ``None``: given later by :meth:`supply_update` (see the module docstring); ``weight`` an
+    integer FedAvg weight; ``identity`` the Ed25519 key registered for this client (malicious
+    mode).
     """
 
     def __init__(
         self,
         client_id: int,
         context: RoundContext,
-        update: npt.NDArray[Any],
+        update: npt.NDArray[Any] | None,
         *,
         weight: int = 1,
         identity: signing.SigningKey | None = None,
@@ -77,27 +82,17 @@ class SecAggClient(ClientParty):
         self.party_id = client_id
         self._noise = noise
         self.ctx = context
-        flat = np.asarray(update).reshape(-1)  # a view when possible: no copy of big vectors
-        if not np.issubdtype(flat.dtype, np.floating):
-            flat = flat.astype(np.float64)
-        require_finite(flat, where=f"client {client_id}'s update")
-        expected = context.dimension - (1 if context.weighted else 0)
-        if flat.size != expected:
-            raise ProtocolError(
-                f"update has {flat.size} values, the round expects {expected}",
-                stage="advertise",
-                node_ids=[client_id],
-            )
+        self.stage = context.stages[0]
+        if update is not None:  # else: absent until supply_update (or, restored, already sent)
+            self._update = self._checked(update, stage="advertise")
         if context.malicious and identity is None:
             raise ProtocolError(
                 "malicious mode needs an identity key", stage="advertise", node_ids=[client_id]
             )
-        self._update = flat
         self._weight = weight
         self._identity = identity
         self._rand = randomness or Randomness()
         self.clipped = 0
-        self.stage = context.stages[0]
         self.aborted = False
         self._model_digest = b""
         self._cipher_keys: keyagree.KeyPair | None = None
@@ -111,6 +106,34 @@ class SecAggClient(ClientParty):
         self._share_keys: dict[int, bytes] = {}  # AEAD key with each peer
         self._pair_seeds: dict[int, bytes] = {}  # s_uv with each peer
 
+    def _checked(self, update: npt.NDArray[Any], *, stage: str) -> npt.NDArray[Any]:
+        """The update as a flat float vector, refused unless finite and of the round's size."""
+        flat = np.asarray(update).reshape(-1)  # a view when possible: no copy of big vectors
+        if not np.issubdtype(flat.dtype, np.floating):
+            flat = flat.astype(np.float64)
+        require_finite(flat, where=f"client {self.party_id}'s update")
+        expected = self.ctx.dimension - (1 if self.ctx.weighted else 0)
+        if flat.size != expected:
+            raise ProtocolError(f"update has {flat.size} values, the round expects {expected}",
+                                stage=stage, node_ids=[self.party_id])
+        return flat
+
+    @property
+    def awaiting_update(self) -> bool:
+        """Built without its update and not given it yet (it is needed at ``masked``)."""
+        stages = self.ctx.stages
+        return not hasattr(self, "_update") and self.stage in stages[: stages.index("masked") + 1]
+
+    def supply_update(self, update: npt.NDArray[Any], *, weight: int = 1) -> None:
+        """Give a client built without its update its flat update and integer weight, before it
+        answers ``masked``; refused (``ProtocolError``, nothing changes) otherwise."""
+        if not self.awaiting_update:
+            raise ProtocolError("the client is not awaiting its update (it has one, has sent its "
+                                "masked input or has aborted)", stage=self.stage,
+                                node_ids=[self.party_id])
+        self._update = self._checked(update, stage=self.stage)
+        self._weight = weight
+
     # ----------------------------------------------------------------------------- state
 
     def export_state(self) -> SecAggClientState:
@@ -120,7 +143,8 @@ class SecAggClient(ClientParty):
         return SecAggClientState(
             version=STATE_VERSION, spec_digest=self.spec_digest, party_id=self.party_id,
             stage=self.stage, aborted=self.aborted,
-            # its own dtype, encoded as it was; empty once the masked input has been sent
+            # its own dtype, encoded as it was; empty before it is supplied (a client built
+            # without it) and once the masked input has been sent
             update=np.ascontiguousarray(getattr(self, "_update", np.zeros(0))),
             weight=int(self._weight), clipped=int(self.clipped), model_digest=self._model_digest,
             cipher_private_key=b"" if cipher is None else cipher.private_bytes(),
@@ -152,14 +176,12 @@ class SecAggClient(ClientParty):
         if not isinstance(state, SecAggClientState):  # pragma: no cover - check_state refuses
             raise ProtocolError("not a SecAgg client state", stage="restore")
         check_fields(state, context)
-        sent = state.update.size == 0  # the plaintext was dropped with the masked input
-        update = np.zeros(context.dimension - context.weighted) if sent else np.array(state.update)
+        # An empty update: not supplied yet (before ``masked``), or dropped with the masked input.
+        update = np.array(state.update) if state.update.size else None
         client = cls(
             state.party_id, context, update, weight=state.weight,
             identity=identity, randomness=Randomness.resume(state.randomness), noise=noise,
         )
-        if sent:
-            del client._update
         client.spec_digest = spec.digest
         client.stage, client.aborted, client.clipped = state.stage, state.aborted, state.clipped
         client._model_digest = state.model_digest
@@ -242,15 +264,11 @@ class SecAggClient(ClientParty):
                 )
             )
         self.stage = self.ctx.stage_after("advertise")
-        return self._reply(
-            m.KeyAdvertisement(
-                session_id=self.ctx.session_id,
-                round_id=self.ctx.round_id,
-                cipher_public_key=self._cipher_keys.public_bytes,
-                mask_public_key=self._mask_keys.public_bytes,
-                signature=signature,
-            )
-        )
+        return self._reply(m.KeyAdvertisement(
+            session_id=self.ctx.session_id, round_id=self.ctx.round_id,
+            cipher_public_key=self._cipher_keys.public_bytes,
+            mask_public_key=self._mask_keys.public_bytes, signature=signature,
+        ))
 
     def _on_keys(self, msg: Message) -> list[Envelope]:
         if (
@@ -382,6 +400,8 @@ class SecAggClient(ClientParty):
             or self._mask_keys is None
         ):
             raise self._error("bad message")  # pragma: no cover
+        if not hasattr(self, "_update"):
+            raise self._error("no update was supplied before the masked input (supply_update)")
         t = self.ctx.params.threshold
         senders = set(msg.ciphertexts)
         if not senders <= set(self._peers):
@@ -494,11 +514,8 @@ class SecAggClient(ClientParty):
                 session_id=self.ctx.session_id, round_id=self.ctx.round_id, survivors=survivors
             )
         )
-        return self._reply(
-            m.ConsistencySignature(
-                session_id=self.ctx.session_id, round_id=self.ctx.round_id, signature=sig
-            )
-        )
+        return self._reply(m.ConsistencySignature(
+            session_id=self.ctx.session_id, round_id=self.ctx.round_id, signature=sig))
 
     def _on_unmask(self, msg: Message) -> list[Envelope]:
         if not isinstance(msg, m.UnmaskRequest):
@@ -543,14 +560,10 @@ class SecAggClient(ClientParty):
         self.stage = self.ctx.stage_after("unmask")
         self._held_self_mask.clear()
         self._held_mask_key.clear()
-        return self._reply(
-            m.UnmaskShares(
-                session_id=self.ctx.session_id,
-                round_id=self.ctx.round_id,
-                self_mask_shares=b_out,
-                mask_key_shares=k_out,
-            )
-        )
+        return self._reply(m.UnmaskShares(
+            session_id=self.ctx.session_id, round_id=self.ctx.round_id,
+            self_mask_shares=b_out, mask_key_shares=k_out,
+        ))
 
     def _verify_consistency(self, msg: m.UnmaskRequest) -> None:
         survivors = tuple(sorted(msg.survivors))

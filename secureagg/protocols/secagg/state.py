@@ -8,8 +8,12 @@ be kept): after ``advertise`` its two X25519 private keys; after ``share`` also 
 keys, the AEAD key and pairwise seed it agreed with each, its self-mask seed and the Shamir shares
 it keeps of its own secrets; after ``masked`` the shares it received and the senders the server
 listed; after ``consistency`` the survivor list it signed. The update and the FedAvg weight are
-there throughout (the masked input is computed from them at ``masked``). Its identity key
-(malicious mode) is not: the restoring process passes it again.
+there until the masked input is computed from them at ``masked`` (the update is empty after it),
+or - a client built without its update (``SecAggClient(update=None)``) - from when they are
+supplied, before ``masked``: until then the update is empty and the weight a placeholder 1. An
+empty update thus means "not supplied yet" in a stage up to ``masked`` and "sent" after it; the
+encoding is unchanged (a reader that predates this refuses such a state, it does not misread it).
+Its identity key (malicious mode) is not in the state: the restoring process passes it again.
 
 >>> SecAggClientState.KIND, "pair_seeds" in SecAggClientState.SECRET_FIELDS
 ('secagg/client-state', True)
@@ -69,13 +73,13 @@ def check_fields(state: SecAggClientState, context: RoundContext) -> None:
     update = state.update
     expected = context.dimension - (1 if context.weighted else 0)
     problems: list[str] = []
-    dropped = state.stage in ("consistency", "unmask", "done", "aborted")  # masked input sent
+    # empty: not supplied yet (up to ``masked``) or dropped with the masked input (after it)
     if (
         not isinstance(update, np.ndarray)
         or update.dtype not in (np.float32, np.float64)
-        or update.size not in ((0, expected) if dropped else (expected,))
+        or update.size not in (0, expected)
     ):
-        problems.append(f"the update must be {expected} float32 or float64 values")
+        problems.append(f"the update must be {expected} float32 or float64 values, or none")
     if state.weight < 1 or state.clipped < 0:
         problems.append("weight must be >= 1 and clipped >= 0")
     if len(state.cipher_private_key) not in (0, _KEY) or len(state.mask_private_key) != len(
