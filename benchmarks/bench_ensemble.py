@@ -199,7 +199,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
                       [r["student_accuracy_max"] - r["student_accuracy"] for r in rows]],
                 marker="o", capsize=3, label="student (mean, min-max)")
     ax.plot(eps, [r["private_label_accuracy"] for r in rows], marker="s",
-            label="private labels")
+            label="private labels (accuracy on the queried points)")
     ax.axhline(rows[0]["ensemble_accuracy"], color="C3", linestyle="--",
                label="non-private ensemble")
     ax.axhline(0.85, color="grey", linestyle=":", label="85 % target")
