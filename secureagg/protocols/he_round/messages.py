@@ -65,7 +65,8 @@ class HERelease(Message):
     """Key holder -> server: the decrypted aggregate (values, and the weight sum when weighted).
 
     ``values`` is float64 (CKKS, flooded) or int64 (exact integer sums: CKKS fixed point, Paillier);
-    ``noise_std`` the standard deviation of the flooding noise added to each value (0 if none).
+    ``noise_std`` the standard deviation of the flooding noise added to each value (0 if none);
+    with the key holder's release post-processing, the noise that post-processing states.
     """
 
     session_id: bytes
