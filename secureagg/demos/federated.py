@@ -261,7 +261,9 @@ def run_federated_demo(
         local = report["in_process"]
         print(f"the same settings in one process: {_pct(local['final_accuracy']).strip()} "
               f"(difference {report.get('accuracy_difference_pp', float('nan')):+.1f} points; "
-              "fresh noise and keys in each run)")
+              + ("the same seed: the same model bit for bit, so the difference is 0"
+                 if settings.run_seed is not None else "fresh DP noise and keys in each run: "
+                 "unseeded runs differ by a few points even in one process") + ")")
         print(f"seconds per round (median): {secure['round_wall_median']:.1f} on Flower, of "
               f"which {secure['aggregation_seconds_median']:.2f} s protocol compute (the rest "
               f"is training and Flower's polling and process starts); "
