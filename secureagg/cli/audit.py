@@ -72,11 +72,9 @@ def _load_transcript(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _ensemble_batches(run: Path) -> str:
-    """One line: a private ensemble's batches and the parties in each sum."""
-    doc = _load_json(run / "ensemble.json")
-    batches = [b for b in (doc.get("batches") or []) if isinstance(b, dict)] if isinstance(
-        doc, dict) else []
+def _ensemble_batches(doc: dict[str, Any]) -> str:
+    """One line: a private ensemble's batches (``ensemble.json``) and the parties in each sum."""
+    batches = [b for b in (doc.get("batches") or []) if isinstance(b, dict)]
     counts = [len(b.get("survivors") or []) if b.get("answered") else "-" for b in batches]
     dropped = [len(b.get("dropped") or {}) for b in batches]
     return (f"batches: {sum(bool(b.get('answered')) for b in batches)} of {len(batches)} "
@@ -147,8 +145,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     config = _load_json(run / "config.json")
     split = (run / "split.json").is_file()  # the split demo: no result.json or transcript
     ensemble = (run / "ensemble.json").is_file()  # a private ensemble: ensemble.json is its result
+    ensemble_doc = _load_json(run / "ensemble.json") if ensemble else None
     if (split or ensemble) and not (run / "result.json").exists():
-        result = _load_json(run / "ensemble.json") if ensemble else {}
+        result = ensemble_doc if ensemble_doc is not None else {}
     else:
         result = _load_json(run / "result.json")
     entries = [] if split and not (run / "transcript.jsonl").exists() else _load_transcript(
@@ -255,7 +254,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     lines += [
         f"status: {report['status']}"
         + (f" ({result.get('error')})" if result.get("error") else ""),
-        _ensemble_batches(run) if ensemble else
+        _ensemble_batches(ensemble_doc) if isinstance(ensemble_doc, dict) else
         f"survivors ({len(survivors)}/{config.get('clients', '?')}): {survivors}",
         *([] if ensemble else ["dropouts: "
         + (

@@ -159,12 +159,10 @@ def choose_queries(x_public: Any, count: int) -> npt.NDArray[np.int64]:
 
     x = np.asarray(x_public, dtype=np.float64)
     centres = KMeans(count, n_init=3, random_state=0).fit(x).cluster_centers_
-    chosen: list[int] = []
+    chosen: set[int] = set()
     for c in centres:  # the nearest point not yet chosen
-        for i in np.argsort(((x - c) ** 2).sum(axis=1)):
-            if int(i) not in chosen:
-                chosen.append(int(i))
-                break
+        order = np.argsort(((x - c) ** 2).sum(axis=1))
+        chosen.add(int(next(i for i in order if int(i) not in chosen)))
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 

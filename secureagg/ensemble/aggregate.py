@@ -54,6 +54,7 @@ from secureagg.dp.events import EventSink
 from secureagg.ensemble.accounting import Mechanism, VoteAccountant
 from secureagg.ensemble.votes import VoteKind, VoteSpec, encode_votes
 from secureagg.errors import ConfigurationError, InsufficientSurvivors
+from secureagg.transport.results import transcript_lines
 from secureagg.transport.simulator import simulate
 from secureagg.validation import is_int, is_positive_real, is_rate
 
@@ -162,16 +163,7 @@ class _VoteBatches:
 
         admitted, worst = self.accountant.admit(batch=batch, queries=q)
         if not admitted:
-            return BatchResult(
-                batch=batch,
-                answered=False,
-                labels=None,
-                noisy_histogram=None,
-                survivors=(),
-                noise_std=None,
-                epsilon_after=self.accountant.epsilon(),
-                stopped_by_budget=True,
-            )
+            return self._unanswered(batch, stopped_by_budget=True)
 
         width = q * self.num_classes
         updates: list[list[FloatArray]] = []
@@ -180,19 +172,18 @@ class _VoteBatches:
         silent: dict[int, str] = {}
         for p in range(n):
             given = votes_by_party.get(p)
-            vector = np.zeros(width, dtype=np.float64)
+            ints, reason = (None, None) if given is None else self.spec.validate(
+                given, num_queries=q)
             if given is None:
                 absent.append(p)
                 silent[p] = self.silent_stage
-            else:
-                ints, reason = self.spec.validate(given, num_queries=q)
-                if ints is None:
-                    refused[p] = str(reason)
-                    if self.malformed == "absent":
-                        silent[p] = self.silent_stage
-                else:
-                    vector = ints.reshape(-1).astype(np.float64)
-            updates.append([vector])
+            elif ints is None:
+                refused[p] = str(reason)
+                if self.malformed == "absent":
+                    silent[p] = self.silent_stage
+            # a silent party's vector is never sent; an abstaining one sends the zero vote
+            updates.append([np.zeros(width) if ints is None else
+                            ints.reshape(-1).astype(np.float64)])
         requested = dict(dropouts or {})
         drop_map = {**requested, **silent}  # a party with no valid vote never speaks
 
@@ -208,22 +199,16 @@ class _VoteBatches:
             )
         except InsufficientSurvivors as exc:
             self.accountant.record_failed(batch=batch, queries=q, reason=str(exc))
-            partial_up = getattr(exc, "transcript", None) or ()
-            partial_down = getattr(exc, "downlink", None) or ()
-            return BatchResult(
-                batch=batch,
-                answered=False,
-                labels=None,
-                noisy_histogram=None,
-                survivors=(),
-                noise_std=None,
-                epsilon_after=self.accountant.epsilon(),
+            return self._unanswered(
+                batch,
                 refused=refused,
                 absent=tuple(absent),
                 dropped=requested,
                 aborted=str(exc),
                 seconds=time.perf_counter() - t0,
-                transcript=_lines(batch, up=partial_up, down=partial_down),
+                transcript=tuple(transcript_lines(
+                    batch, (), up=getattr(exc, "transcript", None) or (),
+                    down=getattr(exc, "downlink", None) or ())),
             )
         seconds = time.perf_counter() - t0
         survivors = tuple(int(p) for p in res.survivors)
@@ -252,9 +237,15 @@ class _VoteBatches:
             dropped=requested,
             seconds=seconds,
             metrics=metrics,
-            transcript=_lines(batch, up=res.transcript, down=res.downlink,
-                              peer=res.peer_traffic),
+            transcript=tuple(transcript_lines(batch, (), up=res.transcript, down=res.downlink,
+                                              peer=res.peer_traffic)),
         )
+
+    def _unanswered(self, batch: int, **fields: Any) -> BatchResult:
+        """A batch that released nothing (refused by the budget, or aborted): ε unchanged."""
+        return BatchResult(batch=batch, answered=False, labels=None, noisy_histogram=None,
+                           survivors=(), noise_std=None, epsilon_after=self.accountant.epsilon(),
+                           **fields)
 
     def _num_queries(self, votes: Mapping[int, object], given: int | None) -> int:
         if given is not None:
@@ -426,14 +417,6 @@ class SecureVoteAggregator(_VoteBatches):
                                "client_variance": self.client_variance},
         }
         return out
-
-
-def _lines(batch: int, *, up: Any = (), down: Any = (), peer: Any = ()) -> tuple[
-        dict[str, Any], ...]:
-    """The batch's transcript lines (see :class:`BatchResult`)."""
-    return tuple({"round": batch, "direction": direction, **e.to_dict()}
-                 for direction, entries in (("up", up), ("down", down), ("peer", peer))
-                 for e in entries)
 
 
 def _rows(vote: object) -> int | None:

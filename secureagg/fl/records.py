@@ -31,7 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.fl.schedule import RoundSchedule
-from secureagg.transport import SimulationResult, TranscriptEntry
+from secureagg.transport import SimulationResult
+from secureagg.transport.results import transcript_lines
 
 WITHHELD_CLIPS = (
     "not recorded under user-level DP: how many values the encoder clipped is a function of the "
@@ -72,29 +73,6 @@ class RoundRecord:
     @property
     def completed(self) -> bool:
         return bool(self.entry["status"] == "completed")
-
-
-def _global(party: int, slots: Sequence[int]) -> int:
-    return slots[party] if 0 <= party < len(slots) else party
-
-
-def transcript_lines(
-    round_number: int,
-    slots: Sequence[int],
-    *,
-    up: Sequence[TranscriptEntry],
-    down: Sequence[TranscriptEntry] = (),
-    peer: Sequence[TranscriptEntry] = (),
-) -> list[dict[str, Any]]:
-    """JSON lines for ``transcript.jsonl`` with global client ids."""
-    lines: list[dict[str, Any]] = []
-    for direction, entries in (("up", up), ("down", down), ("peer", peer)):
-        for e in entries:
-            row = e.to_dict()
-            row["sender"] = _global(e.sender, slots)
-            row["recipient"] = _global(e.recipient, slots)
-            lines.append({"round": round_number, "direction": direction, **row})
-    return lines
 
 
 def stage_seconds(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,3 +76,28 @@ class SimulationResult:
             "parameters": self.parameters,
             "metrics": self.metrics,
         }
+
+
+def _global(party: int, slots: Sequence[int]) -> int:
+    return slots[party] if 0 <= party < len(slots) else party
+
+
+def transcript_lines(
+    round_number: int,
+    slots: Sequence[int],
+    *,
+    up: Sequence[TranscriptEntry],
+    down: Sequence[TranscriptEntry] = (),
+    peer: Sequence[TranscriptEntry] = (),
+) -> list[dict[str, Any]]:
+    """JSON lines for ``transcript.jsonl`` (``round`` = ``round_number``, ``direction`` up, down or
+    peer) with each protocol slot mapped to ``slots[slot]`` (a client id, a party id); the server,
+    helpers and slots beyond ``slots`` keep their ids."""
+    lines: list[dict[str, Any]] = []
+    for direction, entries in (("up", up), ("down", down), ("peer", peer)):
+        for e in entries:
+            row = e.to_dict()
+            row["sender"] = _global(e.sender, slots)
+            row["recipient"] = _global(e.recipient, slots)
+            lines.append({"round": round_number, "direction": direction, **row})
+    return lines
