@@ -51,8 +51,9 @@ import numpy as np
 from secureagg.crypto import prg
 from secureagg.errors import InvalidShareError, TamperedShareError
 
-__all__ = ["CHUNK_BYTES", "MAX_INDEX", "MIN_SECRET_BYTES", "PRIME", "VERSION", "Share",
-           "lagrange_coefficients", "reconstruct", "reconstruct_points", "share_values", "split"]
+__all__ = ["CHUNK_BYTES", "MAX_INDEX", "MIN_SECRET_BYTES", "PRIME", "VERSION", "RandomCheck",
+           "Share", "lagrange_coefficients", "reconstruct", "reconstruct_points", "share_values",
+           "split"]
 
 PRIME = 2**256 + 297  # smallest prime above 2^256 (Pocklington certificate in the tests)
 CHUNK_BYTES = 32
@@ -333,8 +334,45 @@ def _denominators(xs: tuple[int, ...]) -> list[int]:
     return [math.prod(row) for row in partial.tolist()]
 
 
+class RandomCheck:
+    """One random check polynomial for many :func:`reconstruct_points` calls (a SecAgg server's
+    round): ``rho_0 .. rho_{e-1}`` uniform below ``PRIME`` from the OS CSPRNG, drawn when first
+    needed - after every share to be checked has been received - and ``R_e(x) = sum_{j<e} rho_j
+    x^j`` cached per share index ``x``.
+
+    A call with ``m > t`` points must show that the ``e = m - t`` syndromes ``S_j = sum_i w_i y_i
+    x_i^j`` all vanish. With a check it tests their random combination ``sum_j rho_j S_j = sum_i
+    w_i y_i R_e(x_i) = 0`` instead: one product per point with the cached ``R_e(x_i)``, where the
+    deterministic test costs ``e`` per point. If some ``S_j != 0`` the combination vanishes for
+    at most a ``1 / PRIME < 2^-256`` fraction of the ``rho``; the shares are fixed before ``rho`` is
+    drawn and ``rho`` is never revealed, so a tampered share passes with probability below
+    ``2^-256`` per chunk (union bound over the calls). Not thread-safe; one per round.
+    """
+
+    __slots__ = ("_rho", "_table")
+
+    def __init__(self) -> None:
+        self._rho: list[int] = []
+        self._table: dict[int, list[int]] = {}  # x -> [R_1(x), R_2(x), ...]
+
+    def at(self, x: int, e: int) -> int:
+        """``R_e(x) mod PRIME`` (``e >= 1``)."""
+        while len(self._rho) < e:
+            self._rho.append(secrets.randbelow(PRIME))
+        row = self._table.setdefault(x, [])
+        if len(row) < e:
+            power = pow(x, len(row), PRIME)
+            acc = row[-1] if row else 0
+            for j in range(len(row), e):
+                acc = (acc + self._rho[j] * power) % PRIME
+                row.append(acc)
+                power = power * x % PRIME
+        return row[e - 1]
+
+
 def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], *,
-                       threshold: int, secret_length: int) -> bytes:
+                       threshold: int, secret_length: int,
+                       check: RandomCheck | None = None) -> bytes:
     """The secret from ``m >= threshold`` points: ``values[i]`` (one int per chunk) at
     ``indices[i]``, as :func:`share_values` returns them. Every point must lie on one polynomial
     of degree below ``threshold`` (else :class:`TamperedShareError`, like :func:`reconstruct`);
@@ -344,7 +382,9 @@ def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], 
     (one batched inversion): the syndromes ``sum_i w_i y_i x_i^j`` for ``j < m - t`` are the
     coefficients of degrees ``m - 1`` down to ``t`` of the interpolant and must all vanish (see
     ``_on_low_degree_polynomial``); the value at 0 is then ``-Q * sum_i w_i y_i / x_i`` with
-    ``Q = prod_k (-x_k)``.
+    ``Q = prod_k (-x_k)``. With ``check`` (:class:`RandomCheck`), the syndromes are tested by
+    their random combination: the same result, and the same error for tampered shares except with
+    probability below ``2^-256``.
     """
     xs = tuple(indices)
     m, chunks = len(xs), _chunk_count(secret_length) if type(secret_length) is int else 0
@@ -363,13 +403,21 @@ def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], 
     scale = -math.prod(xs) * (-1) ** m  # -Q
     inverses = [_inverse(x) for x in xs]
     out = bytearray()
+    extra = m - threshold
+    combined = [check.at(x, extra) for x in xs] if check is not None and extra else None
     for chunk in range(chunks):
         terms = [w * row[chunk] % PRIME for w, row in zip(weights, values, strict=True)]
         value = scale * sum(map(operator.mul, terms, inverses)) % PRIME
-        for step in range(m - threshold):
+        if combined is not None:
+            if sum(map(operator.mul, terms, combined)) % PRIME:
+                raise TamperedShareError()
+            extra_steps = 0
+        else:
+            extra_steps = extra
+        for step in range(extra_steps):
             if sum(terms) % PRIME:
                 raise TamperedShareError()
-            if step + 1 < m - threshold:  # unreduced: each step adds at most 16 bits
+            if step + 1 < extra_steps:  # unreduced: each step adds at most 16 bits
                 terms = [a * x for a, x in zip(terms, xs, strict=True)]
                 if step % 16 == 15:
                     terms = [a % PRIME for a in terms]

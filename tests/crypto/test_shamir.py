@@ -516,8 +516,13 @@ def _points(shares: list[shamir.Share]) -> tuple[list[int], list[tuple[int, ...]
     length=st.sampled_from([32, 33, 64, 95]),
     top=st.sampled_from([40, 1000, shamir.MAX_INDEX]),
     data=st.data(),
+    random_check=st.booleans(),
 )
-def test_reconstruct_points_agrees_with_reconstruct(threshold, extra, length, top, data) -> None:
+def test_reconstruct_points_agrees_with_reconstruct(threshold, extra, length, top, data,
+                                                    random_check) -> None:
+    # the random-combination check (one RandomCheck shared by every call, as a server's round
+    # uses it) gives the same results and catches the same alterations
+    check = shamir.RandomCheck() if random_check else None
     indices = data.draw(
         st.lists(
             st.integers(1, top), min_size=threshold + extra, max_size=threshold + extra, unique=True
@@ -527,13 +532,13 @@ def test_reconstruct_points_agrees_with_reconstruct(threshold, extra, length, to
     shares = shamir.split(secret, threshold=threshold, indices=indices, rng=stream(secret[:32]))
     xs, values = _points(shares)
     assert shamir.reconstruct_points(
-        xs, values, threshold=threshold, secret_length=length
+        xs, values, threshold=threshold, secret_length=length, check=check
     ) == secret == shamir.reconstruct(shares)
     # any order, exactly t of them
     order = data.draw(st.permutations(range(len(xs))))[:threshold]
     assert shamir.reconstruct_points(
         [xs[i] for i in order], [values[i] for i in order], threshold=threshold,
-        secret_length=length,
+        secret_length=length, check=check,
     ) == secret
     if extra:  # one altered value among more than t points is always caught
         i = data.draw(st.integers(0, len(xs) - 1))
@@ -544,14 +549,40 @@ def test_reconstruct_points_agrees_with_reconstruct(threshold, extra, length, to
         row[chunk] = (row[chunk] + delta) % P
         bad[i] = tuple(row)
         with pytest.raises(TamperedShareError):
-            shamir.reconstruct_points(xs, bad, threshold=threshold, secret_length=length)
+            shamir.reconstruct_points(xs, bad, threshold=threshold, secret_length=length,
+                                      check=check)
 
 
-def test_reconstruct_points_catches_a_moved_index() -> None:
+@pytest.mark.parametrize("check", [None, "random"])
+def test_reconstruct_points_catches_a_moved_index(check) -> None:
     shares = shamir.split(bytes(range(32)), threshold=3, indices=[1, 2, 3, 4, 5])
     _, values = _points(shares)
     with pytest.raises(TamperedShareError):
-        shamir.reconstruct_points([1, 2, 3, 4, 6], values, threshold=3, secret_length=32)
+        shamir.reconstruct_points([1, 2, 3, 4, 6], values, threshold=3, secret_length=32,
+                                  check=shamir.RandomCheck() if check else None)
+
+
+def test_random_check_is_the_random_combination_of_the_syndromes() -> None:
+    """R_e(x) = sum_{j<e} rho_j x^j, from fresh CSPRNG coefficients, extended as e grows; a
+    points set whose only nonzero syndrome is the highest one is caught (the deterministic check
+    tests every syndrome; the combination must not drop any)."""
+    check = shamir.RandomCheck()
+    r1, r3 = check.at(7, 1), check.at(7, 3)
+    rho = check._rho
+    assert len(rho) == 3 and r1 == rho[0] % P
+    assert r3 == (rho[0] + rho[1] * 7 + rho[2] * 49) % P
+    assert check.at(7, 2) == (rho[0] + rho[1] * 7) % P
+    assert shamir.RandomCheck().at(7, 3) != r3  # fresh coefficients per check (p = 2^-256)
+    # 5 points of f(x) = x^2 against threshold 2: of the interpolant's coefficients of degrees
+    # 4, 3, 2 (syndromes S_0, S_1, S_2) only the last one tested, S_2, is nonzero
+    xs = [1, 2, 3, 4, 5]
+    values = [(x * x,) for x in xs]
+    for c in (None, shamir.RandomCheck()):
+        with pytest.raises(TamperedShareError):
+            shamir.reconstruct_points(xs, values, threshold=2, secret_length=32, check=c)
+    # with threshold 3 the same points are a valid sharing of f(0) = 0
+    assert shamir.reconstruct_points(xs, values, threshold=3, secret_length=32,
+                                     check=shamir.RandomCheck()) == bytes(32)
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,7 @@ class SecAggServer(ServerParty):
         # values): the server's only per-client state, O(n k) of them.
         self._b_shares: dict[int, tuple[list[int], list[tuple[int, ...]]]] = {}
         self._k_shares: dict[int, tuple[list[int], list[tuple[int, ...]]]] = {}
+        self._check: shamir.RandomCheck | None = None  # drawn at the end of unmask
         self._result: AggregateOutcome | None = None
 
     # ------------------------------------------------------------------------------ contract
@@ -349,7 +350,7 @@ class SecAggServer(ServerParty):
             )
         try:
             return shamir.reconstruct_points(
-                indices, values, threshold=t, secret_length=_SECRET_BYTES
+                indices, values, threshold=t, secret_length=_SECRET_BYTES, check=self._check
             )
         except (TamperedShareError, InvalidShareError):
             raise ProtocolError(
@@ -371,6 +372,9 @@ class SecAggServer(ServerParty):
                 node_ids=sorted(responders),
             )
         total = self._sum
+        # one random check polynomial for every reconstruction of the round, drawn now that
+        # every share is in (see shamir.RandomCheck)
+        self._check = shamir.RandomCheck()
         for u in sorted(self.u3):
             b_seed = self._recover(u, self._b_shares.get(u), f"client {u}'s self-mask")
             prg.add_mask(
