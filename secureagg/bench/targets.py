@@ -10,6 +10,13 @@ target as ``"not measured"`` (never as met). All ratios are of figures measured 
   that at n = 100 (same d and dropout);
 * CKKS client (fresh encryption, no DP) at least as fast as bare TenSEAL's on FLARE's default
   context; Paillier server (default mode, no DP) at least as fast per value as ``phe``'s.
+
+The CKKS line is evaluated twice: for fresh encryption (``ckks``: all of the client's work is in
+the round) and for the pooled variant (``ckks:pooled``: the client's work *in the round*, its
+pool of encryptions of zero computed before the round and stated beside, in ``where``). FLARE's
+default context encrypts symmetrically, with the secret key on every client; our clients hold
+only the public key (a key holder decrypts), and a public-key encryption costs about twice a
+symmetric one in SEAL, so the fresh line compares two different trust models.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ def evaluate_targets(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     for protocol, peer_name, figure, text in (
         ("ckks", "tenseal", "client",
          "ckks client: bare TenSEAL (FLARE default context) / ours >= 1"),
+        ("ckks:pooled", "tenseal", "client",
+         "ckks:pooled client in the round: bare TenSEAL (FLARE default context) / ours >= 1"),
         ("paillier", "phe", "server", "paillier server per value: phe / ours >= 1"),
     ):
         for e in entries:
@@ -89,6 +98,11 @@ def evaluate_targets(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
                                 peer_key="client_seconds") if figure == "client" else
                      peer_ratio(e, peer_name, ours_key="server_seconds",
                                 peer_key="server_seconds"))
+            where = e["label"]
+            if protocol == "ckks:pooled":
+                offline = _med((e.get("figures") or {}).get("client_offline_seconds_max"))
+                where += (f"; the pool, before the round: {offline:.4g} s per client"
+                          if offline is not None else "")
             out.append(_target(f"{text} at n={c['n']} d={c['d']:g}", ratio, 1.0,
-                               at_most=False, where=e["label"]))
+                               at_most=False, where=where))
     return out

@@ -101,6 +101,22 @@ def test_targets_read_only_what_was_measured() -> None:
     assert all(t["met"] is None for t in evaluate_targets([]) if "completes" not in t["target"])
 
 
+def test_ckks_client_target_reads_fresh_and_pooled_apart() -> None:
+    """Fresh encryption is judged on all of the client's work; the pooled variant on its work in
+    the round, with the pool's offline seconds stated beside (never folded in silently)."""
+    peer = {"tenseal": {"client_seconds": _m(0.05), "values": 1000}}
+    fresh = _entry("ckks", 10, 1000, client=0.1, peers=peer)
+    pooled = _entry("ckks:pooled", 10, 1000, client=0.03, peers=peer)
+    pooled["figures"]["client_offline_seconds_max"] = _m(0.07)
+    got = {t["target"]: t for t in evaluate_targets([fresh, pooled])}
+    f = got["ckks client: bare TenSEAL (FLARE default context) / ours >= 1 at n=10 d=1000"]
+    assert f["measured"] == pytest.approx(0.5) and f["status"] == "missed"
+    p = got["ckks:pooled client in the round: bare TenSEAL (FLARE default context) / ours >= 1 "
+            "at n=10 d=1000"]
+    assert p["measured"] == pytest.approx(0.05 / 0.03) and p["status"] == "met"
+    assert "0.07 s per client" in p["where"]
+
+
 def _doc(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "format": "secureagg/bench/v1", "created_utc": "2026-12-06T00:00:00+00:00",
