@@ -349,11 +349,12 @@ class RandomCheck:
     ``2^-256`` per chunk (union bound over the calls). Not thread-safe; one per round.
     """
 
-    __slots__ = ("_rho", "_table")
+    __slots__ = ("_coefficients", "_rho", "_table")
 
     def __init__(self) -> None:
         self._rho: list[int] = []
         self._table: dict[int, list[int]] = {}  # x -> [R_1(x), R_2(x), ...]
+        self._coefficients: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
 
     def at(self, x: int, e: int) -> int:
         """``R_e(x) mod PRIME`` (``e >= 1``)."""
@@ -368,6 +369,29 @@ class RandomCheck:
                 row.append(acc)
                 power = power * x % PRIME
         return row[e - 1]
+
+    def coefficients(self, xs: tuple[int, ...], weights: Sequence[int], e: int
+                     ) -> tuple[int, ...]:
+        """``w_i R_e(x_i) mod PRIME`` for the points ``xs`` with barycentric weights ``weights``:
+        the check is then ``sum_i coefficient_i y_i == 0``. Cached per ``(xs, e)``."""
+        key = (xs, e)
+        got = self._coefficients.get(key)
+        if got is None:
+            got = tuple(w * self.at(x, e) % PRIME for w, x in zip(weights, xs, strict=True))
+            self._coefficients[key] = got
+        return got
+
+
+@functools.lru_cache(maxsize=256)
+def _point_coefficients(xs: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """For distinct share indices ``xs``: the barycentric weights ``w_i = 1 / prod_{k != i}(x_i -
+    x_k)`` and the Lagrange coefficients at 0, ``l_i = -Q w_i / x_i`` with ``Q = prod_k (-x_k)``,
+    mod PRIME. Cached: a SecAgg server on the complete graph reconstructs every secret from the
+    same responders."""
+    weights = _batch_inverse([d % PRIME for d in _denominators(xs)])
+    scale = -math.prod(xs) * (-1) ** len(xs) % PRIME  # -Q
+    return tuple(weights), tuple(scale * w * _inverse(x) % PRIME
+                                 for w, x in zip(weights, xs, strict=True))
 
 
 def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], *,
@@ -399,28 +423,25 @@ def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], 
         raise InvalidShareError(f"give {chunks} values for each of the {m} indices")
     if not all(type(v) is int and 0 <= v < PRIME for row in values for v in row):
         raise InvalidShareError("share values must be ints in [0, PRIME)")
-    weights = _batch_inverse([d % PRIME for d in _denominators(xs)])
-    scale = -math.prod(xs) * (-1) ** m  # -Q
-    inverses = [_inverse(x) for x in xs]
+    weights, at_zero = _point_coefficients(xs)
     out = bytearray()
     extra = m - threshold
-    combined = [check.at(x, extra) for x in xs] if check is not None and extra else None
+    combined = check.coefficients(xs, weights, extra) if check is not None and extra else None
     for chunk in range(chunks):
-        terms = [w * row[chunk] % PRIME for w, row in zip(weights, values, strict=True)]
-        value = scale * sum(map(operator.mul, terms, inverses)) % PRIME
+        column = [row[chunk] for row in values]
+        value = sum(map(operator.mul, at_zero, column)) % PRIME
         if combined is not None:
-            if sum(map(operator.mul, terms, combined)) % PRIME:
+            if sum(map(operator.mul, combined, column)) % PRIME:
                 raise TamperedShareError()
-            extra_steps = 0
-        else:
-            extra_steps = extra
-        for step in range(extra_steps):
-            if sum(terms) % PRIME:
-                raise TamperedShareError()
-            if step + 1 < extra_steps:  # unreduced: each step adds at most 16 bits
-                terms = [a * x for a, x in zip(terms, xs, strict=True)]
-                if step % 16 == 15:
-                    terms = [a % PRIME for a in terms]
+        elif extra:
+            terms = [w * y % PRIME for w, y in zip(weights, column, strict=True)]
+            for step in range(extra):
+                if sum(terms) % PRIME:
+                    raise TamperedShareError()
+                if step + 1 < extra:  # unreduced: each step adds at most 16 bits
+                    terms = [a * x for a, x in zip(terms, xs, strict=True)]
+                    if step % 16 == 15:
+                        terms = [a % PRIME for a in terms]
         size = min(CHUNK_BYTES, secret_length - chunk * CHUNK_BYTES)
         if value >> (8 * size):
             raise TamperedShareError()  # cannot be a chunk of this length

@@ -562,6 +562,25 @@ def test_reconstruct_points_catches_a_moved_index(check) -> None:
                                   check=shamir.RandomCheck() if check else None)
 
 
+def test_reconstruct_points_from_one_index_set_many_times() -> None:
+    """A complete-graph server reconstructs every secret from the same responders: the cached
+    coefficients of that index set serve every secret, and an altered share among them is still
+    caught after a cache hit."""
+    xs = list(range(3, 40, 2))
+    check = shamir.RandomCheck()
+    for k in range(4):
+        secret = bytes([k]) * 32
+        _, values = _points(shamir.split(secret, threshold=7, indices=xs))
+        for c in (None, check):
+            assert shamir.reconstruct_points(xs, values, threshold=7, secret_length=32,
+                                             check=c) == secret
+    values = [list(v) for v in values]
+    values[-1][0] = (values[-1][0] + 1) % P
+    for c in (None, check):
+        with pytest.raises(TamperedShareError):
+            shamir.reconstruct_points(xs, values, threshold=7, secret_length=32, check=c)
+
+
 def test_random_check_is_the_random_combination_of_the_syndromes() -> None:
     """R_e(x) = sum_{j<e} rho_j x^j, from fresh CSPRNG coefficients, extended as e grows; a
     points set whose only nonzero syndrome is the highest one is caught (the deterministic check
