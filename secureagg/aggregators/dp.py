@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-_RESERVED = ("bits", "scale", "noise_headroom", "client_noise", "max_weight")
+_RESERVED = ("bits", "scale", "noise_headroom", "client_noise", "integer_noise", "max_weight")
 
 
 class _PostProcessedServer(ServerParty):
@@ -431,8 +431,8 @@ def with_distributed_dp(
                 "clip or make them equal"
             )
         defaults = {"bits": None, "scale": None, "noise_headroom": 0, "client_noise": None,
-                    "max_weight": 1}
-        reserved = sorted(k for k in _RESERVED if options[k] != defaults[k])
+                    "integer_noise": None, "max_weight": 1}
+        reserved = sorted(k for k in _RESERVED if options.get(k) != defaults[k])
         if reserved:
             problems.append(f"{reserved} are set by distributed_dp (its plan); do not pass them")
     sink: object = privacy

@@ -28,7 +28,19 @@ aggregator: :func:`secureagg.aggregators.dp.with_distributed_dp` rebuilds it thr
 :meth:`SecAggAggregator.with_options` (``scale=1.0``: the clients' values are already integers);
 ``make_aggregator("secagg+", num_clients=n, distributed_dp=DistributedDP(...), privacy=acc)`` is
 the same wrapping, done by the registry. ``scale`` otherwise defaults to the largest that fits.
-This module does not import the DP layer.
+This module does not import the DP wrappers.
+
+``client_noise`` is a Python callable: it is not part of the round spec, so a party on another
+machine that rebuilds the aggregator from the spec (:func:`secureagg.aggregators.aggregator_for`)
+would add no noise. ``integer_noise={"mechanism": "ddgauss" | "skellam", "variance": v}`` is the
+same hook as a public, serialisable option: every client adds its own share of integer noise of
+variance ``v`` per coordinate (integer units, i.e. after ``scale``), drawn from its randomness
+keystream (label ``NOISE``) with :func:`secureagg.dp.noise.discrete_gaussian` (``sigma =
+sqrt(v)``) or :func:`secureagg.dp.noise.skellam`. It travels in the spec's options and in
+``parameters()``, so the in-process and the deployed rounds add exactly the same shares. It needs
+``noise_headroom > 0`` when ``v > 0`` (the caller reserves the tail of the summed noise), and
+refuses ``client_noise`` beside it. The accounting of that noise is the caller's (e.g.
+:class:`secureagg.ensemble.SecureVoteAggregator`).
 
 In the default ``threat="curious"`` mode the server is trusted to follow the protocol: one that
 deviates can recover a single client's input exactly (docs/secagg.md, "What curious mode gives
@@ -55,6 +67,7 @@ import numpy.typing as npt
 from secureagg.aggregators.registry import register
 from secureagg.crypto import labels, prg, signing
 from secureagg.crypto.encoding import FixedPointEncoder
+from secureagg.dp import noise as dp_noise
 from secureagg.errors import ConfigurationError
 from secureagg.protocols.base import Message, Provision, RoundFactory, check_update
 from secureagg.protocols.secagg.client import IntegerNoise, SecAggClient
@@ -98,6 +111,7 @@ class SecAggAggregator(RoundFactory):
         identity_keys: Mapping[int, signing.SigningKey] | None = None,
         model_digest: bytes = b"",
         client_noise: IntegerNoise | None = None,
+        integer_noise: Mapping[str, Any] | None = None,
     ) -> None:
         problems: list[str] = []
         if clip is None:
@@ -128,6 +142,7 @@ class SecAggAggregator(RoundFactory):
             problems.append(f"identity_keys must map client ids to SigningKey, got {type(keys)}")
         if not is_int(noise_headroom) or noise_headroom < 0:
             problems.append(f"noise_headroom must be an integer >= 0, got {noise_headroom!r}")
+        noise_option = _integer_noise(integer_noise, client_noise, noise_headroom, problems)
         params = self._choose(
             num_clients=num_clients,
             complete_graph=complete_graph is True,
@@ -166,7 +181,11 @@ class SecAggAggregator(RoundFactory):
         )
         self.max_weight = max_weight
         self._model_digest = model_digest
-        self.client_noise = client_noise
+        #: ``integer_noise`` as given, checked: ``{"mechanism", "variance"}`` or ``None``
+        self.integer_noise = noise_option
+        #: the clients' noise hook: ``client_noise``, or the share ``integer_noise`` describes
+        self.client_noise: IntegerNoise | None = (
+            client_noise if noise_option is None else self._integer_noise_share)
         self._contexts: SpecCache[RoundContext] = SpecCache()
         self._identity_keys = dict(identity_keys) if identity_keys is not None else None
         #: The constructor's arguments, so that a wrapper (distributed DP, malicious mode) builds
@@ -177,7 +196,7 @@ class SecAggAggregator(RoundFactory):
             "degree": degree, "threshold": threshold, "min_survivors": min_survivors,
             "bits": bits_given, "max_weight": max_weight, "noise_headroom": noise_headroom,
             "scale": scale, "identity_keys": identity_keys, "model_digest": model_digest,
-            "client_noise": client_noise,
+            "client_noise": client_noise, "integer_noise": noise_option,
         }
         #: The stages a client may drop at: this round's stage list (one declaration, in
         #: :data:`secureagg.protocols.secagg.context.STAGES`).
@@ -286,12 +305,27 @@ class SecAggAggregator(RoundFactory):
             "max_weight": self.max_weight,
             "error_bound": self.error_bound(),
             **({"threat_model_note": CURIOUS_MODE_NOTE} if p.threat == "curious" else {}),
+            **({} if self.integer_noise is None else {"integer_noise": dict(self.integer_noise)}),
         }
 
     def spec_options(self) -> dict[str, Any]:
         secret_or_derived = ("num_clients", "complete_graph", "identity_keys", "model_digest",
-                             "client_noise")
-        return {k: v for k, v in self.options.items() if k not in secret_or_derived}
+                             "client_noise", "integer_noise")
+        out = {k: v for k, v in self.options.items() if k not in secret_or_derived}
+        if self.integer_noise is not None:  # absent otherwise: other specs keep their bytes
+            out["integer_noise"] = dict(self.integer_noise)
+        return out
+
+    def _integer_noise_share(
+        self, count: int, stream: prg.Keystream | None
+    ) -> npt.NDArray[np.int64]:
+        """One client's share of ``integer_noise`` for ``count`` values, from its keystream."""
+        option = self.integer_noise
+        if option is None:  # pragma: no cover - only installed with the option
+            raise ConfigurationError("no integer_noise option")
+        if option["mechanism"] == "skellam":
+            return dp_noise.skellam(option["variance"], count, stream)
+        return dp_noise.discrete_gaussian(math.sqrt(option["variance"]), count, stream)
 
     def model_digest(self) -> bytes:
         return self._model_digest
@@ -483,6 +517,43 @@ class SecAggAggregator(RoundFactory):
             context=b"identity" + struct.pack(">I", u),
         )
         return signing.SigningKey.from_private_bytes(stream.read(32))
+
+
+#: The mechanisms of ``integer_noise``, and the largest per-client variance (the samplers' own
+#: limits: a discrete Gaussian sigma of at most 2^25, a Skellam variance of at most 2^50).
+_NOISE_MECHANISMS = ("ddgauss", "skellam")
+_MAX_NOISE_VARIANCE = 2.0**50
+
+
+def _integer_noise(option: object, client_noise: object, noise_headroom: object,
+                   problems: list[str]) -> dict[str, Any] | None:
+    """``integer_noise`` checked and normalised (``{"mechanism": str, "variance": float}``), or
+    ``None``; its problems appended."""
+    if option is None:
+        return None
+    before = len(problems)
+    if client_noise is not None:
+        problems.append("give either client_noise (a callable) or integer_noise (the spec "
+                        "option), not both")
+    if not isinstance(option, Mapping) or set(option) != {"mechanism", "variance"}:
+        problems.append("integer_noise must be a dict with exactly the keys 'mechanism' "
+                        "('ddgauss' or 'skellam') and 'variance' (per client and coordinate, "
+                        f"integer units), got {option!r}")
+        return None
+    mechanism, variance = option["mechanism"], option["variance"]
+    if mechanism not in _NOISE_MECHANISMS:
+        problems.append(f"integer_noise mechanism must be 'ddgauss' or 'skellam', got "
+                        f"{mechanism!r}")
+    if not (isinstance(variance, int | float) and not isinstance(variance, bool)
+            and math.isfinite(variance) and 0 <= variance <= _MAX_NOISE_VARIANCE):
+        problems.append(f"integer_noise variance must be a finite number in [0, 2^50] "
+                        f"(per client and coordinate, integer units), got {variance!r}")
+    elif variance > 0 and is_int(noise_headroom) and noise_headroom == 0:
+        problems.append("integer_noise needs noise_headroom > 0: the integer tail bound of the "
+                        "summed noise, reserved by the encoder's no-overflow proof")
+    if len(problems) > before:
+        return None
+    return {"mechanism": str(mechanism), "variance": float(variance)}
 
 
 def _secagg(**kwargs: Any) -> RoundFactory:
