@@ -142,7 +142,9 @@ def test_predictions_are_eval_mode_probabilities_per_party() -> None:
     for p in (0, 1):
         assert probs[p].shape == (40, 10) and probs[p].dtype == np.float64
         assert np.allclose(probs[p].sum(axis=1), 1.0)
-        assert np.array_equal(probs[p], again[p])  # dropout is off: eval mode
+        # dropout is off (eval mode): batches of 7 and of 40 agree up to float32 summation
+        # order (the matrix product's blocking depends on the batch and torch's threads)
+        assert np.allclose(probs[p], again[p], rtol=1e-5, atol=1e-7)
     labels = teachers.predict(x)
     assert all(np.array_equal(labels[p], probs[p].argmax(axis=1)) for p in (0, 1))
     data = load_digits_federated(num_clients=3, alpha=100.0, seed=0)
