@@ -291,12 +291,21 @@ def _ensemble_problems(args: argparse.Namespace, problems: list[str]) -> list[st
         problems.append(f"--seed must be a non-negative integer, got {args.seed}")
     for option, value in (("--selftest", args.selftest), ("--threat", args.threat),
                           ("--quick", args.quick), ("--no-dp", args.no_dp),
-                          ("--rounds", args.rounds), ("--dim", args.dim),
-                          ("--tls", getattr(args, "tls", False))):
+                          ("--rounds", args.rounds), ("--dim", args.dim)):
         if value not in (None, False):
             problems.append(f"{option} does not apply to 'secureagg demo ensemble'")
-    if getattr(args, "engine", "local") != "local":
-        problems.append("'secureagg demo ensemble' runs on the local engine only")
+    flower = getattr(args, "engine", "local") == "flower"
+    if getattr(args, "tls", False) and not flower:
+        problems.append("--tls applies only with --engine flower")
+    if flower and args.dropout:
+        problems.append("--dropout simulates dropouts; with --engine flower dropouts are real "
+                        "(a node that misses a stage's deadline), so leave --dropout out")
+    if flower and str(args.workers) not in ("1", "None"):
+        problems.append("--workers applies to the local engine; with --engine flower every "
+                        "party's node trains its own teacher")
+    if flower and args.clients is not None and args.clients > 32:
+        problems.append(f"--engine flower starts one SuperNode per party on this machine: "
+                        f"--clients must be at most 32, got {args.clients}")
     if args.protocol not in (None, "secagg+", "secagg"):
         problems.append("'secureagg demo ensemble' sums the votes with --protocol secagg+ "
                         f"(default) or secagg, got {args.protocol!r}")
@@ -312,11 +321,14 @@ def _ensemble_problems(args: argparse.Namespace, problems: list[str]) -> list[st
 
 
 def _cmd_demo_ensemble(args: argparse.Namespace) -> int:
-    """``secureagg demo ensemble``: :func:`secureagg.demos.ensemble.run_ensemble_demo`."""
+    """``secureagg demo ensemble``: :func:`secureagg.demos.ensemble.run_ensemble_demo`, or with
+    ``--engine flower`` :func:`secureagg.demos.ensemble_flower.run_ensemble_flower_demo`."""
     try:
         from secureagg.demos.ensemble import DEFAULTS, run_ensemble_demo
     except ImportError as exc:
         raise _CliError(f"the ensemble demo needs the 'dp' extra (torch): {exc}") from None
+    if getattr(args, "engine", "local") == "flower":
+        return _cmd_demo_ensemble_flower(args)
     out = _run_dir(args.out, "ensemble")
     results = run_ensemble_demo(
         out=out,
@@ -331,6 +343,36 @@ def _cmd_demo_ensemble(args: argparse.Namespace) -> int:
         seed=args.seed,
         quiet=bool(getattr(args, "quiet", False)),
     )
+    _ensemble_json(args, results, out)
+    return EXIT_OK
+
+
+def _cmd_demo_ensemble_flower(args: argparse.Namespace) -> int:
+    """``secureagg demo ensemble --engine flower``: every party on its own SuperNode."""
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is None:
+        raise MissingDependencyError("flwr", "flower")
+    from secureagg.demos.ensemble_flower import FLOWER_DEFAULTS, run_ensemble_flower_demo
+
+    out = _run_dir(args.out, "ensemble-flower")
+    queries = args.queries if args.queries is not None else FLOWER_DEFAULTS["queries"]
+    results = run_ensemble_flower_demo(
+        out=out,
+        parties=args.clients if args.clients is not None else FLOWER_DEFAULTS["parties"],
+        queries=queries,
+        batch=max(1, math.ceil(queries / 2)),  # two batches: the second uses the kept teachers
+        epsilon=args.epsilon if args.epsilon is not None else 8.0,
+        protocol=args.protocol or "secagg+",
+        seed=args.seed,
+        tls=bool(getattr(args, "tls", False)),
+        quiet=bool(getattr(args, "quiet", False)),
+    )
+    _ensemble_json(args, results, out)
+    return EXIT_OK
+
+
+def _ensemble_json(args: argparse.Namespace, results: dict[str, Any], out: Any) -> None:
     if getattr(args, "json", False):
         print(json.dumps({
             "ensemble_accuracy": results["ensemble_accuracy"],
@@ -340,7 +382,6 @@ def _cmd_demo_ensemble(args: argparse.Namespace) -> int:
             "queries_answered": results["queries_answered"],
             "run_dir": str(out),
         }))
-    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -41,7 +41,18 @@ from secureagg.audit.rundir import RunDirectory
 from secureagg.demos.data import permutation, split_stream
 from secureagg.errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["DEFAULTS", "calibrate_sigma", "run_ensemble_demo"]
+__all__ = [
+    "DEFAULTS",
+    "answer_batches",
+    "build_aggregator",
+    "calibrate_sigma",
+    "check_settings",
+    "querier_results",
+    "reference_results",
+    "run_ensemble_demo",
+    "table",
+    "write_run",
+]
 
 DEFAULTS: dict[str, Any] = {
     "parties": 100,
@@ -222,6 +233,150 @@ def _student(x_public: Any, histograms: dict[int, npt.NDArray[np.float64]], nois
     }
 
 
+def check_settings(*, queries: int, batch: int, epsilon: float, dropout: float) -> None:
+    """The demo's settings, every problem listed at once (:class:`ConfigurationError`)."""
+    problems = []
+    if not (isinstance(queries, int) and 1 <= queries <= DEFAULTS["public"]):
+        problems.append(f"queries must be in 1..{DEFAULTS['public']} (the public pool)")
+    if not (isinstance(batch, int) and batch >= 1):
+        problems.append("batch must be an integer >= 1")
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        problems.append(f"epsilon must be a positive number, got {epsilon}")
+    if not (0.0 <= dropout < 0.5):
+        problems.append(f"dropout must be in [0, 0.5), got {dropout}")
+    if problems:
+        raise ConfigurationError(problems)
+
+
+def build_aggregator(parties: int, *, queries: int, batch: int, epsilon: float, delta: float,
+                     dropout: float, protocol: str, seed: int | None) -> Any:
+    """The querier's :class:`SecureVoteAggregator` for ``parties`` voters, its noise calibrated
+    so that every batch fits ``epsilon`` in the worst case of dropouts."""
+    from secureagg.ensemble.aggregate import SecureVoteAggregator
+
+    noise_seed = None if seed is None else seed.to_bytes(8, "big")
+
+    def make(sigma: float, budget: float | None = epsilon) -> SecureVoteAggregator:
+        return SecureVoteAggregator(
+            parties, NUM_CLASSES, sigma=sigma, expected_dropout=dropout, delta=delta,
+            budget_epsilon=budget, protocol=protocol,  # type: ignore[arg-type]
+            seed=noise_seed,
+        )
+
+    sigma = calibrate_sigma(make, batches=math.ceil(queries / batch), batch=batch,
+                            epsilon=epsilon)
+    return make(sigma)
+
+
+def answer_batches(agg: Any, *, asked: npt.NDArray[np.int64], batch: int, voters: Sequence[int],
+                   answer: Callable[[int, int, int], Any], say: Callable[[str], None]
+                   ) -> dict[str, Any]:
+    """Every batch of the ``asked`` public points: ``answer(b, lo, hi)`` answers batch ``b``
+    (queries ``asked[lo:hi]``) and returns its :class:`~secureagg.ensemble.aggregate.
+    BatchResult`; the released labels and histograms by public index, a record per batch, the
+    transcript with the parties' ids, and the seconds of secure aggregation."""
+    queries = len(asked)
+    batches = math.ceil(queries / batch)
+    labels: dict[int, int] = {}
+    histograms: dict[int, npt.NDArray[np.float64]] = {}
+    records: list[dict[str, Any]] = []
+    transcript: list[dict[str, Any]] = []
+    seconds = 0.0
+    for b in range(batches):
+        lo, hi = b * batch, min(queries, (b + 1) * batch)
+        res = answer(b, lo, hi)
+        seconds += res.seconds
+        records.append({
+            "batch": b, "queries": [int(i) for i in asked[lo:hi]], "answered": res.answered,
+            "survivors": [voters[i] for i in res.survivors], "dropped":
+            {str(voters[i]): s for i, s in res.dropped.items()},
+            "refused": {str(voters[i]): r for i, r in res.refused.items()},
+            "absent": [voters[i] for i in res.absent],
+            "noise_std": res.noise_std, "epsilon_after": res.epsilon_after,
+            "stopped_by_budget": res.stopped_by_budget, "aborted": res.aborted,
+            "seconds": res.seconds,
+        })
+        transcript.extend(_party_ids(line, voters) for line in res.transcript)
+        if res.answered and res.labels is not None:
+            for j, label in enumerate(res.labels):
+                labels[int(asked[lo + j])] = int(label)
+            if res.noisy_histogram is not None:
+                for j, row in enumerate(res.noisy_histogram):
+                    histograms[int(asked[lo + j])] = row
+        say(f"  batch {b + 1}/{batches}: {'answered' if res.answered else 'NOT answered'}, "
+            f"{len(res.survivors)} parties in the sum, ε so far {res.epsilon_after:.3f}, "
+            f"{res.seconds:.2f} s")
+    return {"labels": labels, "histograms": histograms, "records": records,
+            "transcript": transcript, "seconds": seconds}
+
+
+def querier_results(agg: Any, answered: dict[str, Any], data: dict[str, Any], *, settings:
+                    dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """What the querier learned (its labels' accuracy, its student) and spent (ε)."""
+    labels = answered["labels"]
+    truth = data["y_public"]
+    eps_final = agg.epsilon()
+    report = agg.report()
+    return {
+        "status": "completed",
+        "settings": {**settings, "mechanism": "ddgauss", "sigma": agg.sigma,
+                     "seeded": seed is not None},
+        "private_label_accuracy":
+            float(np.mean([labels[i] == truth[i] for i in labels])) if labels else 0.0,
+        "queries_answered": len(labels),
+        **_student(data["x_public"], answered["histograms"], agg.sigma, data["x_test"],
+                   data["y_test"], truth, seed),
+        "epsilon": {"party_level": eps_final, "record_level": eps_final,
+                    "delta": settings["delta"], "budget": settings["epsilon"],
+                    "adjacency": report.get("adjacency")},
+        "aggregation_seconds": answered["seconds"],
+        "batches": answered["records"],
+        "privacy": report,
+    }
+
+
+def reference_results(teachers: Any, data: dict[str, Any], voters: Sequence[int], *,
+                      seed: int | None) -> dict[str, Any]:
+    """The non-private figures of the teachers: their accuracy, the plurality vote's, and the
+    secure ensemble inference (the mean of their probabilities under SecAgg+, no DP)."""
+    import torch
+
+    from secureagg.ensemble.inference import combine_predictions
+
+    x_test, y_test = torch.from_numpy(data["x_test"]), data["y_test"]
+    test_pred = teachers.predict(x_test)
+    teacher_acc = [float((test_pred[p] == y_test).mean()) for p in voters]
+    ensemble_acc = float((_plurality([test_pred[p] for p in voters], len(y_test)) == y_test
+                          ).mean())
+    probs = teachers.predict_proba(x_test)
+    combined = combine_predictions({p: probs[p] for p in voters}, protocol="secagg+", seed=seed)
+    return {"teacher_accuracy_mean": float(np.mean(teacher_acc)),
+            "ensemble_accuracy": ensemble_acc,
+            "secure_inference": {"accuracy": float((combined.labels == y_test).mean()),
+                                 **combined.summary()}}
+
+
+def write_run(out: Path, results: dict[str, Any], agg: Any, transcript: Sequence[Any], *,
+              voters: Sequence[int], seed: int | None, engine: str = "local") -> None:
+    """The run directory ``secureagg audit`` reads: config, results, ledgers, transcript, seal."""
+    settings = results["settings"]
+    run = RunDirectory(out)
+    report = agg.report()
+    run.write_json("config.json", {
+        "command": "demo ensemble", "engine": engine, "protocol": settings["protocol"],
+        "parties": list(voters), "parameters": report["protocol"], "settings": settings,
+        "privacy": {"kind": "private ensemble (GNMax)", "mechanism": "ddgauss",
+                    "budget_epsilon": settings["epsilon"], "delta": settings["delta"],
+                    "adjacency": report.get("adjacency")},
+        "seeded": seed is not None, "seed": seed, "secureagg_version": secureagg.__version__})
+    run.write_json("ensemble.json", json.loads(json.dumps(results, default=_jsonable)))
+    run.write_json("ensemble_ledger.json", agg.ledger())
+    run.write_json("privacy_ledger.json", agg.run_ledger())
+    if transcript:
+        run.write_transcript(transcript)
+    run.seal(kind="ensemble")
+
+
 def run_ensemble_demo(
     *,
     out: Path,
@@ -241,8 +396,8 @@ def run_ensemble_demo(
     """Run the demo (module docstring); returns the results written to ``ensemble.json``.
 
     ``time_sequential=False`` skips the sequential training that is there only to time it."""
-    from secureagg.ensemble.aggregate import SecureVoteAggregator
-    from secureagg.ensemble.inference import combine_predictions
+    import torch
+
     from secureagg.ensemble.teachers import train_teachers
     from secureagg.ensemble.votes import encode_votes
 
@@ -252,17 +407,7 @@ def run_ensemble_demo(
         if not quiet:
             print(text, file=stream, flush=True)
 
-    problems = []
-    if not (isinstance(queries, int) and 1 <= queries <= DEFAULTS["public"]):
-        problems.append(f"queries must be in 1..{DEFAULTS['public']} (the public pool)")
-    if not (isinstance(batch, int) and batch >= 1):
-        problems.append("batch must be an integer >= 1")
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        problems.append(f"epsilon must be a positive number, got {epsilon}")
-    if not (0.0 <= dropout < 0.5):
-        problems.append(f"dropout must be in [0, 0.5), got {dropout}")
-    if problems:
-        raise ConfigurationError(problems)
+    check_settings(queries=queries, batch=batch, epsilon=epsilon, dropout=dropout)
     t_start = time.perf_counter()
     data = _split(parties, DEFAULTS["test"], DEFAULTS["public"])
     loaders = _loaders(data["parts"])
@@ -280,114 +425,39 @@ def run_ensemble_demo(
         f"({teachers.workers} workers) {teachers.wall_seconds:.1f} s; "
         f"{len(teachers.failures)} failed")
     voters = list(teachers.parties)
-    import torch
-
-    def predictions(x: Any) -> dict[int, npt.NDArray[np.int64]]:
-        out_: dict[int, npt.NDArray[np.int64]] = teachers.predict(torch.from_numpy(x))
-        return out_
-
-    test_pred = predictions(data["x_test"])
-    teacher_acc = [float((test_pred[p] == data["y_test"]).mean()) for p in voters]
-    ensemble_acc = float(
-        (_plurality([test_pred[p] for p in voters], len(data["y_test"])) == data["y_test"]).mean()
-    )
-    batches = math.ceil(queries / batch)
     n = len(voters)
-    noise_seed = None if seed is None else seed.to_bytes(8, "big")
-
-    def make(sigma: float, budget: float | None = epsilon) -> SecureVoteAggregator:
-        return SecureVoteAggregator(
-            n, NUM_CLASSES, sigma=sigma, expected_dropout=dropout, delta=delta,
-            budget_epsilon=budget, protocol=protocol,  # type: ignore[arg-type]
-            seed=noise_seed,
-        )
-
-    sigma = calibrate_sigma(make, batches=batches, batch=batch, epsilon=epsilon)
-    agg = make(sigma)
-    say(f"GNMax noise sigma {sigma:.2f} vote counts ({n} parties, {batches} batches of "
-        f"{batch} queries, budget ε = {epsilon:g} at δ = {delta:g}, worst case of dropouts)")
+    agg = build_aggregator(n, queries=queries, batch=batch, epsilon=epsilon, delta=delta,
+                           dropout=dropout, protocol=protocol, seed=seed)
+    say(f"GNMax noise sigma {agg.sigma:.2f} vote counts ({n} parties, "
+        f"{math.ceil(queries / batch)} batches of {batch} queries, budget ε = {epsilon:g} at "
+        f"δ = {delta:g}, worst case of dropouts)")
     asked = choose_queries(data["x_public"], queries)  # public inputs only: no privacy cost
-    public_pred = predictions(data["x_public"][asked])
-    labels: dict[int, int] = {}
-    histograms: dict[int, npt.NDArray[np.float64]] = {}
-    records: list[dict[str, Any]] = []
-    transcript: list[dict[str, Any]] = []
+    public_pred = teachers.predict(torch.from_numpy(data["x_public"][asked]))
     drop_stream = split_stream(os.urandom(32) if seed is None else seed, context=b"dropouts")
-    agg_seconds = 0.0
-    for b in range(batches):
-        lo, hi = b * batch, min(queries, (b + 1) * batch)
+
+    def answer(b: int, lo: int, hi: int) -> Any:
         votes = {i: encode_votes("one-hot", public_pred[p][lo:hi], NUM_CLASSES)
                  for i, p in enumerate(voters)}
         k = math.floor(dropout * n)  # parties silent from the masked stage, drawn by the CSPRNG
         dropped = {int(i): "masked" for i in permutation(n, drop_stream)[:k]}
-        res = agg.aggregate(votes, dropouts=dropped)
-        agg_seconds += res.seconds
-        record = {
-            "batch": b, "queries": [int(i) for i in asked[lo:hi]], "answered": res.answered,
-            "survivors": [voters[i] for i in res.survivors], "dropped":
-            {str(voters[i]): s for i, s in res.dropped.items()},
-            "refused": {str(voters[i]): r for i, r in res.refused.items()},
-            "absent": [voters[i] for i in res.absent],
-            "noise_std": res.noise_std, "epsilon_after": res.epsilon_after,
-            "stopped_by_budget": res.stopped_by_budget, "aborted": res.aborted,
-            "seconds": res.seconds,
-        }
-        records.append(record)
-        transcript.extend(_party_ids(line, voters) for line in res.transcript)
-        if res.answered and res.labels is not None:
-            for j, label in enumerate(res.labels):
-                labels[int(asked[lo + j])] = int(label)
-            if res.noisy_histogram is not None:
-                for j, row in enumerate(res.noisy_histogram):
-                    histograms[int(asked[lo + j])] = row
-        say(f"  batch {b + 1}/{batches}: {'answered' if res.answered else 'NOT answered'}, "
-            f"{len(res.survivors)} parties in the sum, ε so far {res.epsilon_after:.3f}, "
-            f"{res.seconds:.2f} s")
-    truth = data["y_public"]
-    label_acc = float(np.mean([labels[i] == truth[i] for i in labels])) if labels else 0.0
-    student = _student(data["x_public"], histograms, sigma, data["x_test"], data["y_test"],
-                       truth, seed)
-    probs = teachers.predict_proba(torch.from_numpy(data["x_test"]))
-    combined = combine_predictions({p: probs[p] for p in voters}, protocol="secagg+", seed=seed)
-    inference_acc = float((combined.labels == data["y_test"]).mean())
-    eps_final = agg.epsilon()
-    results: dict[str, Any] = {
-        "status": "completed",
-        "settings": {"parties": parties, "queries": queries, "batch": batch, "epsilon": epsilon,
-                     "delta": delta, "dropout": dropout, "protocol": protocol,
-                     "mechanism": "ddgauss", "sigma": sigma, "seeded": seed is not None},
-        "teachers": {"parties": voters, "failures": list(teachers.failures),
-                     "accuracy_mean": float(np.mean(teacher_acc)),
-                     "sequential_seconds": sequential_seconds,
-                     "parallel_seconds": teachers.wall_seconds, "workers": teachers.workers},
-        "ensemble_accuracy": ensemble_acc,
-        "private_label_accuracy": label_acc,
-        "queries_answered": len(labels),
-        **student,
-        "secure_inference": {"accuracy": inference_acc, **combined.summary()},
-        "epsilon": {"party_level": eps_final, "record_level": eps_final, "delta": delta,
-                    "budget": epsilon, "adjacency": agg.report().get("adjacency")},
-        "aggregation_seconds": agg_seconds,
-        "batches": records,
-        "privacy": agg.report(),
-    }
+        return agg.aggregate(votes, dropouts=dropped)
+
+    answered = answer_batches(agg, asked=asked, batch=batch, voters=voters, answer=answer,
+                              say=say)
+    settings = {"parties": parties, "queries": queries, "batch": batch, "epsilon": epsilon,
+                "delta": delta, "dropout": dropout, "protocol": protocol}
+    results = querier_results(agg, answered, data, settings=settings, seed=seed)
+    reference = reference_results(teachers, data, voters, seed=seed)
+    results["teachers"] = {"parties": voters, "failures": list(teachers.failures),
+                           "accuracy_mean": reference["teacher_accuracy_mean"],
+                           "sequential_seconds": sequential_seconds,
+                           "parallel_seconds": teachers.wall_seconds,
+                           "workers": teachers.workers}
+    results["ensemble_accuracy"] = reference["ensemble_accuracy"]
+    results["secure_inference"] = reference["secure_inference"]
     results["seconds"] = time.perf_counter() - t_start
-    _table(results, say)
-    run = RunDirectory(out)
-    report = agg.report()
-    run.write_json("config.json", {
-        "command": "demo ensemble", "protocol": protocol, "parties": voters,
-        "parameters": report["protocol"], "settings": results["settings"],
-        "privacy": {"kind": "private ensemble (GNMax)", "mechanism": "ddgauss",
-                    "budget_epsilon": epsilon, "delta": delta,
-                    "adjacency": report.get("adjacency")},
-        "seeded": seed is not None, "seed": seed, "secureagg_version": secureagg.__version__})
-    run.write_json("ensemble.json", json.loads(json.dumps(results, default=_jsonable)))
-    run.write_json("ensemble_ledger.json", agg.ledger())
-    run.write_json("privacy_ledger.json", agg.run_ledger())
-    if transcript:
-        run.write_transcript(transcript)
-    run.seal(kind="ensemble")
+    table(results, say)
+    write_run(out, results, agg, answered["transcript"], voters=voters, seed=seed)
     say(f"\nfinished in {results['seconds']:.0f} s; the run directory is {out} "
         f"(secureagg audit {out})")
     return results
@@ -416,24 +486,36 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
-def _table(r: dict[str, Any], say: Callable[[str], None]) -> None:
+def _seconds(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f} s"
+
+
+def table(r: dict[str, Any], say: Callable[[str], None]) -> None:
+    """The demo's table (both engines)."""
     t = r["teachers"]
     eps = r["epsilon"]
     rows = [
-        ("teachers (mean accuracy)", f"{t['accuracy_mean']:.1%}"),
-        ("non-private ensemble accuracy", f"{r['ensemble_accuracy']:.1%}"),
+        ("teachers (mean accuracy)", _pct(t["accuracy_mean"])),
+        ("non-private ensemble accuracy", _pct(r["ensemble_accuracy"])),
         ("private labels' accuracy", f"{r['private_label_accuracy']:.1%}"),
         ("student accuracy (label propagation)", _pct(r["student_accuracy"])),
         ("student on private labels only", _pct(r["student_private_labels_only_accuracy"])),
-        ("secure ensemble inference (no DP)", f"{r['secure_inference']['accuracy']:.1%}"),
+        ("secure ensemble inference (no DP)", _pct(r["secure_inference"]["accuracy"])),
         ("queries answered", f"{r['queries_answered']} of {r['settings']['queries']}"),
         ("ε per party = ε per record", f"{eps['party_level']:.3f} (δ = {eps['delta']:g}, "
                                        f"budget {eps['budget']:g}; upper bound)"),
-        ("training, sequential", "-" if t["sequential_seconds"] is None
-         else f"{t['sequential_seconds']:.1f} s"),
-        (f"training, parallel ({t['workers']} workers)", f"{t['parallel_seconds']:.1f} s"),
-        ("secure aggregation (all batches)", f"{r['aggregation_seconds']:.2f} s"),
+        ("training, sequential", _seconds(t["sequential_seconds"])),
     ]
+    if "nodes" in t:  # on Flower: every party's node trained its own teacher
+        rows += [
+            (f"training on {t['nodes']} nodes, slowest node", _seconds(t["parallel_seconds"])),
+            ("  + one-time imports, slowest node", _seconds(t.get("node_startup_seconds_max"))),
+            ("  first batch's vote stage (wall)", _seconds(t.get("train_stage_seconds"))),
+        ]
+    else:
+        rows.append((f"training, parallel ({t['workers']} workers)",
+                     _seconds(t["parallel_seconds"])))
+    rows.append(("secure aggregation (all batches)", _seconds(r["aggregation_seconds"], 2)))
     say("")
     for name, value in rows:
         say(f"  {name:<38} {value}")

@@ -2,8 +2,11 @@
 secure aggregation with distributed DP (PATE / GNMax) - or under CKKS, the key holder adding the
 noise (:class:`CkksVoteAggregator`) - or averaged for joint predictions.
 
-The vote path imports neither torch nor opacus; :mod:`secureagg.ensemble.teachers` (torch) is
-imported on its own. See ``docs/ensemble.md`` and ``protocols/ensemble/spec.md``.
+With the votes computed on the parties' own machines, a batch is answered by
+:meth:`SecureVoteAggregator.answer_deployed` (:mod:`secureagg.ensemble.deployed`; on Flower:
+:mod:`secureagg.flower.ensemble`). The vote path imports neither torch nor opacus;
+:mod:`secureagg.ensemble.teachers` (torch) is imported on its own. See ``docs/ensemble.md``
+and ``protocols/ensemble/spec.md``.
 """
 
 from __future__ import annotations

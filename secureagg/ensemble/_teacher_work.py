@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -80,7 +80,8 @@ class _Job:
 
     make_model: Callable[[], Any]
     train: Callable[..., Any]
-    loaders: Sequence[Any]
+    #: party -> its loader (a sequence indexed by party, or one party's node: {party: loader})
+    loaders: Sequence[Any] | Mapping[int, Any]
     optimizer: Callable[[Any], Any] | None
     dp: TeacherDP | None
     seed: bytes | int | None

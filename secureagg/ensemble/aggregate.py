@@ -10,7 +10,9 @@ Parties (teachers), a server and a querier. For a batch of ``Q`` queries over ``
 2. *one* SecAgg+ round carries the whole batch: each party's input is its ``Q*C`` integer votes
    (row-major: query ``i``, class ``j`` at ``i*C + j``) plus its share of integer noise
    (discrete Gaussian or Skellam) of variance ``sigma² scale² / provisioned``, added *before*
-   masking (:class:`~secureagg.aggregators.secagg.SecAggAggregator`'s ``client_noise``);
+   masking (:class:`~secureagg.aggregators.secagg.SecAggAggregator`'s ``integer_noise``, an
+   option of the public round spec, so a party rebuilt from the spec on its own machine adds
+   the same share);
 3. the server unmasks the sum of the survivors' noisy votes - the noisy histogram, and nothing
    else - and hands it to the querier; the label of query ``i`` is ``argmax_j`` of row ``i``.
 
@@ -42,21 +44,23 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from secureagg.aggregators import make_aggregator
-from secureagg.crypto import prg
-from secureagg.dp import noise, rdp
+from secureagg.dp import rdp
 from secureagg.dp.events import EventSink
 from secureagg.ensemble.accounting import Mechanism, VoteAccountant
 from secureagg.ensemble.votes import VoteKind, VoteSpec, encode_votes
 from secureagg.errors import ConfigurationError, InsufficientSurvivors
-from secureagg.transport.results import transcript_lines
+from secureagg.transport.results import SimulationResult, transcript_lines
 from secureagg.transport.simulator import simulate
 from secureagg.validation import is_int, is_positive_real, is_rate
+
+if TYPE_CHECKING:
+    from secureagg.ensemble.deployed import VoteDeployment
 
 __all__ = ["BatchResult", "SecureVoteAggregator", "encode_votes"]
 
@@ -158,12 +162,10 @@ class _VoteBatches:
         if unknown:
             raise ConfigurationError(f"unknown party ids {unknown[:10]} (parties are 0..{n - 1})")
         q = self._num_queries(votes_by_party, num_queries)
-        batch = self._batch
-        self._batch += 1
-
-        admitted, worst = self.accountant.admit(batch=batch, queries=q)
-        if not admitted:
-            return self._unanswered(batch, stopped_by_budget=True)
+        admitted = self._admit(q)
+        if isinstance(admitted, BatchResult):
+            return admitted
+        batch, worst = admitted
 
         width = q * self.num_classes
         updates: list[list[FloatArray]] = []
@@ -188,8 +190,9 @@ class _VoteBatches:
         drop_map = {**requested, **silent}  # a party with no valid vote never speaks
 
         t0 = time.perf_counter()
+        outcome: SimulationResult | InsufficientSurvivors
         try:
-            res = simulate(
+            outcome = simulate(
                 self._agg,
                 updates,
                 dropouts=drop_map,
@@ -198,29 +201,58 @@ class _VoteBatches:
                 session_id=None if self.seed is not None else self._session_id,
             )
         except InsufficientSurvivors as exc:
-            self.accountant.record_failed(batch=batch, queries=q, reason=str(exc))
+            outcome = exc
+        return self._settle(batch, q, worst, outcome, seconds=time.perf_counter() - t0,
+                            refused=refused, absent=tuple(absent), dropped=requested,
+                            silent=silent)
+
+    def _admit(self, queries: int) -> tuple[int, float] | BatchResult:
+        """The next batch number and its worst-case ε if the budget admits a batch of
+        ``queries`` queries; else the unanswered batch (the budget stop is on the ledger)."""
+        batch = self._batch
+        self._batch += 1
+        admitted, worst = self.accountant.admit(batch=batch, queries=queries)
+        if not admitted:
+            return self._unanswered(batch, stopped_by_budget=True)
+        return batch, worst
+
+    def _settle(
+        self,
+        batch: int,
+        queries: int,
+        worst: float,
+        outcome: SimulationResult | InsufficientSurvivors,
+        *,
+        seconds: float,
+        refused: Mapping[int, str],
+        absent: tuple[int, ...],
+        dropped: Mapping[int, str],
+        silent: Mapping[int, str],
+    ) -> BatchResult:
+        """After a batch's secure round (in-process or deployed): account it and say what it
+        released. ``outcome`` is the round's result, or the abort (then nothing was released
+        and nothing is spent). ``dropped``: the parties that went silent mid-round (party ->
+        stage), ``silent``: those that never took part (no valid vote)."""
+        if isinstance(outcome, InsufficientSurvivors):
+            self.accountant.record_failed(batch=batch, queries=queries, reason=str(outcome))
             return self._unanswered(
-                batch,
-                refused=refused,
-                absent=tuple(absent),
-                dropped=requested,
-                aborted=str(exc),
-                seconds=time.perf_counter() - t0,
+                batch, refused=dict(refused), absent=absent, dropped=dict(dropped),
+                aborted=str(outcome), seconds=seconds,
                 transcript=tuple(transcript_lines(
-                    batch, (), up=getattr(exc, "transcript", None) or (),
-                    down=getattr(exc, "downlink", None) or ())),
+                    batch, (), up=getattr(outcome, "transcript", None) or (),
+                    down=getattr(outcome, "downlink", None) or ())),
             )
-        seconds = time.perf_counter() - t0
+        res = outcome
         survivors = tuple(int(p) for p in res.survivors)
         m = len(survivors)
-        histogram = res.aggregate[0].reshape(q, self.num_classes) / self.spec.scale
-        metrics = self._released(res.metrics, width, m)
+        histogram = res.aggregate[0].reshape(queries, self.num_classes) / self.spec.scale
+        metrics = self._released(res.metrics, queries * self.num_classes, m)
         eps = self.accountant.record(
             batch=batch,
-            queries=q,
+            queries=queries,
             survivors=m,
             refused=sorted(refused),
-            dropped=sorted(set(requested) - set(silent)),
+            dropped=sorted(set(dropped) - set(silent)),
             seeded=res.seeded,
             worst_case_epsilon=worst,
         )
@@ -232,9 +264,9 @@ class _VoteBatches:
             survivors=survivors,
             noise_std=self._noise_std(m),
             epsilon_after=eps,
-            refused=refused,
-            absent=tuple(absent),
-            dropped=requested,
+            refused=dict(refused),
+            absent=absent,
+            dropped=dict(dropped),
             seconds=seconds,
             metrics=metrics,
             transcript=tuple(transcript_lines(batch, (), up=res.transcript, down=res.downlink,
@@ -376,7 +408,9 @@ class SecureVoteAggregator(_VoteBatches):
             min_survivors=self.provisioned if min_survivors is None else min_survivors,
             dropout_rate=max(0.1, self.expected_dropout),
             threat=threat,
-            client_noise=self._noise_share,
+            # a public option of the round spec: a party rebuilt from the spec on another
+            # machine (secureagg.flower.ensemble) adds exactly the same share
+            integer_noise={"mechanism": mechanism, "variance": self.client_variance},
         )
         params = getattr(self._agg, "params", None)
         self.min_survivors = int(getattr(params, "min_survivors", self.provisioned))
@@ -394,14 +428,20 @@ class SecureVoteAggregator(_VoteBatches):
         self.seed = seed
         self._session_id = os.urandom(_SESSION_ID_BYTES)
         self._batch = 0
+        #: Deployed batches only (:meth:`answer_deployed`): what each party's node reported about
+        #: its teacher - party -> ``{"status": "trained" | "failed", "stage", "error", "batch",
+        #: "train_seconds", "teacher_epsilon"}``. A party whose teacher failed is not asked again.
+        self.node_teachers: dict[int, dict[str, Any]] = {}
 
-    # ---------------------------------------------------------------------------- party side
+    def answer_deployed(self, queries: npt.ArrayLike, deployment: VoteDeployment) -> BatchResult:
+        """Answer one batch whose votes are computed on the parties' own nodes: ``queries`` are
+        the batch's public query inputs (``Q`` rows), sent to every node with the batch's one
+        secure round over ``deployment`` (e.g. :class:`secureagg.flower.ensemble.FlowerVotes`).
+        Admitted, accounted and recorded as :meth:`aggregate` does; see
+        :mod:`secureagg.ensemble.deployed`."""
+        from secureagg.ensemble.deployed import answer_batch
 
-    def _noise_share(self, count: int, stream: prg.Keystream | None) -> npt.NDArray[np.int64]:
-        """One party's noise share for ``count`` values (SecAgg's ``client_noise``)."""
-        if self.mechanism == "skellam":
-            return noise.skellam(self.client_variance, count, stream)
-        return noise.discrete_gaussian(math.sqrt(self.client_variance), count, stream)
+        return answer_batch(self, queries, deployment)
 
     def _noise_std(self, survivors: int) -> float:
         return math.sqrt(survivors * self.client_variance) / self.spec.scale

@@ -62,7 +62,8 @@ if TYPE_CHECKING:
 else:
     torch = require_torch()
 
-__all__ = ["TeacherDP", "TeacherSet", "Workers", "train_teachers"]
+__all__ = ["TeacherDP", "TeacherSet", "Workers", "train_teacher_of", "train_teachers",
+           "warm_up_training"]
 
 #: ``None``/``1``: one party after the other in this process; ``"auto"``: one worker process per
 #: core available to this process; ``N``: ``N`` worker processes.
@@ -326,6 +327,48 @@ def train_teachers(
         results = {p: job(p) for p in parties}
     wall = time.perf_counter() - t0
     return _collect(job, results, wall=wall, workers=workers_used, method=method)
+
+
+def warm_up_training(*, dp_sgd: bool = False) -> float:
+    """Import now what the first training step imports lazily (``torch._dynamo``, 2-6 s; Opacus
+    with ``dp_sgd``), on a throwaway one-weight model; the seconds it took. A fresh process that
+    trains one teacher (a party's node) calls it first, so that its training time is training."""
+    t0 = time.perf_counter()
+    _warm_up(dp_sgd)
+    return time.perf_counter() - t0
+
+
+def train_teacher_of(
+    party: int,
+    make_model: Callable[[], Any],
+    train: Callable[..., Any],
+    loader: Any,
+    *,
+    optimizer: Callable[[Any], Any] | None = None,
+    dp: TeacherDP | None = None,
+    seed: bytes | int | None = None,
+) -> TeacherSet:
+    """Party ``party``'s teacher alone, trained exactly as :func:`train_teachers` trains that
+    party (the same code, and with ``seed`` the same torch seed: bit-identical), in this process
+    on one torch thread: what a party's own node runs (:mod:`secureagg.flower.ensemble`). A
+    :class:`TeacherSet` of that one party (``failures`` says why it has no teacher)."""
+    if not (is_int(party) and party >= 0):
+        raise ConfigurationError(f"party must be an integer >= 0, got {party!r}")
+    if seed is not None and not (isinstance(seed, bytes) or (is_int(seed) and seed >= 0)):
+        raise ConfigurationError(f"seed must be None, bytes or an integer >= 0, got {seed!r}")
+    if dp is not None and optimizer is None:
+        raise ConfigurationError("DP-SGD wraps your optimizer: pass optimizer= (see "
+                                 "train_teachers)")
+    job = _Job(make_model, train, {party: loader}, optimizer, dp, seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as train_teachers' workers: results may depend on the threads
+    try:
+        t0 = time.perf_counter()
+        outcome = job(party)
+        wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    return _collect(job, {party: outcome}, wall=wall, workers=1, method="none")
 
 
 def _collect(job: _Job, results: Mapping[int, _Outcome], *, wall: float, workers: int,

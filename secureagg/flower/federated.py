@@ -33,41 +33,11 @@ from secureagg.fl.deployed import (
 )
 from secureagg.fl.pool import RoundTrainer, train_captured
 from secureagg.flower.mod import REPORT, UPDATE
-from secureagg.flower.server import RoundOutcome, SecureRounds
+from secureagg.flower.server import RoundOutcome, SecureRounds, round_metrics
 from secureagg.transport import SimulationResult, derive_sim_seed
 from secureagg.validation import is_int
 
 __all__ = ["FlowerDeployment", "node_trainer"]
-
-
-def _metrics(outcome: RoundOutcome) -> dict[str, Any]:
-    """A simulated round's ``metrics`` from what the engine measured: per stage the compute
-    seconds (the slowest client's as it reports them, all clients', the server's), the stage's
-    wall seconds (until its last answer or its deadline: Flower's polling and process starts
-    included) and traffic."""
-    rec = outcome.record
-    stages: dict[str, Any] = {}
-    totals = {"bytes_up": 0, "bytes_down": 0, "messages_up": 0, "messages_down": 0}
-    for stage, row in rec.stages.items():
-        stages[stage] = {
-            "client_seconds_max": float(row["client_seconds_max"]),
-            "client_seconds_total": float(row["client_seconds_total"]),
-            "server_seconds": float(row["server_seconds"]),
-            "wall_seconds": float(row["seconds"]),
-            **{k: int(row[k]) for k in totals},
-        }
-        for k in totals:
-            totals[k] += int(row[k])
-    return {
-        "stages": stages,
-        "totals": totals,
-        "rejected": list(rec.rejected),
-        "timed_out": dict(rec.timed_out),
-        "failed": list(rec.failed),
-        "late": list(rec.late),
-        "engine": "flower",
-        "engine_seconds": dict(outcome.seconds),
-    }
 
 
 class FlowerDeployment:
@@ -133,7 +103,7 @@ class FlowerDeployment:
             result = SimulationResult(
                 aggregate=list(out.aggregate), survivors=tuple(out.survivor_ids),
                 total_weight=float(out.total_weight), transcript=list(outcome.record.transcript),
-                downlink=list(outcome.record.downlink), metrics=_metrics(outcome),
+                downlink=list(outcome.record.downlink), metrics=round_metrics(outcome),
                 parameters=outcome.parameters, seeded=job.seed is not None,
                 session_id=outcome.spec.session_id, round_id=job.round_number,
                 details=dict(out.details),

@@ -43,7 +43,7 @@ from secureagg.protocols.base import KEY_HOLDER, AggregateOutcome, RoundFactory
 from secureagg.protocols.spec import canonical_json
 from secureagg.transport.round_spec import spec_to_bytes
 
-__all__ = ["NodeInfo", "RoundOutcome", "SecureRounds"]
+__all__ = ["NodeInfo", "RoundOutcome", "SecureRounds", "round_metrics"]
 
 
 @dataclass(frozen=True)
@@ -331,6 +331,36 @@ class SecureRounds:
         return RoundOutcome(round_id, outcome, parties, engine.record, error, seconds,
                             reports=dict(link.reports), spec=spec, exception=partial,
                             parameters=dict(agg.parameters()))
+
+
+def round_metrics(outcome: RoundOutcome) -> dict[str, Any]:
+    """A :class:`~secureagg.transport.SimulationResult`'s ``metrics`` for a round over Flower,
+    from what the engine measured: per stage the compute seconds (the slowest client's as it
+    reports them, all clients', the server's), the stage's wall seconds (until its last answer or
+    its deadline: Flower's polling and process starts included) and traffic."""
+    rec = outcome.record
+    stages: dict[str, Any] = {}
+    totals = {"bytes_up": 0, "bytes_down": 0, "messages_up": 0, "messages_down": 0}
+    for stage, row in rec.stages.items():
+        stages[stage] = {
+            "client_seconds_max": float(row["client_seconds_max"]),
+            "client_seconds_total": float(row["client_seconds_total"]),
+            "server_seconds": float(row["server_seconds"]),
+            "wall_seconds": float(row["seconds"]),
+            **{k: int(row[k]) for k in totals},
+        }
+        for k in totals:
+            totals[k] += int(row[k])
+    return {
+        "stages": stages,
+        "totals": totals,
+        "rejected": list(rec.rejected),
+        "timed_out": dict(rec.timed_out),
+        "failed": list(rec.failed),
+        "late": list(rec.late),
+        "engine": "flower",
+        "engine_seconds": dict(outcome.seconds),
+    }
 
 
 def apply_mean(

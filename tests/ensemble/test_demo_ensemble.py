@@ -26,7 +26,10 @@ def test_demo_ensemble_labels_within_the_budget(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--queries", "0"], ["--queries", "400"], ["--clients", "1"],
-                                  ["--protocol", "ckks"], ["--selftest"]])
+                                  ["--protocol", "ckks"], ["--selftest"], ["--tls"],
+                                  ["--engine", "flower", "--dropout", "0.1"],
+                                  ["--engine", "flower", "--workers", "2"],
+                                  ["--engine", "flower", "--clients", "40"]])
 def test_demo_ensemble_bad_options_exit_2(tmp_path: Path, args: list[str]) -> None:
     assert main(["demo", "ensemble", "--out", str(tmp_path / "o"), *args]) == 2
 
