@@ -18,6 +18,7 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from secureagg.cli import main
+from tests.child_processes import child_pids
 
 pytestmark = [
     pytest.mark.flower,
@@ -28,29 +29,16 @@ pytestmark = [
 PARTIES, QUERIES, SEED = 3, 6, 4
 
 
-def _children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
 def test_the_flower_ensemble_votes_on_the_nodes_and_writes_an_auditable_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    before = _children(os.getpid())
+    before = child_pids(os.getpid())
     code = main(["demo", "ensemble", "--engine", "flower", "--clients", str(PARTIES),
                  "--queries", str(QUERIES), "--seed", str(SEED), "--out", "flower-run"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
-    assert _children(os.getpid()) <= before  # every Flower process it started is gone
+    assert child_pids(os.getpid()) <= before  # every Flower process it started is gone
     assert "training on 3 nodes, slowest node" in out and "queries answered" in out
     run = tmp_path / "flower-run"
     result = json.loads((run / "ensemble.json").read_text())

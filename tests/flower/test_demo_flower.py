@@ -15,6 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from secureagg.cli import main
+from tests.child_processes import child_pids
 
 pytestmark = [
     pytest.mark.flower,
@@ -23,29 +24,16 @@ pytestmark = [
 ]
 
 
-def _children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
 def test_the_flower_demo_writes_an_auditable_run_and_stops_its_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    before = _children(os.getpid())
+    before = child_pids(os.getpid())
     code = main(["demo", "--engine", "flower", "--clients", "3", "--rounds", "1",
                  "--no-baseline", "--out", "demo-run"])
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
-    assert _children(os.getpid()) <= before  # every Flower process it started is gone
+    assert child_pids(os.getpid()) <= before  # every Flower process it started is gone
     run = tmp_path / "demo-run"
     history = json.loads((run / "history.json").read_text())
     assert history["completed_rounds"] == 1
