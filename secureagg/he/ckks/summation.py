@@ -138,7 +138,11 @@ class CkksAccumulator(Accumulator):
                     g = group_of[sizes[i]]
                     current = probes[g]
                     if current is None:
-                        probes[g] = vec.copy() if probe.signs[i] > 0 else vec.neg()
+                        # a new ciphertext equal to +-vec; negating twice is exact and about
+                        # 1000x faster than TenSEAL's copy(), which also copies the context
+                        probes[g] = vec.neg()
+                        if probe.signs[i] > 0:
+                            probes[g].neg_()
                     elif probe.signs[i] > 0:
                         current.add_(vec)
                     else:
