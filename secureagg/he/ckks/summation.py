@@ -140,9 +140,10 @@ class CkksAccumulator(Accumulator):
                     if current is None:
                         # a new ciphertext equal to +-vec; negating twice is exact and about
                         # 1000x faster than TenSEAL's copy(), which also copies the context
-                        probes[g] = vec.neg()
+                        start = vec.neg()
                         if probe.signs[i] > 0:
-                            probes[g].neg_()
+                            start.neg_()
+                        probes[g] = start
                     elif probe.signs[i] > 0:
                         current.add_(vec)
                     else:
