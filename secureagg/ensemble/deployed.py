@@ -54,7 +54,7 @@ import numpy.typing as npt
 from secureagg.ensemble.votes import VoteSpec
 from secureagg.errors import ConfigurationError, InsufficientSurvivors, MalformedMessage
 from secureagg.protocols.base import RoundFactory
-from secureagg.transport import SeededRunWarning, SimulationResult, derive_sim_seed
+from secureagg.transport import SeededRunWarning, SimulationResult, seeded_round
 from secureagg.validation import is_int
 
 if TYPE_CHECKING:
@@ -76,7 +76,6 @@ __all__ = [
 #: The format of a node's report about one batch.
 REPORT_FORMAT = "secureagg-vote-report/1"
 _STATUSES = ("voted", "declined", "failed")
-_SESSION_ID_BYTES = 16  # as secureagg.simulate's
 
 
 @dataclass(frozen=True)
@@ -245,8 +244,7 @@ def answer_batch(agg: SecureVoteAggregator, queries: object,
         warnings.warn("seeded simulation: keys, masks and noise of the deployed batch are "
                       "reproducible from the seed and therefore NOT secret; use seed= only for "
                       "tests and benchmarks", SeededRunWarning, stacklevel=3)
-        round_seed = derive_sim_seed(agg.seed, context=b"round-seed" + batch.to_bytes(8, "big"))
-        session_id = derive_sim_seed(agg.seed, context=b"session-id", length=_SESSION_ID_BYTES)
+        round_seed, session_id = seeded_round(agg.seed, batch)
     no_teacher = frozenset(p for p, t in agg.node_teachers.items() if t.get("status") == "failed")
     job = VoteBatchJob(
         batch=batch, queries=x, num_parties=agg.num_parties, num_classes=agg.num_classes,

@@ -56,9 +56,7 @@ from secureagg.ensemble.votes import VoteSpec
 from secureagg.errors import ConfigurationError, InsufficientSurvivors, MalformedMessage
 from secureagg.flower import records
 from secureagg.flower.mod import REPORT, UPDATE
-from secureagg.flower.server import RoundOutcome, SecureRounds, round_metrics
-from secureagg.transport import SimulationResult
-from secureagg.validation import is_int
+from secureagg.flower.server import RoundOutcome, SecureRounds
 
 if TYPE_CHECKING:
     from secureagg.ensemble.teachers import TeacherDP, TeacherSet
@@ -120,39 +118,14 @@ class FlowerVotes:
                 reports[party] = report_from_json(text, party=party, batch=job.batch)
             except MalformedMessage as exc:
                 bad[party] = str(exc)
-        result = None
-        if outcome.outcome is not None and outcome.spec is not None:
-            out = outcome.outcome
-            result = SimulationResult(
-                aggregate=list(out.aggregate), survivors=tuple(out.survivor_ids),
-                total_weight=float(out.total_weight), transcript=list(rec.transcript),
-                downlink=list(rec.downlink), metrics=round_metrics(outcome),
-                parameters=outcome.parameters, seeded=job.seed is not None,
-                session_id=outcome.spec.session_id, round_id=job.batch,
-                details=dict(out.details))
+        result = outcome.simulation_result(seeded=job.seed is not None)
         partial = outcome.exception
         if isinstance(partial, InsufficientSurvivors):  # what the server had seen: on record
             vars(partial).update(transcript=list(rec.transcript), downlink=list(rec.downlink))
         return DeployedBatch(
             result=result, reports=reports, partial=partial,
-            silent_from=_silent_from(rec, list(getattr(job.agg, "dropout_stages", ())), n),
+            silent_from=outcome.silent_from(getattr(job.agg, "dropout_stages", ()), n),
             missing=missing, bad_reports=bad)
-
-
-def _silent_from(rec: Any, order: list[str], parties: int) -> dict[int, str]:
-    """party -> the earliest stage in which it missed the deadline or answered with an error."""
-    went_silent: list[tuple[str, Any]] = [
-        (stage, party) for stage, ids in rec.timed_out.items() for party in ids]
-    went_silent += [(str(e.get("stage")), e.get("party")) for e in rec.failed]
-    out: dict[int, str] = {}
-    for stage, party in went_silent:
-        if not (is_int(party) and 0 <= party < parties):
-            continue
-        known = out.get(party)
-        if known is None or (stage in order and known in order
-                             and order.index(stage) < order.index(known)):
-            out[party] = stage
-    return out
 
 
 # ------------------------------------------------------------------------------------ node

@@ -33,9 +33,8 @@ from secureagg.fl.deployed import (
 )
 from secureagg.fl.pool import RoundTrainer, train_captured
 from secureagg.flower.mod import REPORT, UPDATE
-from secureagg.flower.server import RoundOutcome, SecureRounds, round_metrics
-from secureagg.transport import SimulationResult, derive_sim_seed
-from secureagg.validation import is_int
+from secureagg.flower.server import RoundOutcome, SecureRounds
+from secureagg.transport import seeded_round
 
 __all__ = ["FlowerDeployment", "node_trainer"]
 
@@ -76,9 +75,7 @@ class FlowerDeployment:
         session_id: bytes | None = None
         round_seed: bytes | None = None
         if job.seed is not None:  # as sa.simulate derives them: a seeded run is NOT secret
-            round_bytes = job.round_number.to_bytes(8, "big")
-            round_seed = derive_sim_seed(job.seed, context=b"round-seed" + round_bytes)
-            session_id = derive_sim_seed(job.seed, context=b"session-id", length=16)
+            round_seed, session_id = seeded_round(job.seed, job.round_number)
 
         def content(party: int) -> Any:
             return RecordDict({"arrays": arrays, "config": ConfigRecord(
@@ -97,31 +94,10 @@ class FlowerDeployment:
             except MalformedMessage as exc:
                 outcome.record.rejected.append(
                     {"stage": "train", "sender": party, "error": f"MalformedMessage: {exc}"})
-        result = None
-        if outcome.outcome is not None and outcome.spec is not None:
-            out = outcome.outcome
-            result = SimulationResult(
-                aggregate=list(out.aggregate), survivors=tuple(out.survivor_ids),
-                total_weight=float(out.total_weight), transcript=list(outcome.record.transcript),
-                downlink=list(outcome.record.downlink), metrics=round_metrics(outcome),
-                parameters=outcome.parameters, seeded=job.seed is not None,
-                session_id=outcome.spec.session_id, round_id=job.round_number,
-                details=dict(out.details),
-            )
-        silent_from: dict[int, str] = {}
-        rec = outcome.record
-        order = list(getattr(job.agg, "dropout_stages", ()))
-        went_silent: list[tuple[str, Any]] = [
-            (stage, party) for stage, parties in rec.timed_out.items() for party in parties]
-        went_silent += [(str(e.get("stage")), e.get("party")) for e in rec.failed]
-        for stage, party in went_silent:
-            if not (is_int(party) and 0 <= party < len(job.sampled)):
-                continue
-            client = job.sampled[party]
-            known = silent_from.get(client)
-            if known is None or (stage in order and known in order
-                                 and order.index(stage) < order.index(known)):
-                silent_from[client] = stage  # the earliest stage it went silent in
+        result = outcome.simulation_result(seeded=job.seed is not None)
+        silent_from = {  # by the run's client ids
+            job.sampled[party]: stage for party, stage in outcome.silent_from(
+                getattr(job.agg, "dropout_stages", ()), len(job.sampled)).items()}
         return DeployedRound(reports=reports, result=result, error=outcome.error,
                              partial=outcome.exception, seconds=time.perf_counter() - t0,
                              silent_from=silent_from)

@@ -41,7 +41,9 @@ from secureagg.flower import records
 from secureagg.flower.link import FlowerLink
 from secureagg.protocols.base import KEY_HOLDER, AggregateOutcome, RoundFactory
 from secureagg.protocols.spec import canonical_json
+from secureagg.transport.results import SimulationResult
 from secureagg.transport.round_spec import spec_to_bytes
+from secureagg.validation import is_int
 
 __all__ = ["NodeInfo", "RoundOutcome", "SecureRounds", "round_metrics"]
 
@@ -77,6 +79,36 @@ class RoundOutcome:
         if self.outcome is None:
             return []
         return [self.parties[i] for i in self.outcome.survivor_ids]
+
+    def simulation_result(self, *, seeded: bool) -> SimulationResult | None:
+        """The round as :func:`secureagg.simulate` would have returned it (metrics from
+        :func:`round_metrics`), or ``None`` if it did not complete."""
+        out = self.outcome
+        if out is None or self.spec is None:
+            return None
+        return SimulationResult(
+            aggregate=list(out.aggregate), survivors=tuple(out.survivor_ids),
+            total_weight=float(out.total_weight), transcript=list(self.record.transcript),
+            downlink=list(self.record.downlink), metrics=round_metrics(self),
+            parameters=self.parameters, seeded=seeded, session_id=self.spec.session_id,
+            round_id=self.round_id, details=dict(out.details))
+
+    def silent_from(self, stage_order: Sequence[str], parties: int) -> dict[int, str]:
+        """Party (0..``parties - 1``) -> the earliest stage (in ``stage_order``) in which it
+        missed the deadline or answered with an error."""
+        went_silent: list[tuple[str, Any]] = [
+            (stage, party) for stage, ids in self.record.timed_out.items() for party in ids]
+        went_silent += [(str(e.get("stage")), e.get("party")) for e in self.record.failed]
+        order = list(stage_order)
+        out: dict[int, str] = {}
+        for stage, party in went_silent:
+            if not (is_int(party) and 0 <= party < parties):
+                continue
+            known = out.get(party)
+            if known is None or (stage in order and known in order
+                                 and order.index(stage) < order.index(known)):
+                out[party] = stage
+        return out
 
 
 class SecureRounds:

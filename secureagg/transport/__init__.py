@@ -20,6 +20,7 @@ from secureagg.transport.simulator import (
     SimulationResult,
     TranscriptEntry,
     derive_sim_seed,
+    seeded_round,
     simulate,
 )
 from secureagg.transport.updates import normalize_updates, normalize_weights
@@ -40,5 +41,6 @@ __all__ = [
     "message_digest",
     "normalize_updates",
     "normalize_weights",
+    "seeded_round",
     "simulate",
 ]

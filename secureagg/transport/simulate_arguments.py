@@ -13,6 +13,8 @@ from secureagg.validation import is_int, shown
 
 # ----------------------------------------------------------------------------------- seeding
 
+SESSION_ID_BYTES = 16
+
 
 def _seed_material(seed: bytes | int) -> bytes:
     if isinstance(seed, bool) or not isinstance(seed, int | bytes | bytearray):
@@ -34,6 +36,14 @@ def derive_sim_seed(seed: bytes | int, *, context: bytes, length: int = 32) -> b
     Uses HKDF under the registered label ``secureagg/v1/sim/seed``.
     """
     return kdf.derive(_seed_material(seed), label=labels.SIM_SEED, context=context, length=length)
+
+
+def seeded_round(seed: bytes | int, round_id: int) -> tuple[bytes, bytes]:
+    """``(round_seed, session_id)`` of round ``round_id`` of a seeded run, as :func:`simulate`
+    derives them: what a deployed engine must use for a seeded run to give the simulated run's
+    bytes. Seeded runs are NOT secret (tests and benchmarks only)."""
+    round_seed = derive_sim_seed(seed, context=b"round-seed" + int(round_id).to_bytes(8, "big"))
+    return round_seed, derive_sim_seed(seed, context=b"session-id", length=SESSION_ID_BYTES)
 
 
 # -------------------------------------------------------------------------------- validation

@@ -50,11 +50,13 @@ from secureagg.transport.results import (
 )
 from secureagg.transport.round_spec import spec_from_bytes, spec_to_bytes
 from secureagg.transport.simulate_arguments import (
+    SESSION_ID_BYTES,
     _seed_material,
     _validate_dropouts,
     _validate_fault_stages,
     _validate_faults,
     derive_sim_seed,
+    seeded_round,
 )
 from secureagg.transport.updates import normalize_updates, normalize_weights
 from secureagg.validation import is_int
@@ -65,10 +67,9 @@ __all__ = [
     "SimulationResult",
     "TranscriptEntry",
     "derive_sim_seed",
+    "seeded_round",
     "simulate",
 ]
-
-SESSION_ID_BYTES = 16
 def _precompute(setup: RoundSetup) -> dict[str, float | int]:
     """Every client's and the server's :meth:`Party.precompute` (HE pools, the Paillier server's
     re-randomisation factors) before the round, timed apart: the client figures cover the
@@ -210,10 +211,11 @@ def simulate(
             SeededRunWarning,
             stacklevel=2,
         )
-        round_seed: bytes | None = derive_sim_seed(seed, context=b"round-seed" + round_bytes)
+        round_seed: bytes | None
+        round_seed, seeded_session = seeded_round(seed, round_id)
         driver_seed = derive_sim_seed(seed, context=b"driver" + round_bytes)
         if session_id is None:
-            session_id = derive_sim_seed(seed, context=b"session-id", length=SESSION_ID_BYTES)
+            session_id = seeded_session
     else:
         round_seed = None
         driver_seed = prg.random_seed()
