@@ -9,6 +9,12 @@ installed package (no checkout needed).
 * :mod:`~secureagg.bench.runner`: estimates, skips what does not fit the limits, progress;
 * :mod:`~secureagg.bench.output`: ``bench.json`` (``secureagg/bench/v1``), ``bench.csv``, the
   printed table; :mod:`~secureagg.bench.plots`: PNG plots (the ``plot`` extra).
+* :mod:`~secureagg.bench.deployed`: ``secureagg bench --deployed`` - our secagg+ round against
+  Flower's own SecAgg+ on real local Flower processes (the ``flower`` extra; not imported here):
+  the two apps (:mod:`~secureagg.bench.deployed_ours`, :mod:`~secureagg.bench.deployed_flower`,
+  their directories under ``deployed_apps/``), their meter
+  (:mod:`~secureagg.bench.deployed_meter`) and the arithmetic
+  (:mod:`~secureagg.bench.deployed_summary`).
 
 See ``docs/benchmarks.md``.
 """

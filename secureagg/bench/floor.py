@@ -200,7 +200,9 @@ def floor_of(
 
 def ratios(figures: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, float | None]:
     """Measured medians over the floor: the mean client (over a client that took part in every
-    stage), the slowest client and the server."""
+    stage), the slowest client and the server; and the busiest client's upload over every stage
+    against its payload at ``bits`` per value (ANCHORS.md: "upload ~ 1.0x of a 32-bit
+    payload")."""
 
     def over(value: float, base: float) -> float | None:
         return value / base if base > 0 else None
@@ -214,5 +216,9 @@ def ratios(figures: Mapping[str, Any], floor: Mapping[str, Any]) -> dict[str, fl
         ),
         "server_over_floor": over(
             float(figures["server_seconds"]["median"]), floor["server_seconds"]
+        ),
+        "upload_over_payload": over(
+            float(figures["bytes_up_per_client"]["median"]),
+            int(floor["unit_costs"]["d"]) * int(floor["unit_costs"]["bits"]) / 8,
         ),
     }

@@ -16,6 +16,10 @@ our own rounds beside them (interleaved, same data sizes) is the caller's job.
   - ``"flare-60-40-40-60"``: N = 8192, [60, 40, 40, 60], scale 2^40, TenSEAL's default
     public-key (asymmetric) encryption - the context of TenSEAL's tutorials and of
     FLARE-style examples.
+  - ``"secureagg-default"``: our ``"ckks"`` aggregator's default context (N = 8192,
+    [60, 60, 60], scale 2^40) with public-key encryption: bare TenSEAL doing only the HE work
+    our round does (no clipping, no validation, no key checks, no flooding), so that the
+    difference from our round is what the protocol around TenSEAL costs.
 
 * :func:`measure_phe_peer` - unpacked ``phe`` (python-paillier): one ``EncryptedNumber`` per
   value at a fixed precision, the server adding the clients' vectors value by value.
@@ -31,7 +35,7 @@ Missing optional dependencies are not an error: the result is then
 ``{"available": False, "reason": ...}``.
 
 >>> sorted(TENSEAL_PEER_CONTEXTS)
-['flare-60-40-40-60', 'flare-default']
+['flare-60-40-40-60', 'flare-default', 'secureagg-default']
 """
 
 from __future__ import annotations
@@ -74,6 +78,14 @@ TENSEAL_PEER_CONTEXTS: dict[str, dict[str, Any]] = {
         "encryption": "asymmetric",
         "source": "TenSEAL's tutorial context (N=8192, [60, 40, 40, 60], scale 2^40) with "
         "TenSEAL's default public-key encryption",
+    },
+    "secureagg-default": {
+        "poly_modulus_degree": 8192,
+        "coeff_mod_bit_sizes": (60, 60, 60),
+        "scale_bits": 40,
+        "encryption": "asymmetric",
+        "source": "secureagg's default ckks context (N=8192, [60, 60, 60], scale 2^40) with "
+        "public-key encryption, as our clients encrypt; bare TenSEAL calls, no protocol",
     },
 }
 

@@ -8,6 +8,9 @@
   2^40, symmetric encryption: FLARE's clients hold the secret key) beside ``ckks`` and
   ``ckks:pooled`` without DP (:mod:`secureagg.bench.he_peers`); ``tenseal-pk``: the same context
   with public-key encryption, as our clients (which never hold the secret key) encrypt;
+  ``tenseal-same``: bare TenSEAL on our own default context ([60, 60, 60], public-key), so that
+  ours over it is what the protocol around TenSEAL costs (clipping, validation, key checks,
+  flooding);
 * ``phe``: python-paillier, one ciphertext per value, beside ``paillier`` and
   ``paillier:pooled`` without DP, at ``min(d, PHE_MAX_D)`` values (phe is slow; its figures are
   compared per value).
@@ -32,7 +35,7 @@ from secureagg.bench.measure import PeerFn
 
 __all__ = ["PEERS", "PHE_MAX_D", "peer_factory", "peer_ratio", "peer_unavailable"]
 
-PEERS: tuple[str, ...] = ("flower", "tenseal", "tenseal-pk", "phe")
+PEERS: tuple[str, ...] = ("flower", "tenseal", "tenseal-pk", "tenseal-same", "phe")
 #: the most values per client phe is run at (one 6144-bit exponentiation per value per client)
 PHE_MAX_D = 200
 
@@ -43,7 +46,8 @@ def peer_unavailable(name: str) -> str | None:
         from secureagg.bench.flower_peer import flower_available
 
         return flower_available()
-    module = {"tenseal": "tenseal", "tenseal-pk": "tenseal", "phe": "phe"}.get(name)
+    module = {"tenseal": "tenseal", "tenseal-pk": "tenseal", "tenseal-same": "tenseal",
+              "phe": "phe"}.get(name)
     if module is None:
         return f"unknown peer {name!r}"
     try:
@@ -86,11 +90,12 @@ def _he_totals(r: dict[str, Any], n: int) -> dict[str, Any]:
     return r
 
 
-def _tenseal(config: BenchConfig, *, public_key: bool = False) -> PeerFn:
+def _tenseal(config: BenchConfig, *, public_key: bool = False,
+             context: str = "flare-default") -> PeerFn:
     from secureagg.bench.he_peers import measure_tenseal_peer
 
     def run(data: npt.NDArray[np.float64], dropped: list[int]) -> dict[str, Any]:
-        r = measure_tenseal_peer(config.n, config.d, repeats=1, context="flare-default",
+        r = measure_tenseal_peer(config.n, config.d, repeats=1, context=context,
                                  encryption="asymmetric" if public_key else None)
         return _he_totals(r, config.n)
 
@@ -141,6 +146,8 @@ def peer_factory(
             out["tenseal"] = _tenseal(config)
         if "tenseal-pk" in names and config.base == "ckks":
             out["tenseal-pk"] = _tenseal(config, public_key=True)
+        if "tenseal-same" in names and config.base == "ckks":
+            out["tenseal-same"] = _tenseal(config, public_key=True, context="secureagg-default")
         if "phe" in names and config.base == "paillier":
             out["phe"] = _phe(config)
         return out

@@ -49,6 +49,10 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _x3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}x"
+
+
 def _med(entry: Mapping[str, Any], key: str) -> float | None:
     row = entry.get("figures", {}).get(key)
     return float(row["median"]) if isinstance(row, Mapping) else None
@@ -110,8 +114,8 @@ def _floor_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     lines = [
         "| protocol | n | d | drop | floor client | floor server | mean client / floor "
-        "| slowest client / floor | server / floor |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| slowest client / floor | server / floor | upload / payload |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for e in rows:
         c, f, r = e["config"], e["floor"], e["ratio"]
@@ -119,7 +123,7 @@ def _floor_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
             f"| {_label(e)} | {c['n']} | {c['d']:,} | {c['dropout']:g} "
             f"| {_s(f['client_seconds'])} | {_s(f['server_seconds'])} "
             f"| {_x(r['client_mean_over_floor'])} | {_x(r['client_max_over_floor'])} "
-            f"| {_x(r['server_over_floor'])} |"
+            f"| {_x(r['server_over_floor'])} | {_x3(r.get('upload_over_payload'))} |"
         )
     return lines
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import datetime as _dt
 import math
 import sys
@@ -94,7 +95,23 @@ BENCH_DESCRIPTION = (
     "configuration) and, with matplotlib (pip install 'secureagg[plot]'), seconds_vs_n.png, "
     "seconds_vs_d.png, bytes_per_client.png, vs_floor.png and vs_peers.png; fits the scaling "
     "exponents, evaluates issue 15's targets; prints a table at the end. Exits 1 if an "
-    "error exceeds its bound, 2 on bad arguments."
+    "error exceeds its bound, 2 on bad arguments. --deployed measures something else: our "
+    "secagg+ round against Flower's own SecAgg+ on real Flower processes (see its options)."
+)
+DEPLOYED_HELP = (
+    "--deployed: our secagg+ round (SecureFedAvg + secureagg_mod) against Flower 1.42's own "
+    "SecAgg+ (SecAggPlusWorkflow + secaggplus_mod) on ONE real local deployment. It STARTS REAL "
+    "PROCESSES: a Flower SuperLink and --nodes SuperNodes, listening on 127.0.0.1 only, and "
+    "stops exactly those at the end (also on failure or Ctrl-C). Needs the flower extra: pip "
+    "install 'secureagg[flower]'. The two apps (shipped in the package) run interleaved - per "
+    "d: ours, Flower's, ... --repeats times - with the same n, d, updates and dropout, after "
+    "one untimed warm-up run of each. Measured per round: wall seconds of the aggregation round "
+    "only (in the ServerApp, first push to aggregate), bytes per client up/down (Flower's "
+    "protobuf size of every message), per-stage wall seconds, our protocol compute per stage, "
+    "the aggregate's error; reported as medians and the ratio ours/Flower. Defaults: --nodes "
+    "5, --d 1000,100000, --repeats 3 (about 8-12 minutes on 2 cores); with --quick: n=4, "
+    "d=1000, 1 repeat, no warm-up (about 2-3 minutes). Writes deployed.json into --out and "
+    "prints a table; exits 1 if a round did not complete or its aggregate is wrong."
 )
 BENCH_EPILOG = (
     "examples:\n"
@@ -104,7 +121,8 @@ BENCH_EPILOG = (
     "  secureagg bench --full --plan   # the scaling grid's estimates, nothing measured\n"
     "  secureagg bench --network up=20Mbit/s,down=100Mbit/s,latency=40ms\n"
     "  secureagg bench --render RESULTS_DIR --docs docs/benchmarks.md\n"
-    "  secureagg bench --list          # the scripts under benchmarks/ (a checkout)\n\n"
+    "  secureagg bench --list          # the scripts under benchmarks/ (a checkout)\n"
+    "  secureagg bench --deployed --quick --out deployed-results   # real Flower processes\n\n"
     "Figures in the table are medians; seconds ending in 'm' are milliseconds; 'error/bound'\n"
     "is max_abs_error / bound (below 1: within the bound)."
 )
@@ -160,7 +178,9 @@ def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
                             "needs the flower extra), tenseal (bare TenSEAL on NVIDIA FLARE's "
                             "default context, symmetric as FLARE's clients hold the secret key, "
                             "beside ckks), tenseal-pk (the same with public-key encryption, "
-                            "like ours), phe (python-paillier, beside "
+                            "like ours), tenseal-same (bare TenSEAL on our own default "
+                            "context, public-key: ours over it is what the protocol adds), "
+                            "phe (python-paillier, beside "
                             "paillier). 'auto' (default): those whose library is installed; "
                             "'none': no peers")
     bench.add_argument("--peer-max-n", type=int, default=200, metavar="N",
@@ -190,6 +210,29 @@ def add_bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--seed", type=int, default=None, metavar="S",
                        help="reproducible data, keys and masks (tests only: NOT secret, NOT "
                             "private; flagged in bench.json)")
+    dep = bench.add_argument_group("deployed comparison on real Flower processes", DEPLOYED_HELP)
+    dep.add_argument("--deployed", action="store_true",
+                     help="run it (uses --quick, --d, --repeats, --out, --quiet and the options "
+                          "below; no other grid option)")
+    dep.add_argument("--nodes", type=int, default=None, metavar="N",
+                     help="SuperNodes = clients, >= 3 (default 5; 4 with --quick)")
+    dep.add_argument("--rounds", type=int, default=None, metavar="R",
+                     help="secure rounds per flwr run (default 1)")
+    dep.add_argument("--dropout-node", action="store_true", default=None,
+                     help="the last node drops at its masked input (an error reply); both "
+                          "servers must recover its masks")
+    dep.add_argument("--stage-timeout", type=float, default=None, metavar="S",
+                     help="seconds per protocol stage at most (default 300)")
+    dep.add_argument("--poll", type=float, default=None, metavar="S",
+                     help="seconds between our server's pulls of outstanding replies (0.2)")
+    dep.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=None,
+                     help="one untimed run of each app first (default: on; off with --quick)")
+    dep.add_argument("--import-repeats", type=int, default=None, metavar="K",
+                     help="fresh-process imports of each ClientApp module to time (default 5)")
+    dep.add_argument("--tls", action="store_true", default=None,
+                     help="TLS on every loopback link (throwaway certificates)")
+    dep.add_argument("--log-dir", default=None, metavar="DIR",
+                     help="keep the Flower processes' logs in DIR")
 
 
 def _numbers(text: str, option: str, *, integer: bool, problems: list[str]) -> list[float]:
@@ -280,18 +323,22 @@ def _estimator(limits: Limits) -> Any:
     return estimate
 
 
-def _out_dir(out: str | None) -> Path:
+def _out_dir(out: str | None, name: str = "bench.json") -> Path:
     if out is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         return Path.cwd() / "bench-results" / stamp
     path = _check_out(out)
-    if (path / "bench.json").exists():
-        raise _CliError(f"{path} already holds a benchmark (bench.json); choose another --out")
+    if (path / name).exists():
+        raise _CliError(f"{path} already holds a benchmark ({name}); choose another --out")
     return path
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     """``secureagg bench``: measure the grid (or ``--list`` the scripts)."""
+    if args.deployed:
+        return _deployed(args)
+    if given := [o for o, v in _DEPLOYED_ONLY.items() if getattr(args, v) is not None]:
+        raise _CliError(f"{', '.join(given)} go(es) with --deployed")
     if args.list or args.dir is not None:  # --dir names the scripts' directory: a listing
         return _list_scripts(args)
     if args.render is not None:
@@ -390,6 +437,54 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "(marked '!' in the table)", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+_DEPLOYED_ONLY = {"--nodes": "nodes", "--rounds": "rounds", "--dropout-node": "dropout_node",
+                  "--stage-timeout": "stage_timeout", "--poll": "poll", "--warmup": "warmup",
+                  "--import-repeats": "import_repeats", "--tls": "tls", "--log-dir": "log_dir"}
+
+
+def _deployed(args: argparse.Namespace) -> int:
+    """``secureagg bench --deployed``: ours vs Flower's SecAgg+ on real local Flower processes."""
+    from secureagg.bench import deployed
+    from secureagg.bench.deployed_summary import format_report
+
+    grid_only = {"--list": args.list, "--dir": args.dir, "--n": args.n, "--dropout": args.dropout,
+                 "--dp": args.dp, "--max-seconds": args.max_seconds,
+                 "--max-memory": args.max_memory, "--no-plots": args.no_plots,
+                 "--no-memory": args.no_memory, "--no-floor": args.no_floor, "--full": args.full,
+                 "--plan": args.plan, "--network": args.network, "--render": args.render,
+                 "--docs": args.docs, "--seed": args.seed,
+                 "--protocols": args.protocols != "all", "--peers": args.peers != "auto",
+                 "--peer-max-n": args.peer_max_n != 200}
+    problems = [f"{o} is an option of the grid, not of --deployed"
+                for o, v in grid_only.items() if v not in (None, False)]
+    base = deployed.QUICK_SETTINGS if args.quick else deployed.DEFAULT_SETTINGS
+    dims = (tuple(int(d) for d in _numbers(args.d, "--d", integer=True, problems=problems))
+            if args.d else base.dims)
+    values = {v: getattr(args, v) for v in _DEPLOYED_ONLY.values() if getattr(args, v) is not None}
+    if "log_dir" in values:
+        values["log_dir"] = _check_out(values["log_dir"], option="--log-dir")
+    settings = dataclasses.replace(base, dims=dims, **values, **(
+        {} if args.repeats is None else {"repeats": args.repeats}))
+    problems += settings.problems()
+    if problems:
+        raise ConfigurationError(problems)
+    deployed.require_flower()
+    out = _out_dir(args.out, deployed.RESULT_FILE)
+    report = deployed.run_deployed(settings, argv=list(getattr(args, "argv", [])),
+                                   log=None if args.quiet else _progress)
+    write_json(out / deployed.RESULT_FILE, report)
+    print("\n".join(format_report(report)))
+    print(f"\nresults: {out / deployed.RESULT_FILE} ({report['total_seconds']:.0f} s)")
+    if report["failures"]:
+        print("secureagg: error: " + "; ".join(report["failures"]), file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _plan(configs: list[BenchConfig], repeats: int, estimate: Any, *, memory: bool) -> int:

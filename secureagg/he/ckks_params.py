@@ -166,5 +166,7 @@ class CkksParameters:
         }
 
 
-#: NVIDIA FLARE's default CKKS context, for comparisons: N=8192, [60, 40, 40, 60], scale 2^40.
+#: The CKKS context of TenSEAL's tutorials and of FLARE-style examples, for comparisons: N=8192,
+#: [60, 40, 40, 60], scale 2^40. (NVIDIA FLARE's own HEBuilder default is [60, 40, 40]; see
+#: :data:`secureagg.bench.he_peers.TENSEAL_PEER_CONTEXTS`.) The name is kept for compatibility.
 FLARE_DEFAULT = CkksParameters(poly_modulus_degree=8192, coeff_mod_bit_sizes=(60, 40, 40, 60))

@@ -84,6 +84,20 @@ def test_peer_ratio_is_per_value() -> None:
     assert peer_ratio(e, "flower") is None
 
 
+def test_floor_ratios_include_the_upload_over_a_32_bit_payload() -> None:
+    from secureagg.bench.floor import ratios
+
+    figures = {"client_seconds_mean": _m(0.3), "client_seconds_max": _m(0.4),
+               "server_seconds": _m(2.0), "bytes_up_per_client": _m(4_004_000.0)}
+    floor = {"client_seconds": 0.2, "server_seconds": 1.0,
+             "unit_costs": {"d": 1_000_000, "bits": 32}}
+    r = ratios(figures, floor)
+    assert r["upload_over_payload"] == pytest.approx(1.001)
+    assert r["server_over_floor"] == pytest.approx(2.0)
+    assert r["client_mean_over_floor"] == pytest.approx(1.5)
+    assert r["client_max_over_floor"] == pytest.approx(2.0)
+
+
 def test_targets_read_only_what_was_measured() -> None:
     floor = {"client_mean_over_floor": 1.2, "client_max_over_floor": 1.4,
              "server_over_floor": 1.7}

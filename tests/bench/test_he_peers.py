@@ -30,6 +30,7 @@ SEED = bytes(range(32))
     [
         ("flare-default", [60, 40, 40], "symmetric"),
         ("flare-60-40-40-60", [60, 40, 40, 60], "asymmetric"),
+        ("secureagg-default", [60, 60, 60], "asymmetric"),
     ],
 )
 def test_tenseal_peer_sums_correctly_on_its_context(context, bits, encryption) -> None:
@@ -61,7 +62,21 @@ def test_tenseal_peer_refuses_unknown_configurations() -> None:
         measure_tenseal_peer(2, 10, encryption="hybrid")
     with pytest.raises(ConfigurationError, match="n must be"):
         measure_tenseal_peer(0, 10)
-    assert set(TENSEAL_PEER_CONTEXTS) == {"flare-default", "flare-60-40-40-60"}
+    assert set(TENSEAL_PEER_CONTEXTS) == {"flare-default", "flare-60-40-40-60",
+                                          "secureagg-default"}
+
+
+def test_same_context_peer_is_our_aggregators_default_context() -> None:
+    # "tenseal-same" is only a measure of our protocol's overhead if it runs our own context
+    import secureagg as sa
+
+    agg = sa.make_aggregator("ckks", num_clients=3, clip=1.0)
+    ours = agg.parameters()["context"]
+    peer = TENSEAL_PEER_CONTEXTS["secureagg-default"]
+    assert peer["poly_modulus_degree"] == ours["poly_modulus_degree"]
+    assert list(peer["coeff_mod_bit_sizes"]) == list(ours["coeff_mod_bit_sizes"])
+    assert 2.0 ** peer["scale_bits"] == ours["scale"]
+    assert peer["encryption"] == "asymmetric"  # our clients hold the public key only
 
 
 def test_phe_peer_sums_correctly_and_states_the_cap() -> None:

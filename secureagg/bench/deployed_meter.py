@@ -1,10 +1,10 @@
-"""What both benchmark apps share: the nodes' fixed updates and the server-side grid meter.
+"""What both deployed-benchmark apps share: the nodes' fixed updates and the server-side meter.
 
-Used by ``ours/`` (our secagg+ through ``SecureFedAvg`` and ``secureagg_mod``) and ``flower/``
-(Flower 1.42's ``SecAggPlusWorkflow`` and ``secaggplus_mod``), driven by
-``benchmarks/bench_flower.py``. A Flower app bundle (FAB) holds only its own directory, so each
-app puts this directory on ``sys.path`` from its run config (``shared-dir``): the benchmark runs
-on one machine, where that path exists for the ServerApp and every ClientApp process.
+Used by :mod:`secureagg.bench.deployed_ours` (our secagg+ through ``SecureFedAvg`` and
+``secureagg_mod``) and :mod:`secureagg.bench.deployed_flower` (Flower 1.42's
+``SecAggPlusWorkflow`` and ``secaggplus_mod``), which :mod:`secureagg.bench.deployed` runs on one
+local deployment (``secureagg bench --deployed``). It needs numpy only; :class:`GridMeter`
+imports Flower's serialisation when it is built (in a ServerApp process).
 
 The meter measures both apps the same way, on the Grid object the ServerApp is given: it replaces
 that object's ``push_messages`` and ``pull_messages`` by counting wrappers (instance attributes;
@@ -13,8 +13,9 @@ unchanged). For every message pushed and every reply pulled it adds
 ``flwr.common.serde.message_to_proto(message).ByteSize()`` - the protobuf size of the whole
 Flower message, metadata and content - to the destination's (down) or the source's (up) count,
 per group id (= the round) and per push batch. Times are ``time.perf_counter()`` in the ServerApp
-process: a round starts at its first push and ends when the app calls :meth:`GridMeter.end`
-(Flower: the workflow returned the aggregate; ours: the strategy recorded the round).
+process (seconds): a round starts at its first push and ends when the app calls
+:meth:`GridMeter.end` (Flower: the workflow returned the aggregate; ours: the strategy recorded
+the round). Sizes are bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = ["UPDATE_SCALE", "GridMeter", "expected_mean", "partitions_of", "update_for"]
 
 UPDATE_SCALE = 0.1  # every coordinate in [-0.1, 0.1]: inside clip 1.0 for several rounds
 
@@ -37,10 +40,14 @@ def update_for(partition: int, dim: int, seed: int = 2024) -> npt.NDArray[np.flo
 
 def expected_mean(partitions: list[int], dim: int) -> npt.NDArray[np.float64]:
     """The mean update of the nodes that contribute (each with weight 1)."""
-    return np.mean([update_for(p, dim).astype(np.float64) for p in partitions], axis=0)
+    total = np.zeros(dim, dtype=np.float64)
+    for p in partitions:
+        total += update_for(p, dim)
+    return total / len(partitions)
 
 
 def partitions_of(text: str) -> list[int]:
+    """``"0,1,3"`` -> ``[0, 1, 3]`` (the run config's ``expected-partitions``)."""
     return [int(p) for p in str(text).split(",") if p.strip()]
 
 
@@ -50,7 +57,7 @@ class GridMeter:
     def __init__(self, grid: Any) -> None:
         from flwr.common.serde import message_to_proto
 
-        self._size = lambda m: int(message_to_proto(m).ByteSize())
+        self._serialize: Any = message_to_proto
         self._push, self._pull = grid.push_messages, grid.pull_messages
         self.first_push: dict[str, float] = {}
         self.ended: dict[str, float] = {}
@@ -61,6 +68,9 @@ class GridMeter:
         self.overhead: dict[str, float] = defaultdict(float)  # seconds spent counting
         grid.push_messages = self.push_messages
         grid.pull_messages = self.pull_messages
+
+    def _size(self, message: Any) -> int:
+        return int(self._serialize(message).ByteSize())
 
     def push_messages(self, messages: Any) -> Any:
         messages = list(messages)
