@@ -11,11 +11,19 @@ Three families, so that callers can catch what they can act on:
   the ``node_ids`` involved, so a driver can tell which party misbehaved or dropped.
 
 Everything derives from :class:`SecureAggError`.
+
+What a party tells another about its *own* failure (a client's or node's report, a mod's error
+reply) is :func:`failure_report`: the exception's type name and the stage, never its message,
+which the user's code wrote and which may quote the party's data; the full text stays in the
+party's own log. Only a secureagg error marked with :func:`fixed_message` (a fixed sentence with
+public facts only) keeps its text.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 __all__ = [
     "ConfigurationError",
@@ -36,11 +44,22 @@ __all__ = [
     "SecureAggError",
     "TamperedShareError",
     "UnknownLabelError",
+    "describe_exception",
+    "failure_report",
+    "fixed_message",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 class SecureAggError(Exception):
-    """Base class of every error raised on purpose by secureagg."""
+    """Base class of every error raised on purpose by secureagg.
+
+    ``public_message``: the message is a fixed sentence that holds nothing but public facts, so a
+    party may send it to another in :func:`failure_report` (set by :func:`fixed_message`).
+    """
+
+    public_message: bool = False
 
 
 # --------------------------------------------------------------------------------------- misuse
@@ -124,6 +143,8 @@ class MissingDependencyError(SecureAggError, ImportError):
 
 class CryptoError(SecureAggError):
     """Base of opaque cryptographic failures. Messages never depend on secret data."""
+
+    public_message = True
 
 
 class InvalidCiphertext(CryptoError):  # noqa: N818 - the name is part of the public contract
@@ -211,3 +232,52 @@ class PrivacyBudgetExceeded(SecureAggError):  # noqa: N818 - reads as what happe
         self.unit = unit
         self.index = index
         super().__init__(message)
+
+
+# ------------------------------------------------------------------- what a party says of itself
+
+_E = TypeVar("_E", bound=SecureAggError)
+
+
+def fixed_message(exc: _E) -> _E:
+    """Mark ``exc`` (a secureagg error) as one whose message is a fixed sentence with public facts
+    only (no value, file name or row of anyone's data), so :func:`failure_report` may send it.
+
+    >>> failure_report(fixed_message(ConfigurationError("no round in progress")), stage="step")
+    'ConfigurationError at stage step: no round in progress'
+    """
+    exc.public_message = True
+    return exc
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` on one line (``"Type"`` alone for an empty message): the full text,
+    for the party's own log and for errors raised to the local user - never for another party.
+
+    >>> describe_exception(ValueError("bad   row"))
+    'ValueError: bad row'
+    """
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def failure_report(exc: BaseException, *, stage: str, party: object = None) -> str:
+    """What a party may tell another party about its own failure ``exc`` at ``stage``:
+    ``"<Type> at stage <stage>"``, plus ``": <message>"`` only for a secureagg error whose
+    message is fixed and public (:func:`fixed_message`, :class:`CryptoError`). The message of
+    anything else - the user's train function, data loader or model, and our own checks of the
+    party's data, which may quote a value, a file name or a row - is logged here, in the party's
+    own process (logger ``secureagg.errors``, level WARNING, with the traceback), and never
+    returned. ``party`` only labels the log line.
+
+    >>> failure_report(ValueError("SECRET-ROW-42"), stage="train")
+    'ValueError at stage train'
+    """
+    name = type(exc).__name__
+    if isinstance(exc, SecureAggError) and exc.public_message:
+        text = " ".join(str(exc).split())
+        return f"{name} at stage {stage}: {text}" if text else f"{name} at stage {stage}"
+    who = "" if party is None else f"party {party}: "
+    _log.warning("%sfailed at stage %s (%s); the report to the other parties names only the "
+                 "type and the stage", who, stage, describe_exception(exc), exc_info=exc)
+    return f"{name} at stage {stage}"

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from secureagg.dp import PrivacyAccountant, make_private
 from secureagg.dp.torch_import import require_torch
-from secureagg.errors import InvalidInputError, PrivacyBudgetExceeded
+from secureagg.errors import (
+    InvalidInputError,
+    PrivacyBudgetExceeded,
+    describe_exception,
+    failure_report,
+)
 from secureagg.transport import derive_sim_seed
 from secureagg.validation import is_int
 
@@ -49,18 +54,13 @@ class _Outcome:
     noise_multiplier: float | None = None
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _torch_seed(seed: bytes | int, party: int) -> int:
     raw = derive_sim_seed(seed, context=b"ensemble/teacher-torch" + party.to_bytes(8, "big"),
                           length=8)
     return int.from_bytes(raw, "big") & ((1 << 63) - 1)
 
 
-def _no_data(loader: Any) -> str | None:
+def _no_data(loader: Any, party: int) -> str | None:
     """Why ``loader`` cannot be trained on (yields nothing, is not iterable), or ``None``."""
     try:
         try:
@@ -69,7 +69,8 @@ def _no_data(loader: Any) -> str | None:
             sentinel = object()
             empty = next(iter(loader), sentinel) is sentinel
     except Exception as exc:
-        return f"the party's data loader cannot be iterated ({_describe(exc)})"
+        return ("the party's data loader cannot be iterated ("
+                f"{failure_report(exc, stage='data', party=party)})")
     return "the party's data loader yields nothing" if empty else None
 
 
@@ -88,7 +89,7 @@ class _Job:
 
     def __call__(self, party: int) -> _Outcome:
         loader = self.loaders[party]
-        no_data = _no_data(loader)
+        no_data = _no_data(loader, party)
         if no_data is not None:
             return _Outcome(party, None, 0.0, no_data, "data")
         privacy = self.dp.accountant_for_teachers() if self.dp is not None else None
@@ -118,10 +119,13 @@ class _Job:
             buffer = io.BytesIO()
             torch.save(state, buffer)
         except PrivacyBudgetExceeded as exc:  # DP-SGD refused a step: the budget, not a bug
-            return self._failed(party, t0, _describe(exc), "budget", privacy)
+            return self._failed(party, t0, failure_report(exc, stage="budget", party=party),
+                                "budget", privacy)
         except Exception as exc:  # the user's code failed: a party failure, not a crash
-            prefix = {"model": "make_model raised ", "train": "train raised "}.get(stage, "")
-            return self._failed(party, t0, prefix + _describe(exc), stage, privacy)
+            # what may leave the party (a node's report): the type and the stage, never the
+            # message (the user's code wrote it; it may quote the data), which is logged here
+            return self._failed(party, t0, failure_report(exc, stage=stage, party=party), stage,
+                                privacy)
         events = tuple(e.to_dict() for e in privacy.events) if privacy is not None else ()
         return _Outcome(party, buffer.getvalue(), time.perf_counter() - t0, events=events,
                         noise_multiplier=sigma)
@@ -238,6 +242,10 @@ def _worker_died(party: int) -> _Outcome:
                     "os._exit, or the OOM killer); its training was discarded", "worker")
 
 
+def _worker_raised(exc: BaseException, party: int) -> str:
+    return "the training worker raised " + failure_report(exc, stage="worker", party=party)
+
+
 def _train_pooled(job: _Job, parties: Sequence[int], workers: int,
                   method: StartMethod) -> dict[int, _Outcome]:
     """Train ``parties`` in ``workers`` processes; a dead worker breaks the pool, and every party
@@ -256,7 +264,7 @@ def _train_pooled(job: _Job, parties: Sequence[int], workers: int,
                 broken.append(party)
             except Exception as exc:  # the worker raised outside the user's code
                 results[party] = _Outcome(party, None, 0.0,
-                                          f"the training worker raised {_describe(exc)}", "worker")
+                                          _worker_raised(exc, party), "worker")
     for party in sorted(broken):
         with _executor(job, 1, method) as executor:
             try:
@@ -265,7 +273,7 @@ def _train_pooled(job: _Job, parties: Sequence[int], workers: int,
                 results[party] = _worker_died(party)
             except Exception as exc:
                 results[party] = _Outcome(party, None, 0.0,
-                                          f"the training worker raised {_describe(exc)}", "worker")
+                                          _worker_raised(exc, party), "worker")
     return results
 
 
@@ -305,7 +313,8 @@ def _unpicklable(job: _Job) -> list[str]:
         try:
             ForkingPickler.dumps(getattr(job, name))
         except Exception as exc:
-            problems.append(f"{name} cannot be sent to a worker process ({_describe(exc)})")
+            problems.append(  # raised to the local user, never sent: the full text
+                f"{name} cannot be sent to a worker process ({describe_exception(exc)})")
     if problems:
         problems.append(
             "workers > 1 with the 'spawn' start method (the default outside Linux) pickles your "

@@ -6,7 +6,10 @@ aggregated entries, computed only if the trained model still has the global mode
 (names, shapes, dtypes) and only returned if every value is finite. Any failure - the function
 raises, the loader yields nothing, the architecture changed, the update holds NaN/Inf - becomes a
 :class:`ClientOutcome` with ``error`` set, which the round records as a client failure (the
-client then sends nothing). Local training runs on the caller's thread (in this process, or in a
+client then sends nothing). ``error`` is what the client may tell the server (a deployed node
+reports it): a fixed sentence, or :func:`~secureagg.errors.failure_report`'s ``"<Type> at stage
+<stage>"`` - never an exception's message, which may quote the client's data and is logged
+locally instead. Local training runs on the caller's thread (in this process, or in a
 worker of :mod:`secureagg.fl.pool`, which calls the same function); in a seeded run, torch's
 RNG is forked and seeded per (round, client), so data order and dropout masks are reproducible
 without disturbing the caller's RNG.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -29,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.dp.torch_import import require_torch
-from secureagg.errors import PrivacyBudgetExceeded
+from secureagg.errors import PrivacyBudgetExceeded, failure_report
 from secureagg.fl.model_state import StateCodec
 from secureagg.fl.schedule import TRAIN_STAGE, Failures, RoundSchedule, earliest, upload_stage
 
@@ -46,6 +50,8 @@ __all__ = [
     "local_phase",
     "train_client",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: ``(model, optimizer, loader) -> (model, optimizer, loader, finish)``: a hook that wraps the
 #: client's objects for private training (DP-SGD) and returns ``finish()``, called after training,
@@ -83,11 +89,6 @@ def loader_is_empty(loader: Any) -> bool:
         pass
     sentinel = object()
     return next(iter(loader), sentinel) is sentinel
-
-
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def takes_optimizer(train: Callable[..., Any]) -> bool:
@@ -156,7 +157,7 @@ def train_client(
             update=None,
             weight=0,
             seconds=time.perf_counter() - t0,
-            error=_describe(exc),
+            error=failure_report(exc, stage="budget", party=f"client {client}"),
             stage="budget",
         )
     except Exception as exc:  # the user's code failed: a recorded client failure, not a crash
@@ -165,7 +166,7 @@ def train_client(
             update=None,
             weight=0,
             seconds=time.perf_counter() - t0,
-            error=f"train raised {_describe(exc)}",
+            error=failure_report(exc, stage="train", party=f"client {client}"),
         )
     seconds = time.perf_counter() - t0
     try:
@@ -178,17 +179,18 @@ def train_client(
             update=None,
             weight=0,
             seconds=seconds,
-            error=_describe(exc),
+            error=failure_report(exc, stage="update", party=f"client {client}"),
             stage="update",
         )
     if not np.all(np.isfinite(update)):
-        bad = int(np.count_nonzero(~np.isfinite(update)))
+        _log.warning("client %s: the update holds %d NaN/Inf values; it sends nothing", client,
+                     int(np.count_nonzero(~np.isfinite(update))))
         return ClientOutcome(
             client=client,
             update=None,
             weight=0,
             seconds=seconds,
-            error=f"the update holds {bad} NaN/Inf values; the client sends nothing",
+            error="the update holds NaN/Inf values; the client sends nothing",
             stage="update",
         )
     return ClientOutcome(

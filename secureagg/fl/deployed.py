@@ -5,10 +5,12 @@ a round's sampled clients train where their data is, with the run's own training
 (:class:`~secureagg.fl.pool.RoundTrainer`, rebuilt on the node), the secure aggregation runs over
 the engine, and the server gets back only the aggregate and, per client, what its node reports
 about its training (a :class:`~secureagg.fl.pool.TrainedClient` without the update): its FedAvg
-weight, a failure and its stage, the DP-SGD noise multiplier and sampling rate it used and the
-privacy events of its DP-SGD steps, which are re-emitted here into the run's accountants exactly as
-a pool worker's are. The run then settles the round as a simulated one: the same FedAvg step,
-evaluation, history, privacy ledger and run directory, so ``secureagg audit`` reads it the same way.
+weight, a failure and its stage (a fixed sentence or the exception's type and stage,
+:func:`~secureagg.errors.failure_report` - never the message, which stays in the node's log), the
+DP-SGD noise multiplier and sampling rate it used and the privacy events of its DP-SGD steps,
+which are re-emitted here into the run's accountants exactly as a pool worker's are. The run then
+settles the round as a simulated one: the same FedAvg step, evaluation, history, privacy ledger
+and run directory, so ``secureagg audit`` reads it the same way.
 
 Differences from a simulated round, by nature: dropouts are real (a node that does not answer in
 time is a dropout of that stage; simulated ``Failures`` are refused), and a client whose node
@@ -160,7 +162,9 @@ def deployed_round(
 
 
 def report_to_json(trained: TrainedClient) -> str:
-    """The node's report (everything but the update) as JSON text."""
+    """The node's report (everything but the update) as JSON text. Its ``error`` is the
+    outcome's, which :func:`~secureagg.fl.client.train_client` already reduced to what may leave
+    the node (no exception message)."""
     o = trained.outcome
     return json.dumps({
         "format": REPORT_FORMAT,

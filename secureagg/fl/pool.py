@@ -62,7 +62,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, Literal
 
 from secureagg.dp.torch_import import require_torch
-from secureagg.errors import ConfigurationError
+from secureagg.errors import ConfigurationError, describe_exception, failure_report
 from secureagg.fl import schedule
 from secureagg.fl.client import ClientOutcome, train_client
 from secureagg.fl.model_state import StateCodec
@@ -226,6 +226,12 @@ def train_captured(trainer: RoundTrainer, client: int) -> TrainedClient:
     )
 
 
+def _worker_raised(exc: BaseException, client: int) -> str:
+    # the client's failure as it may leave the client: type and stage, the message logged here
+    return "the training worker raised " + failure_report(exc, stage="train",
+                                                          party=f"client {client}")
+
+
 def _failed(client: int, why: str) -> TrainedClient:
     return TrainedClient(
         outcome=ClientOutcome(
@@ -285,7 +291,7 @@ class ClientPool:
                     broken.append(cid)
                     continue
                 except Exception as exc:  # the worker raised outside the user's train
-                    results[cid] = _failed(cid, f"the training worker raised {_describe(exc)}")
+                    results[cid] = _failed(cid, _worker_raised(exc, cid))
                 if on_done is not None:
                     on_done()
         for cid in sorted(broken):
@@ -307,7 +313,7 @@ class ClientPool:
                     "OOM killer); its training was discarded",
                 )
             except Exception as exc:
-                return _failed(client, f"the training worker raised {_describe(exc)}")
+                return _failed(client, _worker_raised(exc, client))
 
     @contextmanager
     def _executor(self, trainer: RoundTrainer, workers: int) -> Iterator[ProcessPoolExecutor]:
@@ -365,11 +371,6 @@ def warm_up(*, dp_sgd: bool) -> None:
             optimizer.step()
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _check_picklable(trainer: RoundTrainer) -> None:
     """With ``spawn`` the user's objects travel to the workers by pickling: say which cannot."""
     parts = {
@@ -384,7 +385,8 @@ def _check_picklable(trainer: RoundTrainer) -> None:
         try:
             ForkingPickler.dumps(value)
         except Exception as exc:
-            problems.append(f"{name} cannot be sent to a worker process ({_describe(exc)})")
+            problems.append(  # raised to the local user, never sent: the full text
+                f"{name} cannot be sent to a worker process ({describe_exception(exc)})")
     if problems:
         raise ConfigurationError(
             [

@@ -23,7 +23,9 @@ on the SuperNode), then for every batch it computes its votes, validates them wi
 and returns them to the mod as the update (:data:`~secureagg.flower.mod.UPDATE`: float64,
 integer-valued, row-major ``Q*C``), which sends it only masked, noise share included. Its report
 (:data:`~secureagg.flower.mod.REPORT`, :func:`~secureagg.ensemble.deployed.report_to_json`) holds
-its status, the rule a refused vote broke, its training seconds and failure - never a vote. A
+its status, the rule a refused vote broke, its training seconds and failure (the exception's type
+and stage, :func:`~secureagg.errors.failure_report`; the message stays in the node's log) - never
+a vote. A
 malformed vote makes the node decline the batch (``malformed="absent"``; with ``"abstain"`` it
 submits the all-zero vote and keeps the reason to itself); a failed training is recorded in
 ``Context.state`` and reported, and the node takes no part from then on.
@@ -53,7 +55,12 @@ from secureagg.ensemble.deployed import (
     vote_spec_from_json,
 )
 from secureagg.ensemble.votes import VoteSpec
-from secureagg.errors import ConfigurationError, InsufficientSurvivors, MalformedMessage
+from secureagg.errors import (
+    ConfigurationError,
+    InsufficientSurvivors,
+    MalformedMessage,
+    fixed_message,
+)
 from secureagg.flower import records
 from secureagg.flower.mod import REPORT, UPDATE
 from secureagg.flower.server import RoundOutcome, SecureRounds
@@ -217,20 +224,22 @@ def vote_node(build: Callable[[Any], VoteNode]) -> Callable[[Any, Any], Any]:
         config = message.content.config_records.get("config")
         arrays = message.content.array_records.get("arrays")
         if config is None or arrays is None or "queries" not in arrays:
-            raise MalformedMessage("a vote message carries the ConfigRecord 'config' and the "
-                                   "ArrayRecord 'arrays' with the array 'queries'")
+            raise fixed_message(MalformedMessage(
+                "a vote message carries the ConfigRecord 'config' and the ArrayRecord 'arrays' "
+                "with the array 'queries'"))
         party, batch = records.int_field(config, "party"), records.int_field(config, "batch")
         count = records.int_field(config, "num-queries")
         server_spec = vote_spec_from_json(records.field(config, "vote", str))
         malformed = records.field(config, "malformed", str)
         partition = context.node_config.get("partition-id")
         if partition != party:
-            raise ConfigurationError(
-                f"this node holds partition {partition}; it was asked to vote as party {party}")
+            raise fixed_message(ConfigurationError(  # public facts: the server named both
+                f"this node holds partition {partition}; it was asked to vote as party {party}"))
         queries = arrays["queries"].numpy()
         if queries.ndim < 1 or queries.shape[0] != count:
-            raise MalformedMessage(f"the batch has {count} queries, its inputs "
-                                   f"{queries.shape[0] if queries.ndim else 0} rows")
+            raise fixed_message(MalformedMessage(  # the public queries' shape
+                f"the batch has {count} queries, its inputs "
+                f"{queries.shape[0] if queries.ndim else 0} rows"))
         node = build(context)
         t0 = time.perf_counter()
         teachers, report = _teacher(node, party, context)

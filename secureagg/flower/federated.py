@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from secureagg.errors import ConfigurationError, MalformedMessage
+from secureagg.errors import ConfigurationError, MalformedMessage, fixed_message
 from secureagg.fl.deployed import (
     DeployedRound,
     NodeRound,
@@ -115,8 +115,8 @@ def node_trainer(build: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
         client = int(config["client"])
         partition = context.node_config.get("partition-id")
         if partition != client:
-            raise ConfigurationError(
-                f"this node holds partition {partition}; it was asked to train client {client}")
+            raise fixed_message(ConfigurationError(  # public facts: the server named both
+                f"this node holds partition {partition}; it was asked to train client {client}"))
         run = build(context)
         state = message.content["arrays"].to_torch_state_dict()
         run.model.load_state_dict(state)

@@ -30,6 +30,15 @@ that does not run secure aggregation gets nothing. A node takes part in a sessio
 increasing order only: a spec for a round it already trained in is refused (a replayed round would
 otherwise show the server two maskings of one update). Any refusal is an error reply: the server
 sees a dropout.
+
+An error reply's ``reason`` is :func:`secureagg.errors.failure_report`: ``"<Type> at stage
+<stage>"`` (the stage: ``hello``, ``train`` - the user's train function failed, and ``<Type>`` is
+its exception's type -, the protocol stage of a protocol error, or ``step``), followed by
+``": <text>"`` only for our own fixed refusals of what the server asked (a replayed round, a
+second training, a seed, no round in progress, ...) and for the key holder's protocol refusals
+of what it received (fixed sentences with public numbers, ``protocols/ckks/spec.md``). Never an
+exception's message: the user's code wrote it and it may quote the node's data; the node logs it
+(WARNING) instead.
 """
 
 from __future__ import annotations
@@ -44,7 +53,14 @@ import numpy as np
 import numpy.typing as npt
 
 from secureagg.engine import client_step, helper_step
-from secureagg.errors import ConfigurationError, MalformedMessage, SecureAggError
+from secureagg.errors import (
+    ConfigurationError,
+    MalformedMessage,
+    ProtocolError,
+    SecureAggError,
+    failure_report,
+    fixed_message,
+)
 from secureagg.flower import records
 from secureagg.flower.identity import load_identity_key
 from secureagg.protocols.base import KEY_HOLDER
@@ -128,11 +144,18 @@ def _weights(content: Any) -> list[npt.NDArray[Any]]:
     return [np.asarray(a.numpy(), dtype=np.float64) for a in record.values()]
 
 
+class _TrainFunctionError(ConfigurationError):
+    """The user's train function failed with ``cause``: the refusal reports the cause's type at
+    stage ``train`` (and its text only if it is one of our fixed ones)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__("the train function failed")
+        self.cause = cause
+
+
 def _trained(reply: Any) -> tuple[list[npt.NDArray[Any]], float | None]:
     """The weights and ``num-examples`` the user's train function returned (new API record
     ``arrays`` and metric ``num-examples``, or a NumPyClient's FitRes)."""
-    if reply.has_error():
-        raise ConfigurationError(f"the train function failed: {reply.error.reason}")
     content = reply.content
     if "arrays" in content.array_records:
         weights = _weights(content)
@@ -181,28 +204,31 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
     digest = records.field(record, "digest", bytes)
     state = _state(context)
     if (party == KEY_HOLDER) != (role == records.KEY_HOLDER_ROLE):
-        raise ConfigurationError(f"this node is a {role}; it does not act as party {party}")
+        raise fixed_message(ConfigurationError(
+            f"this node is a {role}; it does not act as party {party}"))
     if "spec" in record:
         spec_bytes = records.field(record, "spec", bytes)
         spec = spec_from_bytes(spec_bytes)
         last = (state.get("session"), state.get("round"))
         if last[0] == spec.session_id and isinstance(last[1], int) and spec.round_id <= last[1]:
-            raise ConfigurationError(
+            raise fixed_message(ConfigurationError(
                 f"round {spec.round_id} of this session comes after round {last[1]}: a replayed "
                 "or reordered round is refused"
-            )
+            ))
         party_state: bytes | None = None
     else:
         spec_bytes = state.get("spec", b"")
         if not spec_bytes or state.get("party") != party:
-            raise ConfigurationError("no round in progress on this node for this party")
+            raise fixed_message(ConfigurationError(
+                "no round in progress on this node for this party"))
         spec = spec_from_bytes(spec_bytes)
         party_state = state.get("state")
     if spec.digest != digest:
-        raise MalformedMessage("the message is for another round spec than this node's")
+        raise fixed_message(MalformedMessage(
+            "the message is for another round spec than this node's"))
     if role == records.KEY_HOLDER_ROLE:
         if (state.get("key_session"), state.get("key_round")) != (spec.session_id, spec.round_id):
-            raise ConfigurationError("the key holder has no key for this round")
+            raise fixed_message(ConfigurationError("the key holder has no key for this round"))
         from secureagg.aggregators import aggregator_for, protocol_aggregator
 
         key_type = getattr(protocol_aggregator(aggregator_for(spec)), "key_type", None)
@@ -215,7 +241,10 @@ def _step(message: Any, record: Any, context: Any, call_next: Callable[..., Any]
                       "party": party, "state": step.state})
         _save(context, state)  # kept even after a refusal: a refused decryption uses the round
         if step.error:
-            raise ConfigurationError(f"the key holder refused: {step.error}")
+            # a refusal of what the key holder received, not a failure of its own: the
+            # protocol's refusal texts are fixed sentences with public numbers only
+            # (protocols/ckks/spec.md, "Refusal texts"), meant for the server, as in simulation
+            raise fixed_message(ConfigurationError(f"the key holder refused: {step.error}"))
         return {"recipients": [r for r, _ in step.replies],
                 "messages": [m for _, m in step.replies]}
     try:
@@ -243,17 +272,19 @@ def _train(message: Any, context: Any, call_next: Callable[..., Any]
     try:
         reply = call_next(message, context)
     except Exception as exc:  # the user's code failed: this node's training failure
-        _log.warning("the train function failed", exc_info=True)
-        raise ConfigurationError(
-            f"the train function failed: {type(exc).__name__}: {exc}") from exc
+        raise _TrainFunctionError(exc) from exc  # logged and reduced to its type: _refusal
     train_seconds = time.perf_counter() - t_train
-    if reply.has_error():
-        raise ConfigurationError(f"the train function failed: {reply.error.reason}")
+    if reply.has_error():  # e.g. another mod's error reply: its reason stays on the node
+        _log.warning("the train function replied with error %s: %s", reply.error.code,
+                     reply.error.reason)
+        raise _TrainFunctionError(fixed_message(ConfigurationError(
+            "the train function replied with an error")))
     update, examples, report = _own_update(reply)
     if not report:
         trained, examples = _trained(reply)
         if [a.shape for a in trained] != [a.shape for a in received]:
-            raise ConfigurationError("the train function returned arrays of other shapes")
+            raise fixed_message(ConfigurationError(
+                "the train function returned arrays of other shapes"))
         update = [t - r for t, r in zip(trained, received, strict=True)]
     return update, examples, report, train_seconds
 
@@ -266,10 +297,10 @@ def _client(message: Any, record: Any, context: Any, call_next: Callable[..., An
         seed = record.get("seed")
         if seed is not None and not (isinstance(seed, bytes)
                                      and context.node_config.get(ALLOW_SEEDED) is True):
-            raise ConfigurationError(
+            raise fixed_message(ConfigurationError(
                 "the server sent a seed for this node's randomness; a node takes one only in a "
                 f"test deployment whose node config sets {ALLOW_SEEDED}=true"
-            )
+            ))
         trained = False
     else:
         seed = state.get("seed")  # kept from the round's first step (seeded test runs only)
@@ -279,8 +310,8 @@ def _client(message: Any, record: Any, context: Any, call_next: Callable[..., An
     examples: float | None = None
     if "train" in record and records.field(record, "train", bool):
         if trained:
-            raise ConfigurationError("this node has trained in this round already; it trains "
-                                     "once per round")
+            raise fixed_message(ConfigurationError(
+                "this node has trained in this round already; it trains once per round"))
         # recorded before the train function runs: it runs once per round even if it fails
         # (and a replay of this round's first step is refused as a replayed round)
         trained = True
@@ -311,6 +342,16 @@ def _client(message: Any, record: Any, context: Any, call_next: Callable[..., An
             "messages": [m for _, m in step.replies]}
 
 
+def _refusal(exc: BaseException, kind: str) -> str:
+    """The reason of the error reply for ``exc`` (module docstring): type and stage, the
+    message only for our fixed refusals; anything else is logged here with its traceback."""
+    if isinstance(exc, _TrainFunctionError):
+        return failure_report(exc.cause, stage="train")
+    if isinstance(exc, ProtocolError):
+        return failure_report(exc, stage=exc.stage)
+    return failure_report(exc, stage=kind)
+
+
 def secureagg_mod(message: Any, context: Any, call_next: Callable[..., Any]) -> Any:
     """The Flower mod; see the module docstring."""
     from flwr.app import ConfigRecord, Error, Message, RecordDict
@@ -323,6 +364,7 @@ def secureagg_mod(message: Any, context: Any, call_next: Callable[..., Any]) -> 
                 "the server sent a plain train message")), reply_to=message)
         return call_next(message, context)
     t0 = time.perf_counter()
+    kind = "message"
     try:
         kind = records.field(record, "kind", str)
         if kind == records.HELLO:
@@ -333,8 +375,7 @@ def secureagg_mod(message: Any, context: Any, call_next: Callable[..., Any]) -> 
             # separates from the engine's polling and process start
             out["compute"] = time.perf_counter() - t0 - out.pop("train_seconds", 0.0)
         else:
-            raise MalformedMessage(f"unknown kind {kind!r}")
-    except SecureAggError as exc:
-        return Message(Error(code=REFUSED, reason=f"{type(exc).__name__}: {exc}"),
-                       reply_to=message)
+            raise fixed_message(MalformedMessage("unknown kind"))
+    except Exception as exc:  # every failure is a refusal; its text stays on this node
+        return Message(Error(code=REFUSED, reason=_refusal(exc, kind)), reply_to=message)
     return Message(RecordDict({records.RECORD: ConfigRecord(out)}), reply_to=message)

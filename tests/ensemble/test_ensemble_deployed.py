@@ -7,6 +7,7 @@ through the protocol."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from secureagg.ensemble.deployed import (  # noqa: E402
     NodeVoteReport,
     report_from_json,
     report_to_json,
+    teacher_summary,
 )
 from secureagg.ensemble.teachers import TeacherSet, train_teachers  # noqa: E402
 from secureagg.ensemble.votes import VoteSpec  # noqa: E402
@@ -67,8 +69,12 @@ def train_teacher(model: Any, loader: Any) -> None:
             opt.step()
 
 
+#: what a failing training quotes from the party's data: it must never leave the node
+SECRET = "SECRET-ROW-42"
+
+
 def broken_train(model: Any, loader: Any) -> None:
-    raise RuntimeError("this party's training code failed")
+    raise RuntimeError(f"this party's training code failed on row {SECRET}")
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +211,8 @@ def test_with_abstain_the_node_sends_the_zero_vote_and_reports_nothing(
 
 
 def test_a_failed_teacher_is_recorded_and_its_party_is_never_asked_again(
-        data: dict[str, Any], local: TeacherSet) -> None:
+        data: dict[str, Any], local: TeacherSet, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="secureagg")
     grid = _grid(data, train={2: broken_train})
     deployed, in_process = _aggregator(expected_dropout=0.25), _aggregator(expected_dropout=0.25)
     flower = _deployment(grid)
@@ -225,7 +232,18 @@ def test_a_failed_teacher_is_recorded_and_its_party_is_never_asked_again(
             assert sum(1 for node, _ in grid.delivered if node == node2) == before
     failed = deployed.node_teachers[2]
     assert failed["status"] == "failed" and failed["stage"] == "train"
-    assert "this party's training code failed" in failed["error"]
+    # the node reported the type and the stage of its failure, never the message ...
+    assert failed["error"] == "RuntimeError at stage train"
+    assert grid.received and not [n for n, wire in grid.received if SECRET.encode() in wire]
+    assert any(b"RuntimeError at stage train" in wire for _, wire in grid.received)
+    record = flower.last.record if flower.last is not None else None
+    server_side = json.dumps([deployed.ledger(), deployed.report(), deployed.node_teachers,
+                              teacher_summary(deployed.node_teachers),
+                              None if record is None else vars(record)], default=str)
+    assert "RuntimeError at stage train" in server_side and SECRET not in server_side
+    # ... which the node keeps in its own log, with the traceback
+    local_log = [r for r in caplog.records if SECRET in r.getMessage()]
+    assert local_log and all(r.levelno == logging.WARNING and r.exc_info for r in local_log)
     assert grid.contexts[node2].state.config_records[TEACHER_STATUS]["status"] == "failed"
     assert TEACHER not in grid.contexts[node2].state.array_records
 

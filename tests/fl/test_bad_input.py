@@ -7,6 +7,9 @@ identically), so the failing client contributed nothing at all.
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,22 +57,34 @@ def client_1_does(action: Any) -> Any:
     return trainer
 
 
-def assert_failure(r: FederatedRun, needle: str, stage: str) -> None:
+def assert_failure(r: FederatedRun, error: str, stage: str, *,
+                   log: pytest.LogCaptureFixture | None = None, needle: str = "") -> None:
+    """Client 1 failed at ``stage`` with the recorded ``error`` (what may leave a client: a fixed
+    text, or the exception's type and stage); the exception's message (``needle``) is nowhere
+    in the history and is in the client's own log (WARNING)."""
     for entry in r.history:
         assert entry["status"] == "completed"
         assert entry["participants"] == [0, 2, 3, 4]
         [failure] = entry["client_failures"]
         assert failure["client"] == 1
         assert failure["stage"] == stage
-        assert needle in failure["error"]
+        assert failure["error"] == error
+    if needle:
+        assert log is not None
+        assert needle not in json.dumps(r.history, default=str)
+        local = [x for x in log.records if needle in x.getMessage()]
+        assert local and all(x.levelno == logging.WARNING for x in local)
 
 
-def test_a_client_that_changes_the_architecture(loaders: list[Any]) -> None:
+def test_a_client_that_changes_the_architecture(
+        loaders: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="secureagg")
     def widen(model: Any) -> None:
         model[2] = torch.nn.Linear(16, 4)
 
     r = run(loaders, client_1_does(widen))
-    assert_failure(r, "'2.weight' has shape (4, 16), expected (3, 16)", "update")
+    assert_failure(r, "InvalidInputError at stage update", "update", log=caplog,
+                   needle="'2.weight' has shape (4, 16), expected (3, 16)")
     np.testing.assert_array_equal(flat_params(r.model), without_client_1(loaders))
 
 
@@ -79,17 +94,21 @@ def test_a_client_whose_update_holds_nan(loaders: list[Any]) -> None:
             model[0].weight[0, 0] = float("nan")
 
     r = run(loaders, client_1_does(poison))
-    assert_failure(r, "NaN/Inf", "update")
+    assert_failure(r, "the update holds NaN/Inf values; the client sends nothing", "update")
     assert np.all(np.isfinite(flat_params(r.model)))
     np.testing.assert_array_equal(flat_params(r.model), without_client_1(loaders))
 
 
-def test_a_client_whose_train_raises(loaders: list[Any]) -> None:
+def test_a_client_whose_train_raises(loaders: list[Any], tmp_path: Path,
+                                     caplog: pytest.LogCaptureFixture) -> None:
     def explode(model: Any) -> None:
-        raise RuntimeError("CUDA out of memory (simulated)")
+        raise RuntimeError("CUDA out of memory (simulated) at row SECRET-ROW-42")
 
-    r = run(loaders, client_1_does(explode))
-    assert_failure(r, "RuntimeError: CUDA out of memory", "train")
+    caplog.set_level(logging.WARNING, logger="secureagg")
+    r = run(loaders, client_1_does(explode), run_dir=tmp_path / "run")
+    assert_failure(r, "RuntimeError at stage train", "train", log=caplog, needle="SECRET-ROW-42")
+    files = [f for f in (tmp_path / "run").rglob("*") if f.is_file()]
+    assert files and not [f.name for f in files if b"SECRET-ROW-42" in f.read_bytes()]
     np.testing.assert_array_equal(flat_params(r.model), without_client_1(loaders))
 
 
@@ -99,7 +118,7 @@ def test_a_client_loader_that_yields_nothing(loaders: list[Any]) -> None:
     patched[1] = torch.utils.data.DataLoader(empty, batch_size=8)
     r = run(patched)
     assert r.weights[1] == 0
-    assert_failure(r, "yields nothing", "data")
+    assert_failure(r, "the client's data loader yields nothing (no examples to train on)", "data")
     np.testing.assert_array_equal(flat_params(r.model), without_client_1(loaders))
 
 
@@ -111,8 +130,10 @@ def test_every_client_failing_is_a_clear_error_and_an_aborted_round(loaders: lis
     before = flat_params(model)
     r = FederatedRun(model, train=broken, client_loaders=loaders, aggregator="secagg+",
                      rounds=2, seed=4, progress=False)
-    with pytest.raises(InvalidInputError, match="every sampled client's train function raised"):
+    with pytest.raises(InvalidInputError, match="every sampled client's train function raised; "
+                       "first error: TypeError at stage train") as raised:
         r.run()
+    assert "epochs" not in str(raised.value)  # the message is in the log, not in the error
     assert r.history[0]["status"] == "aborted"
     assert len(r.history[0]["client_failures"]) == 5
     np.testing.assert_array_equal(flat_params(model), before)

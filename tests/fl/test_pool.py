@@ -104,7 +104,8 @@ def test_an_exception_in_a_worker_is_a_recorded_client_failure() -> None:
         assert entry["participants"] == [0, 2, 3, 4]
         (failure,) = entry["client_failures"]
         assert failure["client"] == 1 and failure["stage"] == "train"
-        assert "RuntimeError: user bug on client 1" in failure["error"]
+        # the type and the stage leave the client, not the message (that is in its log)
+        assert failure["error"] == "RuntimeError at stage train"
     assert np.array_equal(flat_params(pooled.model), flat_params(sequential.model))
 
 

@@ -45,6 +45,8 @@ class FakeGrid:
         self.tamper = tamper
         self.replies: dict[str, Message] = {}
         self.delivered: list[tuple[int, Message]] = []
+        #: every reply as the server side receives it (Flower's wire bytes), kept for the tests
+        self.received: list[tuple[int, bytes]] = []
         self._count = 0
 
     @staticmethod
@@ -82,6 +84,7 @@ class FakeGrid:
             if self.tamper is not None:
                 reply = self.tamper(node, reply)
             self.replies[message_id] = _roundtrip(reply)
+            self.received.append((node, message_to_proto(reply).SerializeToString()))
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -19,11 +20,13 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_grid import FakeGrid  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
 
 from secureagg.demos import flower_apps  # noqa: E402
 from secureagg.demos.federated_task import DemoSettings, build_run, digits_task  # noqa: E402
 from secureagg.errors import ConfigurationError  # noqa: E402
-from secureagg.flower.federated import FlowerDeployment  # noqa: E402
+from secureagg.flower.federated import FlowerDeployment, node_trainer  # noqa: E402
+from secureagg.flower.mod import secureagg_mod  # noqa: E402
 
 NODE0 = 5_000_000_000
 
@@ -143,3 +146,51 @@ def test_a_node_silent_after_advertising_is_recorded_at_the_stage_it_went_silent
         json.loads, (tmp_path / "run" / "transcript.jsonl").read_text("utf-8").splitlines())
         if line["direction"] == "up"}
     assert ("advertise", 2) in sent and ("share", 2) not in sent
+
+
+SECRET = "SECRET-ROW-42"
+
+
+def test_a_node_whose_train_raises_reports_the_type_and_stage_and_keeps_the_message(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The user's train function on client 1's node raises with a message quoting its data: the
+    node's report (and so the history, the transcript and every run-directory file) says only
+    ``RuntimeError at stage train``; the full message is in the node's own log."""
+    settings = DemoSettings(clients=4, rounds=1, epsilon=None, run_seed=7, hidden=8)
+
+    def bad_train(model: Any, loader: Any, opt: Any) -> None:
+        raise RuntimeError(f"row {SECRET} of /data/client1.csv has age=-3")
+
+    def build(context: Any) -> Any:
+        task = digits_task(settings)
+        if context.node_config["partition-id"] == 1:
+            task = dataclasses.replace(task, train=bad_train)
+        return build_run(settings, task, run_dir=None, progress=False)
+
+    app = ClientApp(mods=[secureagg_mod])
+    app.train()(node_trainer(build))
+    nodes = {NODE0 + 31 * i: {"partition-id": i, "num-partitions": settings.clients,
+                              "secureagg-allow-seeded": True} for i in range(settings.clients)}
+    grid = FakeGrid(app, nodes)
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="secureagg"):
+        warnings.simplefilter("ignore")
+        run = build_run(settings, digits_task(settings), run_dir=tmp_path / "run",
+                        progress=False,
+                        deployment=FlowerDeployment(grid, stage_deadline=5.0,
+                                                    train_deadline=60.0, wait_for_nodes=1.0))
+        run.run()
+    entry = run.history[0]
+    assert entry["status"] == "completed" and 1 not in entry["participants"]
+    assert entry["client_failures"] == [
+        {"client": 1, "stage": "train", "error": "RuntimeError at stage train"}]
+    # what the server received and wrote holds the type and the stage, never the message
+    assert grid.received and not [n for n, wire in grid.received if SECRET.encode() in wire]
+    assert any(b"RuntimeError at stage train" in wire for _, wire in grid.received)
+    files = [f for f in (tmp_path / "run").rglob("*") if f.is_file()]
+    assert any(f.name == "history.json" for f in files)
+    assert not [f.name for f in files if SECRET.encode() in f.read_bytes()]
+    assert "RuntimeError at stage train" in (tmp_path / "run" / "history.json").read_text()
+    assert SECRET not in json.dumps(run.history, default=str)
+    # the node keeps the full text in its log (WARNING, with the traceback)
+    local = [r for r in caplog.records if SECRET in r.getMessage()]
+    assert local and all(r.levelno == logging.WARNING and r.exc_info for r in local)

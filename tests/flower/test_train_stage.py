@@ -6,6 +6,8 @@ party's keys and no update. In one process over the stand-in Grid (tests/flower/
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -38,6 +40,8 @@ from secureagg.protocols.secagg.state import SecAggClientState
 from secureagg.transport.party_state import state_from_bytes
 
 NODE0 = 8_000_000_000
+#: what a failing train function quotes from its data: it must never leave the node
+SECRET = "SECRET-ROW-42"
 
 
 class Probe:
@@ -71,7 +75,7 @@ class Probe:
         self.train_calls.setdefault(context.node_id, []).append(len(self.steps[context.node_id]))
         partition = int(context.node_config["partition-id"])
         if partition in self.fail:
-            raise RuntimeError("this node's data is gone")
+            raise RuntimeError(f"this node's data is gone: {SECRET}")
         out = OrderedDict((k, Array((v.numpy() + (partition + 1) / 100).astype(v.numpy().dtype)))
                           for k, v in message.content["arrays"].items())
         return Message(RecordDict({"arrays": ArrayRecord(out),
@@ -80,12 +84,12 @@ class Probe:
 
 
 def _run(dim: int, *, protocol: str = "secagg+", fail: frozenset[int] = frozenset(),
-         options: dict[str, Any] | None = None
+         options: dict[str, Any] | None = None, run_dir: Path | None = None,
          ) -> tuple[Probe, SecureFedAvg, np.ndarray, FakeGrid]:
     probe = Probe(fail=fail)
     grid = FakeGrid(probe.app, {NODE0 + 13 * i: {"partition-id": i} for i in range(5)})
     strategy = SecureFedAvg(protocol, options=options or {"clip": 1.0}, min_train_nodes=5,
-                            stage_deadline=5.0, train_deadline=5.0)
+                            stage_deadline=5.0, train_deadline=5.0, run_dir=run_dir)
     initial = ArrayRecord(OrderedDict([("w", Array(np.zeros(dim, dtype=np.float32)))]))
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=1,
                             train_config=ConfigRecord({"lr": 0.1}))
@@ -113,18 +117,33 @@ def test_nodes_train_once_at_masked_and_keep_no_update_before_it(protocol: str) 
     assert max(sizes[50_000][:2]) < 4_000 < 8 * 50_000
 
 
-def test_a_node_whose_training_fails_at_masked_is_a_dropout_named_as_a_training_failure() -> None:
-    probe, strategy, w, _ = _run(20, fail=frozenset({3}))
+def test_a_node_whose_training_fails_at_masked_is_a_dropout_named_as_a_training_failure(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="secureagg"):
+        probe, strategy, w, grid = _run(20, fail=frozenset({3}), run_dir=tmp_path / "run")
     entry = strategy.rounds[0]
     assert entry["status"] == "ok", entry
     assert len(entry["survivors"]) == 4 and len(entry["dropped"]) == 1
     (failure,) = entry["failed"]
     assert failure["stage"] == "masked" and failure["party"] == entry["dropped"][0]
-    assert "the train function failed" in failure["error"]
-    assert "this node's data is gone" in failure["error"]
+    # the node's refusal names the type and the stage of its failure, never its message
+    assert failure["error"] == "Flower error 4601: RuntimeError at stage train"
+    _nowhere_on_the_server_side(SECRET, grid, strategy.rounds, tmp_path / "run")
+    # ... which the node keeps in its own log, with the traceback
+    local = [r for r in caplog.records if SECRET in r.getMessage()]
+    assert local and all(r.levelno == logging.WARNING and r.exc_info for r in local)
     # the survivors' mean (0.01, 0.02, 0.03, 0.05): the failed node's masks were recovered
     np.testing.assert_allclose(w, np.full(20, 0.0275), atol=1e-6)
     assert sum(len(calls) for calls in probe.train_calls.values()) == 5
+
+
+def _nowhere_on_the_server_side(secret: str, grid: FakeGrid, records: Any, run_dir: Path) -> None:
+    """``secret`` is in no reply the server received (Flower's wire bytes), in no round record
+    and in no file of the run directory; and the run directory was written (not vacuous)."""
+    assert grid.received and not [n for n, wire in grid.received if secret.encode() in wire]
+    assert secret not in json.dumps(records, default=str)
+    files = [f for f in run_dir.rglob("*") if f.is_file()]
+    assert files and not [f for f in files if secret.encode() in f.read_bytes()]
 
 
 def test_plain_still_trains_at_the_first_step() -> None:
@@ -142,5 +161,8 @@ def test_a_node_asked_to_train_twice_in_a_round_refuses_without_training() -> No
                         if m.content.config_records.get("secureagg", {}).get("train"))
     calls = len(probe.train_calls[node])
     reply = grid.app(FakeGrid.copy_message(masked), grid.contexts[node])
-    assert reply.has_error() and "trained in this round already" in reply.error.reason
+    # our own fixed refusal of what the server asked: type, stage and its (data-free) text
+    assert reply.has_error() and reply.error.reason == (
+        "ConfigurationError at stage step: this node has trained in this round already; it "
+        "trains once per round")
     assert len(probe.train_calls[node]) == calls == 1
