@@ -389,7 +389,8 @@ def assemble_report(settings: DeployedSettings, runs: Mapping[int, list[dict[str
             "tls": s.tls, "stage_timeout_seconds": s.stage_timeout, "ours_poll_seconds": s.poll,
             "order": "one deployment; per d, per repeat: ours then Flower's",
             "warmup": list(warmup) if s.warmup else "none",
-            "updates": "node p: numpy default_rng([2024, p]).uniform(-0.1, 0.1, d) as float32 "
+            "updates": "node p: uniform in [-0.1, 0.1) from the library's AES-CTR keystream "
+                       "under the fixed seed 2024, context bench/deployed/<p>, as float32 "
                        "(fixed benchmark data, not private), the same every round, weight 1; "
                        "initial global model zeros(d) float32",
             "ours_options": {"clip": CLIP}, "parameters": dict(params),

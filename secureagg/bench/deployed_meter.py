@@ -33,9 +33,17 @@ UPDATE_SCALE = 0.1  # every coordinate in [-0.1, 0.1]: inside clip 1.0 for sever
 
 
 def update_for(partition: int, dim: int, seed: int = 2024) -> npt.NDArray[np.float32]:
-    """The fixed update of node ``partition``: the same in every round, run and implementation."""
-    rng = np.random.default_rng([seed, partition])
-    return rng.uniform(-UPDATE_SCALE, UPDATE_SCALE, dim).astype(np.float32)
+    """The fixed update of node ``partition``: the same in every round, run and implementation
+    (public benchmark data, uniform in [-0.1, 0.1) from a keystream of the library's CSPRNG under
+    the fixed seed ``seed`` and the context ``bench/deployed/<partition>``)."""
+    from secureagg.crypto import labels, prg
+
+    stream = prg.Keystream(seed.to_bytes(32, "big"), label=labels.SIM_DRIVER,
+                           context=b"bench/deployed/%d" % partition)
+    values = stream.uniform(dim)
+    values *= 2 * UPDATE_SCALE
+    values -= UPDATE_SCALE
+    return values.astype(np.float32)
 
 
 def expected_mean(partitions: list[int], dim: int) -> npt.NDArray[np.float64]:
