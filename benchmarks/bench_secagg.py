@@ -24,51 +24,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-try:
-    from secureagg.cli import main as secureagg_main
-except ImportError as exc:  # the installed package: no sys.path tricks
-    msg = f"bench_secagg.py needs secureagg installed (pip install -e .): {exc}"
-    raise SystemExit(msg) from exc
+try:  # the installed package (pip install -e .): no sys.path tricks
+    from secureagg.cli.bench_preset import run_preset
+except ImportError as exc:
+    raise SystemExit(f"bench_secagg.py needs secureagg installed: {exc}") from exc
 
 SECAGG_PROTOCOLS = ("secagg", "secagg:malicious", "secagg+", "secagg+:malicious")
 
 
-def _is_option(arg: str, option: str, shortest: int) -> bool:
-    """``arg`` is ``option`` or a prefix argparse accepts for it (``--proto`` for --protocols)."""
-    name = arg.partition("=")[0]
-    return len(name) >= shortest and option.startswith(name)
-
-
-def user_protocols(args: Sequence[str]) -> list[str] | None:
-    """The protocols of the last --protocols in ``args`` (as argparse: the last wins), or None."""
-    found = None
-    for i, arg in enumerate(args):
-        if arg == "--":
-            break
-        if _is_option(arg, "--protocols", 4):  # "--pr": the shortest unambiguous prefix
-            value = arg.partition("=")[2] if "=" in arg else (args[i + 1:i + 2] or [""])[0]
-            found = [p.strip() for p in value.split(",") if p.strip()]
-    return found
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "-h" or _is_option(a, "--help", 3) for a in args):
-        print(__doc__)
-        print("The options (all of secureagg bench's, passed through unchanged):\n")
-        return secureagg_main(["bench", "--help"])
-    chosen = user_protocols(args)
-    if chosen is None:
-        return secureagg_main(["bench", "--protocols", ",".join(SECAGG_PROTOCOLS), *args])
-    other = [p for p in chosen if p not in SECAGG_PROTOCOLS]
-    if other or not chosen:
-        print(f"bench_secagg.py: error: --protocols may name only SecAgg variants "
-              f"({', '.join(SECAGG_PROTOCOLS)}; omit it for all four), got "
-              f"{', '.join(other) or 'none'}; run 'secureagg bench --protocols ...' for other "
-              "protocols", file=sys.stderr)
-        return 2
-    return secureagg_main(["bench", *args])
+    return run_preset("bench_secagg.py", SECAGG_PROTOCOLS, "SecAgg", __doc__ or "", argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
