@@ -98,6 +98,11 @@ class DeployedSettings:
     log_dir: Path | None = None
     quick: bool = False
 
+    @property
+    def dropped(self) -> list[int]:
+        """The partitions that drop out: the last node with ``dropout_node``, else none."""
+        return [self.nodes - 1] if self.dropout_node else []
+
     def problems(self) -> list[str]:
         """Every problem with these settings (empty: they can run)."""
         found = []
@@ -313,7 +318,7 @@ def run_deployed(settings: DeployedSettings, *, log: Callable[[str], None] | Non
 
     n, dims, s = settings.nodes, list(settings.dims), settings
     params = matched_parameters(n)
-    dropped = [n - 1] if s.dropout_node else []
+    dropped = s.dropped
     machine = {**machine_info(), "flwr": flwr.__version__}
     created = utc_now()
     runs: dict[int, list[dict[str, Any]]] = {d: [] for d in dims}
@@ -375,7 +380,7 @@ def assemble_report(settings: DeployedSettings, runs: Mapping[int, list[dict[str
     """The report (format :data:`FORMAT`) from what the ServerApps wrote (``runs``: d -> the
     runs of that d, each with ``impl``, ``repeat`` and ``rounds``) - no process is started."""
     s, n = settings, settings.nodes
-    dropped = [n - 1] if s.dropout_node else []
+    dropped = s.dropped
     summary = {d: summarize(runs[d], n) for d in runs}
     report: dict[str, Any] = {
         "format": FORMAT, "benchmark": "deployed", "issue": 13, "created_utc": created,

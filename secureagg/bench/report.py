@@ -45,12 +45,8 @@ def _b(value: float | None) -> str:
     return "-"  # pragma: no cover
 
 
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def _x3(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}x"
+def _x(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}x"
 
 
 def _med(entry: Mapping[str, Any], key: str) -> float | None:
@@ -123,7 +119,7 @@ def _floor_table(entries: Sequence[Mapping[str, Any]]) -> list[str]:
             f"| {_label(e)} | {c['n']} | {c['d']:,} | {c['dropout']:g} "
             f"| {_s(f['client_seconds'])} | {_s(f['server_seconds'])} "
             f"| {_x(r['client_mean_over_floor'])} | {_x(r['client_max_over_floor'])} "
-            f"| {_x(r['server_over_floor'])} | {_x3(r.get('upload_over_payload'))} |"
+            f"| {_x(r['server_over_floor'])} | {_x(r.get('upload_over_payload'), 3)} |"
         )
     return lines
 
