@@ -53,7 +53,7 @@ from secureagg.errors import InvalidShareError, TamperedShareError
 
 __all__ = ["CHUNK_BYTES", "MAX_INDEX", "MIN_SECRET_BYTES", "PRIME", "VERSION", "RandomCheck",
            "Share", "lagrange_coefficients", "reconstruct", "reconstruct_points", "share_values",
-           "split"]
+           "share_values_many", "split"]
 
 PRIME = 2**256 + 297  # smallest prime above 2^256 (Pocklington certificate in the tests)
 CHUNK_BYTES = 32
@@ -281,23 +281,33 @@ def share_values(data: bytes, *, index: int, threshold: int, secret_length: int)
     secret_length)``: as strict as :meth:`Share.from_bytes` followed by a check of those three
     fields, without building a :class:`Share`. Anything else raises :class:`InvalidShareError`.
     """
-    if not isinstance(data, bytes):
-        raise InvalidShareError(f"a share is bytes, got {type(data).__name__}")
+    return share_values_many((data,), index=index, threshold=threshold,
+                             secret_length=secret_length)[0]
+
+
+def share_values_many(shares: Iterable[bytes], *, index: int, threshold: int,
+                      secret_length: int) -> list[tuple[int, ...]]:
+    """:func:`share_values` of every share in ``shares``, all with the same header (a SecAgg
+    server parses each responder's shares at once): the same checks, and all of them or an
+    :class:`InvalidShareError`."""
     header = _expected_header(index, threshold, secret_length)
     chunks = _chunk_count(secret_length)
-    if len(data) != _HEADER.size + _VALUE_BYTES * chunks or not data.startswith(header):
+    size = _HEADER.size + _VALUE_BYTES * chunks
+    items = list(shares)
+    if not all(isinstance(d, bytes) and len(d) == size and d.startswith(header) for d in items):
+        for d in items:
+            if not isinstance(d, bytes):
+                raise InvalidShareError(f"a share is bytes, got {type(d).__name__}")
         raise InvalidShareError(f"not a version-{VERSION} share with index {index}, threshold "
                                 f"{threshold} and a {secret_length}-byte secret")
     if chunks == 1:
-        value = int.from_bytes(data[_HEADER.size :], "big")
-        if value >= PRIME:
-            raise InvalidShareError("share values must be ints in [0, PRIME)")
-        return (value,)
-    values = tuple(int.from_bytes(data[i : i + _VALUE_BYTES], "big")
-                   for i in range(_HEADER.size, len(data), _VALUE_BYTES))
-    if any(v >= PRIME for v in values):
+        rows: list[tuple[int, ...]] = [(int.from_bytes(d[_HEADER.size :], "big"),) for d in items]
+    else:
+        rows = [tuple(int.from_bytes(d[i : i + _VALUE_BYTES], "big")
+                      for i in range(_HEADER.size, size, _VALUE_BYTES)) for d in items]
+    if any(v >= PRIME for row in rows for v in row):
         raise InvalidShareError("share values must be ints in [0, PRIME)")
-    return values
+    return rows
 
 
 @functools.lru_cache(maxsize=4096)
@@ -310,11 +320,6 @@ def _expected_header(index: int, threshold: int, secret_length: int) -> bytes:
         raise InvalidShareError(f"secret_length must be an int in {MIN_SECRET_BYTES}..2^32-1, "
                                 f"got {secret_length!r}")
     return _HEADER.pack(VERSION, index, threshold, secret_length)
-
-
-@functools.lru_cache(maxsize=MAX_INDEX)
-def _inverse(x: int) -> int:
-    return pow(x, -1, PRIME)
 
 
 def _denominators(xs: tuple[int, ...]) -> list[int]:
@@ -358,6 +363,9 @@ class RandomCheck:
 
     def at(self, x: int, e: int) -> int:
         """``R_e(x) mod PRIME`` (``e >= 1``)."""
+        row = self._table.get(x)
+        if row is not None and len(row) >= e:
+            return row[e - 1]
         while len(self._rho) < e:
             self._rho.append(secrets.randbelow(PRIME))
         row = self._table.setdefault(x, [])
@@ -372,26 +380,36 @@ class RandomCheck:
 
     def coefficients(self, xs: tuple[int, ...], weights: Sequence[int], e: int
                      ) -> tuple[int, ...]:
-        """``w_i R_e(x_i) mod PRIME`` for the points ``xs`` with barycentric weights ``weights``:
-        the check is then ``sum_i coefficient_i y_i == 0``. Cached per ``(xs, e)``."""
+        """``w_i R_e(x_i)`` for the points ``xs`` with barycentric weights ``weights`` (or the
+        same multiple, nonzero mod PRIME, of each), not reduced: the check is then ``sum_i
+        coefficient_i y_i == 0 mod PRIME``. Cached per ``(xs, e)``."""
         key = (xs, e)
         got = self._coefficients.get(key)
         if got is None:
-            got = tuple(w * self.at(x, e) % PRIME for w, x in zip(weights, xs, strict=True))
+            at = self.at
+            got = tuple([w * at(x, e) for w, x in zip(weights, xs, strict=True)])
             self._coefficients[key] = got
         return got
 
 
 @functools.lru_cache(maxsize=256)
-def _point_coefficients(xs: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """For distinct share indices ``xs``: the barycentric weights ``w_i = 1 / prod_{k != i}(x_i -
-    x_k)`` and the Lagrange coefficients at 0, ``l_i = -Q w_i / x_i`` with ``Q = prod_k (-x_k)``,
-    mod PRIME. Cached: a SecAgg server on the complete graph reconstructs every secret from the
-    same responders."""
-    weights = _batch_inverse([d % PRIME for d in _denominators(xs)])
-    scale = -math.prod(xs) * (-1) ** len(xs) % PRIME  # -Q
-    return tuple(weights), tuple(scale * w * _inverse(x) % PRIME
-                                 for w, x in zip(weights, xs, strict=True))
+def _point_coefficients(xs: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """For distinct share indices ``xs``: exact integers ``W_i = L / D_i`` and ``c_i = -Q W_i /
+    x_i``, with ``D_i = prod_{k != i}(x_i - x_k)``, ``L = lcm(D_i)`` and ``Q = prod_k (-x_k)``,
+    and ``L^-1 mod PRIME``.
+
+    ``W`` is ``L`` times the barycentric weights ``w_i = 1 / D_i``, so every syndrome test (``sum
+    w_i y_i x_i^j == 0``) holds for ``W`` exactly when it holds for ``w``: ``L`` is a product of
+    primes below 2^16, never a multiple of PRIME. The value at 0, ``-Q sum_i w_i y_i / x_i``, is
+    ``L^-1 sum_i c_i y_i``; ``c_i`` is an integer since ``x_i`` divides ``Q``. One modular
+    inversion, of ``L``, and no other reduction. Cached: a SecAgg server on the complete graph
+    reconstructs every secret from the same responders."""
+    denominators = _denominators(xs)
+    lcm = math.lcm(*denominators)
+    weights = tuple(lcm // d for d in denominators)  # exact: each D_i divides L
+    minus_q = -math.prod(xs) * (-1) ** len(xs)
+    return (weights, tuple(minus_q // x * w for w, x in zip(weights, xs, strict=True)),
+            pow(lcm, -1, PRIME))
 
 
 def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], *,
@@ -402,8 +420,9 @@ def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], 
     of degree below ``threshold`` (else :class:`TamperedShareError`, like :func:`reconstruct`);
     too few, duplicate or malformed points raise :class:`InvalidShareError`.
 
-    Barycentric interpolation over all ``m`` points, ``w_i = 1 / prod_{k != i}(x_i - x_k)``
-    (one batched inversion): the syndromes ``sum_i w_i y_i x_i^j`` for ``j < m - t`` are the
+    Barycentric interpolation over all ``m`` points, ``w_i = 1 / prod_{k != i}(x_i - x_k)``,
+    each scaled by the same integer so that only one modular inversion is needed (see
+    ``_point_coefficients``): the syndromes ``sum_i w_i y_i x_i^j`` for ``j < m - t`` are the
     coefficients of degrees ``m - 1`` down to ``t`` of the interpolant and must all vanish (see
     ``_on_low_degree_polynomial``); the value at 0 is then ``-Q * sum_i w_i y_i / x_i`` with
     ``Q = prod_k (-x_k)``. With ``check`` (:class:`RandomCheck`), the syndromes are tested by
@@ -423,13 +442,13 @@ def reconstruct_points(indices: Sequence[int], values: Sequence[Sequence[int]], 
         raise InvalidShareError(f"give {chunks} values for each of the {m} indices")
     if not all(type(v) is int and 0 <= v < PRIME for row in values for v in row):
         raise InvalidShareError("share values must be ints in [0, PRIME)")
-    weights, at_zero = _point_coefficients(xs)
+    weights, at_zero, inverse = _point_coefficients(xs)
     out = bytearray()
     extra = m - threshold
     combined = check.coefficients(xs, weights, extra) if check is not None and extra else None
     for chunk in range(chunks):
         column = [row[chunk] for row in values]
-        value = sum(map(operator.mul, at_zero, column)) % PRIME
+        value = sum(map(operator.mul, at_zero, column)) % PRIME * inverse % PRIME
         if combined is not None:
             if sum(map(operator.mul, combined, column)) % PRIME:
                 raise TamperedShareError()

@@ -639,3 +639,24 @@ def test_share_values_is_as_strict_as_from_bytes_plus_the_header() -> None:
         shamir.share_values(bytearray(raw), index=7, threshold=2, secret_length=40)  # type: ignore[arg-type]
     with pytest.raises(InvalidShareError):
         shamir.share_values(raw, index=0, threshold=2, secret_length=40)
+
+
+@pytest.mark.parametrize("length", [32, 40])
+def test_share_values_many_is_share_values_of_each_or_an_error(length: int) -> None:
+    """A SecAgg server parses a responder's shares at once: the values of every share, or the
+    same error as share_values for the first bad one, wherever it sits in the batch."""
+    shares = [shamir.split(bytes([i]) * length, threshold=2, indices=[5, 6])[0].to_bytes()
+              for i in range(4)]
+    kw = {"index": 5, "threshold": 2, "secret_length": length}
+    assert shamir.share_values_many(shares, **kw) == [
+        shamir.share_values(raw, **kw) for raw in shares]
+    assert shamir.share_values_many([], **kw) == []
+    top = shares[0][:9] + (shamir.PRIME).to_bytes(33, "big") + shares[0][42:]  # value = PRIME
+    for bad in (shares[1][:-1], b"\x02" + shares[1][1:], top,
+                shamir.split(bytes(length), threshold=2, indices=[5, 6])[1].to_bytes()):
+        for at in (0, 2, 4):
+            batch = [*shares[:at], bad, *shares[at:]]
+            with pytest.raises(InvalidShareError):
+                shamir.share_values_many(batch, **kw)
+    with pytest.raises(InvalidShareError, match="a share is bytes, got bytearray"):
+        shamir.share_values_many([*shares, bytearray(shares[0])], **kw)  # type: ignore[list-item]

@@ -316,14 +316,12 @@ class SecAggServer(ServerParty):
         # this round's threshold; parsed once here, all of this message's or none of them kept.
         index, t = sender + 1, self.ctx.params.threshold
         try:
-            b_shares = [
-                (u, shamir.share_values(s, index=index, threshold=t, secret_length=_SECRET_BYTES))
-                for u, s in msg.self_mask_shares.items()
-            ]
-            k_shares = [
-                (u, shamir.share_values(s, index=index, threshold=t, secret_length=_SECRET_BYTES))
-                for u, s in msg.mask_key_shares.items()
-            ]
+            b_shares = zip(msg.self_mask_shares, shamir.share_values_many(
+                msg.self_mask_shares.values(), index=index, threshold=t,
+                secret_length=_SECRET_BYTES), strict=True)
+            k_shares = zip(msg.mask_key_shares, shamir.share_values_many(
+                msg.mask_key_shares.values(), index=index, threshold=t,
+                secret_length=_SECRET_BYTES), strict=True)
         except InvalidShareError:
             raise self._bad(
                 sender,
