@@ -94,7 +94,8 @@ BENCH_DESCRIPTION = (
     "the upload. Writes bench.json (format secureagg/bench/v1), bench.csv (one row per "
     "configuration) and, with matplotlib (pip install 'secureagg[plot]'), seconds_vs_n.png, "
     "seconds_vs_d.png, bytes_per_client.png, vs_floor.png and vs_peers.png; fits the scaling "
-    "exponents, evaluates issue 15's targets; prints a table at the end. Exits 1 if an "
+    "exponents, evaluates the project's performance targets (docs/benchmarks.md, Targets) on "
+    "what it measured; prints a table at the end. Exits 1 if an "
     "error exceeds its bound, 2 on bad arguments. --deployed measures something else: our "
     "secagg+ round against Flower's own SecAgg+ on real Flower processes (see its options)."
 )
