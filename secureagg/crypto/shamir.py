@@ -380,35 +380,38 @@ class RandomCheck:
 
     def coefficients(self, xs: tuple[int, ...], weights: Sequence[int], e: int
                      ) -> tuple[int, ...]:
-        """``w_i R_e(x_i)`` for the points ``xs`` with barycentric weights ``weights`` (or the
-        same multiple, nonzero mod PRIME, of each), not reduced: the check is then ``sum_i
-        coefficient_i y_i == 0 mod PRIME``. Cached per ``(xs, e)``."""
+        """``w_i R_e(x_i) mod PRIME`` for the points ``xs`` with barycentric weights ``weights``
+        (or the same multiple, nonzero mod PRIME, of each): the check is then ``sum_i
+        coefficient_i y_i == 0``. Cached per ``(xs, e)``."""
         key = (xs, e)
         got = self._coefficients.get(key)
         if got is None:
             at = self.at
-            got = tuple([w * at(x, e) for w, x in zip(weights, xs, strict=True)])
+            got = tuple([w * at(x, e) % PRIME for w, x in zip(weights, xs, strict=True)])
             self._coefficients[key] = got
         return got
 
 
 @functools.lru_cache(maxsize=256)
 def _point_coefficients(xs: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    """For distinct share indices ``xs``: exact integers ``W_i = L / D_i`` and ``c_i = -Q W_i /
-    x_i``, with ``D_i = prod_{k != i}(x_i - x_k)``, ``L = lcm(D_i)`` and ``Q = prod_k (-x_k)``,
-    and ``L^-1 mod PRIME``.
+    """For distinct share indices ``xs``: ``W_i = L / D_i`` and ``c_i = -Q W_i / x_i`` (integers,
+    returned mod PRIME), with ``D_i = prod_{k != i}(x_i - x_k)``, ``L = lcm(D_i)`` and ``Q =
+    prod_k (-x_k)``, and ``L^-1 mod PRIME``.
 
     ``W`` is ``L`` times the barycentric weights ``w_i = 1 / D_i``, so every syndrome test (``sum
     w_i y_i x_i^j == 0``) holds for ``W`` exactly when it holds for ``w``: ``L`` is a product of
     primes below 2^16, never a multiple of PRIME. The value at 0, ``-Q sum_i w_i y_i / x_i``, is
     ``L^-1 sum_i c_i y_i``; ``c_i`` is an integer since ``x_i`` divides ``Q``. One modular
-    inversion, of ``L``, and no other reduction. Cached: a SecAgg server on the complete graph
-    reconstructs every secret from the same responders."""
+    inversion, of ``L``. Cached: a SecAgg server on the complete graph reconstructs every secret
+    from the same responders."""
     denominators = _denominators(xs)
     lcm = math.lcm(*denominators)
-    weights = tuple(lcm // d for d in denominators)  # exact: each D_i divides L
+    exact = [lcm // d for d in denominators]  # each D_i divides L
     minus_q = -math.prod(xs) * (-1) ** len(xs)
-    return (weights, tuple(minus_q // x * w for w, x in zip(weights, xs, strict=True)),
+    # reduced: at n = 1000 the exact integers run to ~1000 bits, and a round caches one set per
+    # secret (here and in RandomCheck)
+    return (tuple([w % PRIME for w in exact]),
+            tuple([minus_q // x * w % PRIME for w, x in zip(exact, xs, strict=True)]),
             pow(lcm, -1, PRIME))
 
 
